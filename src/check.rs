@@ -1,0 +1,127 @@
+//! `cerberus-agent check`: show what the agent makes of a file.
+//!
+//! Each line's event, or the reason it failed, goes to standard output in
+//! order, then a summary (lines, parsed, failed, per pattern). With
+//! `--format auto` every line is tried against every pattern, so a mixed or
+//! unknown file shows which lines fit what.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use crate::agent::{LineHandler, LineOutcome};
+use crate::diagnostics::excerpt;
+use crate::event::{EventOptions, LinePosition};
+use crate::parse::{Pattern, PatternSet, resolve_format};
+use crate::tail::LineReader;
+
+/// What `check` counted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CheckSummary {
+    pub lines: u64,
+    pub parsed: u64,
+    pub failed: u64,
+    pub blank: u64,
+    pub warnings: u64,
+    pub per_pattern: BTreeMap<String, u64>,
+}
+
+/// Checks `input` line by line, writing the report to `out`.
+pub fn check(
+    input: impl Read,
+    patterns: &mut PatternSet,
+    format: &str,
+    options: &EventOptions,
+    max_line: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<CheckSummary> {
+    let candidates: Vec<Arc<Pattern>> = if format == "auto" {
+        patterns.iter().cloned().collect()
+    } else {
+        vec![resolve_format(patterns, format).map_err(anyhow::Error::msg)?]
+    };
+    let mut handlers: Vec<LineHandler> = candidates
+        .into_iter()
+        .map(|p| LineHandler::new(p, options))
+        .collect();
+    let mut reader = LineReader::new(input, 0, max_line);
+    let mut summary = CheckSummary::default();
+    let mut event = Vec::with_capacity(1024);
+    loop {
+        let line = match reader.next_line()? {
+            Some(l) => l,
+            None => match reader.take_partial() {
+                Some(l) => l,
+                None => break,
+            },
+        };
+        summary.lines += 1;
+        let position = LinePosition {
+            source: 0,
+            offset: line.offset,
+        };
+        let mut reasons = Vec::new();
+        let mut done = false;
+        for handler in handlers.iter_mut() {
+            match handler.handle(line.bytes, position, &mut event) {
+                LineOutcome::Blank => {
+                    summary.blank += 1;
+                    done = true;
+                }
+                outcome @ (LineOutcome::Event | LineOutcome::EventWithWarning(_)) => {
+                    summary.parsed += 1;
+                    *summary
+                        .per_pattern
+                        .entry(handler.pattern().name.clone())
+                        .or_default() += 1;
+                    out.write_all(&event)?;
+                    out.write_all(b"\n")?;
+                    event.clear();
+                    if let LineOutcome::EventWithWarning(w) = outcome {
+                        summary.warnings += 1;
+                        writeln!(out, "line {}: warning: {w}", line.number)?;
+                    }
+                    done = true;
+                }
+                LineOutcome::Failed(reason) => reasons.push(reason),
+            }
+            if done {
+                break;
+            }
+        }
+        if !done {
+            summary.failed += 1;
+            let why = if reasons.len() == 1 {
+                reasons.remove(0)
+            } else {
+                "no pattern fits (give --format NAME to see why that one fails)".to_owned()
+            };
+            let cut = if line.truncated {
+                " (line cut at max_line_bytes)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "line {}: failed: {why}{cut}: {}",
+                line.number,
+                excerpt(line.bytes, 160)
+            )?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "lines: {}, parsed: {}, failed: {}, blank: {}, metrics warnings: {}",
+        summary.lines, summary.parsed, summary.failed, summary.blank, summary.warnings
+    )?;
+    for (name, n) in &summary.per_pattern {
+        writeln!(out, "  {name}: {n}")?;
+    }
+    Ok(summary)
+}
+
+/// Reads standard input for `check -`.
+pub fn stdin() -> io::Stdin {
+    io::stdin()
+}

@@ -1,0 +1,133 @@
+//! The command line. Every flag is defined here once, with its help text.
+//!
+//! Flags override the configuration file and `CERBERUS_*` environment
+//! variables (see [`crate::config`]); only flags that were given take part.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ship web access logs to the Cerberus analytics backend.
+///
+/// Tails nginx, gunicorn, Apache and JSON access logs, turns every request
+/// into a Cerberus event (client IP pseudonymised with HMAC-SHA256) and sends
+/// the events to the backend, or prints them as JSON lines with --stdout.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cerberus-agent",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse a file (or standard input) and show each event or why a line
+    /// failed, then a summary. Exits non-zero when no line parsed.
+    Check(CheckArgs),
+    /// List the bundled and user patterns.
+    Patterns(CommonArgs),
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Args, Default, Clone)]
+pub struct CommonArgs {
+    /// Configuration file (TOML). Default: /etc/cerberus/agent.toml if present.
+    #[arg(long, value_name = "FILE", env = "CERBERUS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// A folder of user pattern files (*.toml); repeatable. They add to the
+    /// bundled patterns and replace bundled ones of the same name.
+    /// Default: /etc/cerberus/patterns.d
+    #[arg(long = "pattern-dir", value_name = "DIR")]
+    pub pattern_dirs: Vec<PathBuf>,
+
+    /// Secret key for the HMAC-SHA256 of client IPs. Prefer the config file
+    /// or CERBERUS_SECRET_KEY: flags are visible to other users in `ps`.
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Send query parameters (sanitised) in `query_params`; by default query
+    /// strings are dropped.
+    #[arg(long)]
+    pub query_params: bool,
+}
+
+/// `cerberus-agent check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The pattern to use: a bundled or user pattern name, a path to a
+    /// pattern file, or `auto` (try every pattern on each line).
+    #[arg(long, value_name = "NAME|FILE", default_value = "auto")]
+    pub format: String,
+
+    /// The log file to check; `-` or nothing reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Running the agent.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// A log file or glob to follow; repeatable.
+    #[arg(long = "log", value_name = "PATH")]
+    pub logs: Vec<String>,
+
+    /// The log format: a pattern name (see `cerberus-agent patterns`), a
+    /// path to a pattern file, or `auto` to detect it from the first lines.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub format: Option<String>,
+
+    /// The backend's WebSocket URL (wss://… or ws://…).
+    #[arg(long, value_name = "URL")]
+    pub ws_url: Option<String>,
+
+    /// The API token. Prefer the config file or CERBERUS_TOKEN: flags are
+    /// visible to other users in `ps`.
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The client id sent in every event.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// The backend's HTTP URL, from which the secret key is fetched when
+    /// none is configured.
+    #[arg(long, value_name = "URL")]
+    pub backend_url: Option<String>,
+
+    /// Where checkpoints are kept. Default: /var/lib/cerberus-agent
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print events as JSON lines instead of sending them (the default when
+    /// no ws_url is configured).
+    #[arg(long)]
+    pub stdout: bool,
+
+    /// Read files that have no checkpoint from their beginning instead of
+    /// their end.
+    #[arg(long)]
+    pub from_beginning: bool,
+
+    /// Read the given files to their end, deliver every event, and exit.
+    /// Files without a checkpoint are read from their beginning.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Longest line kept whole, in bytes; longer lines are cut and counted.
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<usize>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}

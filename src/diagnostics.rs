@@ -1,0 +1,119 @@
+//! Counters and rate-limited messages about bad input.
+//!
+//! Bad input never stops the agent: a line that fails is counted and
+//! reported with its file and line number, but at most [`BURST`] messages of
+//! one kind go out per [`WINDOW`]; the rest are counted and summarised when
+//! the window ends, so a log full of garbage cannot flood the journal.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Messages of one kind allowed per window.
+pub const BURST: u32 = 10;
+/// The rate-limiting window.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// What happened to lines, for the summary and (later) metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub lines_read: AtomicU64,
+    pub events: AtomicU64,
+    pub lines_failed: AtomicU64,
+    pub lines_blank: AtomicU64,
+    pub lines_truncated: AtomicU64,
+    pub metrics_invalid: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    emitted: u32,
+    suppressed: u64,
+}
+
+/// Emits warnings at a bounded rate per kind.
+#[derive(Debug, Default)]
+pub struct Reporter {
+    pub counters: Counters,
+    windows: Mutex<HashMap<&'static str, Window>>,
+}
+
+impl Reporter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Logs `message` as a warning unless `kind` has used its burst in this
+    /// window. Returns whether it was logged.
+    pub fn warn(&self, kind: &'static str, message: impl FnOnce() -> String) -> bool {
+        let now = Instant::now();
+        let Ok(mut windows) = self.windows.lock() else {
+            return false;
+        };
+        let w = windows.entry(kind).or_insert(Window {
+            started: now,
+            emitted: 0,
+            suppressed: 0,
+        });
+        if now.duration_since(w.started) >= WINDOW {
+            if w.suppressed > 0 {
+                tracing::warn!(
+                    "{} more {kind} messages were suppressed in the last {} s",
+                    w.suppressed,
+                    WINDOW.as_secs()
+                );
+            }
+            *w = Window {
+                started: now,
+                emitted: 0,
+                suppressed: 0,
+            };
+        }
+        if w.emitted < BURST {
+            w.emitted += 1;
+            let suffix = if w.emitted == BURST {
+                " (further messages of this kind are suppressed for a while)"
+            } else {
+                ""
+            };
+            tracing::warn!("{}{suffix}", message());
+            true
+        } else {
+            w.suppressed += 1;
+            false
+        }
+    }
+
+    /// Says how many messages were held back, at shutdown.
+    pub fn flush_suppressed(&self) {
+        if let Ok(windows) = self.windows.lock() {
+            for (kind, w) in windows.iter() {
+                if w.suppressed > 0 {
+                    tracing::warn!("{} more {kind} messages were suppressed", w.suppressed);
+                }
+            }
+        }
+    }
+}
+
+/// At most `max` characters of a line, for messages.
+pub fn excerpt(line: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
+}

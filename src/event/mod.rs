@@ -1,0 +1,300 @@
+//! Build the backend's event from a parsed line.
+//!
+//! [`EventBuilder`] turns [`Fields`] into the JSON object described in
+//! `../shared/CONTRACT.md` and writes it straight into an output buffer
+//! (no intermediate `serde_json::Value`): the constant part (`api_key`,
+//! `client_id`, `token`) is encoded once, IPs go through the
+//! [`IpPseudonymiser`], timestamps through a per-second cache. Fields the
+//! middleware cannot know (`status`, `duration_ms`, `bytes_sent`) follow, and
+//! every event ends with a stable `event_id` derived from where the line
+//! lies in which file.
+
+pub mod endpoint;
+pub mod sanitize;
+pub mod timestamp;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::parse::pattern::MetricsEncoding;
+use crate::parse::{Fields, Pattern, Role};
+use crate::pseudonymise::IpPseudonymiser;
+use endpoint::{Target, decode_path, query_params};
+use timestamp::TimestampConverter;
+
+/// Who the agent is to the backend; goes into every event.
+#[derive(Clone, Default)]
+pub struct Identity {
+    pub token: String,
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("token", &"[redacted]")
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// What the event builder needs beyond the pattern.
+#[derive(Debug, Clone, Default)]
+pub struct EventOptions {
+    pub identity: Identity,
+    /// HMAC key for `remote_addr`; plain IPs when `None`.
+    pub secret_key: Option<String>,
+    /// Send `query_params` (sanitised) instead of null.
+    pub query_params: bool,
+    /// Overrides the pattern's `default_scheme` when set.
+    pub default_https: Option<bool>,
+}
+
+/// Where a line is: which file (its identity) and at which byte it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinePosition {
+    pub source: u64,
+    pub offset: u64,
+}
+
+impl LinePosition {
+    /// The event's `event_id`: 16 hex digits of file identity, 16 of offset.
+    pub fn event_id(&self) -> String {
+        format!("{:016x}{:016x}", self.source, self.offset)
+    }
+}
+
+/// Why a line's event could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("no request line (method and path) in the line")]
+    NoRequest,
+    #[error("request line {0:?} is not `METHOD TARGET PROTOCOL`")]
+    BadRequestLine(String),
+    #[error("{0}")]
+    BadTimestamp(String),
+}
+
+/// A line's event was built, but part of it was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildWarning(pub String);
+
+/// Builds events for lines of one pattern.
+#[derive(Debug)]
+pub struct EventBuilder {
+    pattern: Arc<Pattern>,
+    /// `{"api_key":…,"client_id":…,"token":…,` encoded once.
+    prefix: Vec<u8>,
+    ips: IpPseudonymiser,
+    timestamps: Option<TimestampConverter>,
+    send_query: bool,
+    https: bool,
+}
+
+impl EventBuilder {
+    pub fn new(pattern: Arc<Pattern>, options: &EventOptions) -> Self {
+        let mut prefix = Vec::with_capacity(128);
+        prefix.extend_from_slice(b"{\"api_key\":");
+        push_json_str(&mut prefix, &options.identity.token);
+        prefix.extend_from_slice(b",\"client_id\":");
+        push_json_str(&mut prefix, &options.identity.client_id);
+        prefix.extend_from_slice(b",\"token\":");
+        push_json_str(&mut prefix, &options.identity.token);
+        prefix.push(b',');
+        EventBuilder {
+            timestamps: pattern
+                .timestamp_format
+                .clone()
+                .map(TimestampConverter::new),
+            https: options.default_https.unwrap_or(pattern.default_https),
+            pattern,
+            prefix,
+            ips: IpPseudonymiser::new(options.secret_key.as_deref()),
+            send_query: options.query_params,
+        }
+    }
+
+    /// The pattern this builder serves.
+    pub fn pattern(&self) -> &Arc<Pattern> {
+        &self.pattern
+    }
+
+    /// Appends the event for `fields` to `out` as one JSON object (no
+    /// newline). On error nothing is appended.
+    pub fn build(
+        &mut self,
+        fields: &Fields<'_>,
+        position: LinePosition,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<BuildWarning>, BuildError> {
+        // Everything that can fail is worked out before anything is written.
+        let (method, target) = request_of(fields)?;
+        let target = Target::split(target);
+        let timestamp: Cow<str> = match (&mut self.timestamps, fields.text(Role::Timestamp)) {
+            (Some(conv), Some(text)) => Cow::Owned(
+                conv.convert(&text)
+                    .map_err(BuildError::BadTimestamp)?
+                    .to_owned(),
+            ),
+            // A pattern without a timestamp gets the time it was read, as the
+            // middleware stamps the time it handled the request.
+            _ => Cow::Owned(timestamp::isoformat(&chrono::Utc::now())),
+        };
+        let (custom_data, warning) = self.metrics(fields);
+        let https = match fields.get(Role::Scheme) {
+            Some(s) => s.eq_ignore_ascii_case(b"https"),
+            None => self.https,
+        };
+
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(b"\"remote_addr\":");
+        match fields.text(Role::ClientIp) {
+            Some(ip) => push_json_str(out, self.ips.pseudonymise(&ip)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"endpoint\":");
+        push_json_str(out, &decode_path(target.path));
+        out.extend_from_slice(if https {
+            b",\"scheme\":true,\"method\":"
+        } else {
+            b",\"scheme\":false,\"method\":"
+        });
+        push_json_str(out, &method);
+        out.extend_from_slice(b",\"timestamp\":");
+        push_json_str(out, &timestamp);
+        out.extend_from_slice(b",\"custom_data\":");
+        match &custom_data {
+            Some(v) => push_json_value(out, v),
+            None => out.extend_from_slice(b"{}"),
+        }
+        out.extend_from_slice(b",\"headers\":null,\"query_params\":");
+        match target
+            .query
+            .filter(|_| self.send_query)
+            .and_then(query_params)
+        {
+            Some(v) => push_json_value(out, &v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"body\":null,\"user_agent\":");
+        match fields.text(Role::UserAgent) {
+            Some(ua) => push_json_str(out, &ua),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"user_id\":null");
+        if let Some(status) = fields.get(Role::Status).and_then(parse_ascii::<u16>) {
+            out.extend_from_slice(b",\"status\":");
+            out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        }
+        if let Some(t) = fields.get(Role::ResponseTime).and_then(parse_ascii::<f64>) {
+            let ms = t * self.pattern.response_time_unit.to_millis();
+            if ms.is_finite() {
+                // Rounded to microseconds: the unit conversion must not
+                // invent digits (0.123 s is 123 ms, not 123.00000000000001).
+                let ms = (ms * 1000.0).round() / 1000.0;
+                out.extend_from_slice(b",\"duration_ms\":");
+                push_json_value(out, &Value::from(ms));
+            }
+        }
+        if let Some(bytes) = fields.get(Role::BytesSent).and_then(parse_ascii::<u64>) {
+            out.extend_from_slice(b",\"bytes_sent\":");
+            out.extend_from_slice(itoa::Buffer::new().format(bytes).as_bytes());
+        }
+        out.extend_from_slice(b",\"event_id\":\"");
+        out.extend_from_slice(position.event_id().as_bytes());
+        out.extend_from_slice(b"\"}");
+        Ok(warning)
+    }
+
+    /// The sanitised metrics object, or why there is none.
+    fn metrics(&self, fields: &Fields<'_>) -> (Option<Value>, Option<BuildWarning>) {
+        let Some(raw) = fields.get(Role::Metrics) else {
+            return (None, None);
+        };
+        let decoded: Cow<[u8]> = match self.pattern.metrics_encoding {
+            MetricsEncoding::Json => Cow::Borrowed(raw),
+            MetricsEncoding::PercentJson => percent_encoding::percent_decode(raw).into(),
+        };
+        match serde_json::from_slice::<Value>(&decoded) {
+            Ok(mut v @ Value::Object(_)) => {
+                sanitize::sanitize(&mut v);
+                (Some(v), None)
+            }
+            Ok(_) => (
+                None,
+                Some(BuildWarning(
+                    "metrics field is JSON but not an object; custom_data sent empty".into(),
+                )),
+            ),
+            Err(e) => (
+                None,
+                Some(BuildWarning(format!(
+                    "metrics field is not valid JSON ({e}); custom_data sent empty"
+                ))),
+            ),
+        }
+    }
+}
+
+/// Method (upper case) and request target of a line.
+fn request_of<'f>(fields: &'f Fields<'_>) -> Result<(Cow<'f, str>, &'f [u8]), BuildError> {
+    if let (Some(method), Some(path)) = (fields.get(Role::Method), fields.get(Role::Path)) {
+        if !is_token(method) {
+            return Err(BuildError::BadRequestLine(
+                String::from_utf8_lossy(method).into_owned(),
+            ));
+        }
+        return Ok((upper(method), path));
+    }
+    let line = fields.get(Role::Request).ok_or(BuildError::NoRequest)?;
+    let bad = || BuildError::BadRequestLine(String::from_utf8_lossy(line).into_owned());
+    let space = memchr::memchr(b' ', line).ok_or_else(bad)?;
+    let method = &line[..space];
+    let rest = &line[space + 1..];
+    // `GET /x HTTP/1.1`, or HTTP/0.9's `GET /x` with no protocol.
+    let target = match memchr::memrchr(b' ', rest) {
+        Some(i) if rest[i + 1..].starts_with(b"HTTP/") => &rest[..i],
+        _ => rest,
+    };
+    let target_ok = target.first() == Some(&b'/')
+        || target == b"*"
+        || target.starts_with(b"http://")
+        || target.starts_with(b"https://");
+    if !is_token(method) || !target_ok {
+        return Err(bad());
+    }
+    Ok((upper(method), target))
+}
+
+/// An HTTP token (RFC 9110), as methods are.
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn upper(method: &[u8]) -> Cow<'_, str> {
+    // is_token checked it is ASCII.
+    let s = std::str::from_utf8(method).unwrap_or_default();
+    if s.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(s.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn parse_ascii<T: std::str::FromStr>(raw: &[u8]) -> Option<T> {
+    std::str::from_utf8(raw).ok()?.trim().parse().ok()
+}
+
+/// Appends `s` as a JSON string.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_json_value(out: &mut Vec<u8>, v: &Value) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}

@@ -1,0 +1,145 @@
+//! Parse: log lines into fields, by pattern files.
+//!
+//! [`PatternSet`] holds every known log format: the ones bundled from the
+//! repository's `patterns/` folder, then the user's pattern folders, where a
+//! file with the same name overrides a bundled one. Each [`Pattern`] is
+//! compiled once at start and splits lines into [`Fields`].
+
+pub mod detect;
+pub mod escape;
+pub mod fields;
+pub mod pattern;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use fields::{Fields, Role};
+pub use pattern::{Origin, Pattern, PatternError, SplitError};
+
+/// The pattern files compiled into the binary, by name.
+const BUNDLED: &[(&str, &str)] = &[
+    ("nginx_json", include_str!("../../patterns/nginx_json.toml")),
+    (
+        "gunicorn_cerberus",
+        include_str!("../../patterns/gunicorn_cerberus.toml"),
+    ),
+    (
+        "nginx_combined",
+        include_str!("../../patterns/nginx_combined.toml"),
+    ),
+    (
+        "apache_combined",
+        include_str!("../../patterns/apache_combined.toml"),
+    ),
+    ("gunicorn", include_str!("../../patterns/gunicorn.toml")),
+    (
+        "apache_common",
+        include_str!("../../patterns/apache_common.toml"),
+    ),
+    ("json", include_str!("../../patterns/json.toml")),
+];
+
+/// Every log format the agent knows, in `--format auto` trial order.
+#[derive(Debug, Clone)]
+pub struct PatternSet {
+    patterns: Vec<Arc<Pattern>>,
+}
+
+impl PatternSet {
+    /// Only the bundled patterns.
+    pub fn bundled() -> Result<Self, PatternError> {
+        let mut patterns = Vec::new();
+        for (name, text) in BUNDLED {
+            patterns.push(Arc::new(Pattern::from_toml(text, name, Origin::Bundled)?));
+        }
+        let mut set = PatternSet { patterns };
+        set.sort();
+        Ok(set)
+    }
+
+    /// The bundled patterns, then every `*.toml` in `dirs` (folders that do
+    /// not exist are skipped: they are optional). A user pattern replaces a
+    /// bundled or earlier one of the same name.
+    pub fn load(dirs: &[PathBuf]) -> Result<Self, PatternError> {
+        let mut set = Self::bundled()?;
+        for dir in dirs {
+            for path in toml_files_in(dir)? {
+                set.add_file(&path)?;
+            }
+        }
+        Ok(set)
+    }
+
+    /// Compiles the pattern file at `path` and adds it, replacing any
+    /// pattern of the same name. Returns the pattern's name.
+    pub fn add_file(&mut self, path: &Path) -> Result<Arc<Pattern>, PatternError> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pattern = Arc::new(Pattern::from_toml(
+            &text,
+            &stem,
+            Origin::File(path.to_owned()),
+        )?);
+        self.patterns.retain(|p| p.name != pattern.name);
+        self.patterns.push(pattern.clone());
+        self.sort();
+        Ok(pattern)
+    }
+
+    fn sort(&mut self) {
+        self.patterns
+            .sort_by(|a, b| (a.detect_priority, &a.name).cmp(&(b.detect_priority, &b.name)));
+    }
+
+    /// The pattern called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Pattern>> {
+        self.patterns.iter().find(|p| p.name == name).cloned()
+    }
+
+    /// All patterns in trial order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pattern>> {
+        self.patterns.iter()
+    }
+
+    /// The names, for messages.
+    pub fn names(&self) -> Vec<&str> {
+        self.patterns.iter().map(|p| p.name.as_str()).collect()
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> PatternError {
+    PatternError::io(path, e)
+}
+
+fn toml_files_in(dir: &Path) -> Result<Vec<PathBuf>, PatternError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir, e)),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Resolves a `--format` value: a known pattern name, or a pattern file to
+/// compile and add. `auto` is not resolved here (see [`detect`]).
+pub fn resolve_format(set: &mut PatternSet, format: &str) -> Result<Arc<Pattern>, String> {
+    if let Some(p) = set.get(format) {
+        return Ok(p);
+    }
+    let path = Path::new(format);
+    if path.is_file() {
+        return set.add_file(path).map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "format {format:?} is neither a known pattern nor a pattern file; known patterns: {}, or \"auto\"",
+        set.names().join(", ")
+    ))
+}

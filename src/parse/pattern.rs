@@ -1,0 +1,438 @@
+//! One log format: its pattern file and the compiled splitter.
+//!
+//! A pattern file is TOML. It says how a line splits into named fields (a
+//! regular expression with named captures, or JSON) and which of those
+//! fields carry what the event needs (see [`Role`]). README.md documents the
+//! format with an example.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use regex::bytes::Regex;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::escape::Escape;
+use super::fields::{Fields, Role};
+use crate::event::timestamp::TimestampFormat;
+
+/// Where a pattern came from, for `cerberus-agent patterns` and messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled into the binary from the repository's `patterns/`.
+    Bundled,
+    /// A user's pattern file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Bundled => f.write_str("bundled"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A field mapping: one name, or several tried in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Names {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Names {
+    fn list(&self) -> Vec<String> {
+        match self {
+            Names::One(n) => vec![n.clone()],
+            Names::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The `[split]` table.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum SplitSpec {
+    Regex {
+        regex: String,
+        #[serde(default)]
+        escape: Escape,
+    },
+    Json,
+}
+
+/// The unit of the response-time field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TimeUnit {
+    #[default]
+    #[serde(rename = "s")]
+    Seconds,
+    #[serde(rename = "ms")]
+    Millis,
+    #[serde(rename = "us")]
+    Micros,
+}
+
+impl TimeUnit {
+    /// Factor from this unit to milliseconds.
+    pub fn to_millis(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1000.0,
+            TimeUnit::Millis => 1.0,
+            TimeUnit::Micros => 0.001,
+        }
+    }
+}
+
+/// How the metrics field holds the application's JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsEncoding {
+    /// JSON text (or, in a JSON log, an object or a string holding JSON text).
+    #[default]
+    Json,
+    /// Percent-encoded JSON text, as some applications put it in a header.
+    PercentJson,
+}
+
+/// A pattern file as written on disk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternFile {
+    name: Option<String>,
+    description: String,
+    #[serde(default = "default_priority")]
+    detect_priority: i32,
+    split: SplitSpec,
+    fields: BTreeMap<String, Names>,
+    timestamp_format: Option<String>,
+    #[serde(default)]
+    response_time_unit: TimeUnit,
+    #[serde(default)]
+    metrics_encoding: MetricsEncoding,
+    default_scheme: Option<String>,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+
+/// How a compiled pattern splits a line.
+#[derive(Debug)]
+enum Splitter {
+    Regex {
+        regex: Regex,
+        escape: Escape,
+        /// Per role, the capture groups that may hold it, in order.
+        groups: Vec<(Role, Vec<usize>)>,
+    },
+    Json {
+        /// Per role, the field paths that may hold it, in order.
+        paths: Vec<(Role, Vec<String>)>,
+    },
+}
+
+/// A compiled log format.
+#[derive(Debug)]
+pub struct Pattern {
+    pub name: String,
+    pub description: String,
+    pub origin: Origin,
+    /// Lower is tried first by `--format auto`.
+    pub detect_priority: i32,
+    pub timestamp_format: Option<TimestampFormat>,
+    pub response_time_unit: TimeUnit,
+    pub metrics_encoding: MetricsEncoding,
+    /// Whether requests count as HTTPS when the line has no scheme field.
+    pub default_https: bool,
+    splitter: Splitter,
+}
+
+/// Why a pattern file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("pattern {origin_name}: {message}")]
+pub struct PatternError {
+    origin_name: String,
+    message: String,
+}
+
+impl PatternError {
+    /// A pattern file or folder that could not be read.
+    pub fn io(path: &std::path::Path, e: std::io::Error) -> Self {
+        PatternError::new(&path.display().to_string(), format!("cannot read: {e}"))
+    }
+
+    fn new(origin_name: &str, message: impl Into<String>) -> Self {
+        PatternError {
+            origin_name: origin_name.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a line did not split into fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    #[error("line does not match the {0} pattern")]
+    NoMatch(String),
+    #[error("line is not a JSON object: {0}")]
+    NotJson(String),
+}
+
+impl Pattern {
+    /// Compiles a pattern file's text. `fallback_name` (the file stem) names
+    /// the pattern when the file has no `name`.
+    pub fn from_toml(
+        text: &str,
+        fallback_name: &str,
+        origin: Origin,
+    ) -> Result<Self, PatternError> {
+        let where_ = match &origin {
+            Origin::Bundled => fallback_name.to_owned(),
+            Origin::File(p) => p.display().to_string(),
+        };
+        let file: PatternFile =
+            toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
+        let name = file.name.unwrap_or_else(|| fallback_name.to_owned());
+
+        let mut mappings: Vec<(Role, Vec<String>)> = Vec::new();
+        for (key, names) in &file.fields {
+            let role = Role::ALL
+                .iter()
+                .copied()
+                .find(|r| r.key() == key)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = Role::ALL.iter().map(|r| r.key()).collect();
+                    PatternError::new(
+                        &where_,
+                        format!(
+                            "unknown key `fields.{key}`: expected one of {}",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+            mappings.push((role, names.list()));
+        }
+        let has = |role: Role| mappings.iter().any(|(r, _)| *r == role);
+        if !has(Role::Request) && !(has(Role::Method) && has(Role::Path)) {
+            return Err(PatternError::new(
+                &where_,
+                "`fields` must map `request`, or both `method` and `path`",
+            ));
+        }
+
+        let timestamp_format = match (&file.timestamp_format, has(Role::Timestamp)) {
+            (Some(spec), _) => {
+                Some(TimestampFormat::from_spec(spec).map_err(|e| PatternError::new(&where_, e))?)
+            }
+            (None, true) => {
+                return Err(PatternError::new(
+                    &where_,
+                    "`fields.timestamp` is mapped but `timestamp_format` is missing",
+                ));
+            }
+            (None, false) => None,
+        };
+
+        let default_https = match file.default_scheme.as_deref() {
+            None | Some("http") => false,
+            Some("https") => true,
+            Some(other) => {
+                return Err(PatternError::new(
+                    &where_,
+                    format!("`default_scheme` is {other:?}: expected \"http\" or \"https\""),
+                ));
+            }
+        };
+
+        let splitter = match file.split {
+            SplitSpec::Regex { regex, escape } => {
+                let regex = Regex::new(&regex)
+                    .map_err(|e| PatternError::new(&where_, format!("`split.regex`: {e}")))?;
+                let mut groups = Vec::new();
+                for (role, names) in mappings {
+                    let mut indices = Vec::new();
+                    for n in &names {
+                        let idx = regex.capture_names().position(|c| c == Some(n.as_str()));
+                        match idx {
+                            Some(i) => indices.push(i),
+                            None => {
+                                return Err(PatternError::new(
+                                    &where_,
+                                    format!(
+                                        "`fields.{}` names `{n}`, which is not a named capture of `split.regex`",
+                                        role.key()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    groups.push((role, indices));
+                }
+                Splitter::Regex {
+                    regex,
+                    escape,
+                    groups,
+                }
+            }
+            SplitSpec::Json => Splitter::Json { paths: mappings },
+        };
+
+        Ok(Pattern {
+            name,
+            description: file.description,
+            origin,
+            detect_priority: file.detect_priority,
+            timestamp_format,
+            response_time_unit: file.response_time_unit,
+            metrics_encoding: file.metrics_encoding,
+            default_https,
+            splitter,
+        })
+    }
+
+    /// Splits one line (without its newline) into fields.
+    pub fn split<'a>(&self, line: &'a [u8]) -> Result<Fields<'a>, SplitError> {
+        let mut fields = Fields::default();
+        match &self.splitter {
+            Splitter::Regex {
+                regex,
+                escape,
+                groups,
+            } => {
+                let caps = regex
+                    .captures(line)
+                    .ok_or_else(|| SplitError::NoMatch(self.name.clone()))?;
+                for (role, indices) in groups {
+                    let found = indices
+                        .iter()
+                        .filter_map(|&i| caps.get(i))
+                        .map(|m| &line[m.start()..m.end()])
+                        .find(|v| !v.is_empty() && *v != b"-");
+                    if let Some(raw) = found {
+                        fields.set(*role, escape.unescape(raw));
+                    }
+                }
+            }
+            Splitter::Json { paths } => {
+                match std::str::from_utf8(line) {
+                    Ok(text) => {
+                        let object: JsonObject<'a> = serde_json::from_str(text)
+                            .map_err(|e| SplitError::NotJson(e.to_string()))?;
+                        object.fill(paths, &mut fields);
+                    }
+                    Err(_) => {
+                        // nginx's escape=json writes bytes >= 0x80 as they
+                        // came, so a raw non-UTF-8 byte in a URL makes the
+                        // line invalid UTF-8. Replace those bytes and go on.
+                        let text = String::from_utf8_lossy(line).into_owned();
+                        let object: JsonObject<'_> = serde_json::from_str(&text)
+                            .map_err(|e| SplitError::NotJson(e.to_string()))?;
+                        let mut borrowed = Fields::default();
+                        object.fill(paths, &mut borrowed);
+                        fields = borrowed.into_owned();
+                    }
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct MaybeBorrowed<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeBorrowed<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The top level of a JSON log line: keys with their values still as JSON.
+struct JsonObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for JsonObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(16);
+                while let Some(key) = map.next_key::<MaybeBorrowed<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    entries.push((key.0, value));
+                }
+                Ok(JsonObject(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'a> JsonObject<'a> {
+    fn fill(&self, paths: &[(Role, Vec<String>)], fields: &mut Fields<'a>) {
+        for (role, candidates) in paths {
+            let found = candidates
+                .iter()
+                .filter_map(|p| self.lookup(p))
+                .find(|v| !v.is_empty() && &**v != b"-");
+            if let Some(v) = found {
+                fields.set(*role, v);
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The value at `path` as bytes: a JSON string's content, or the JSON
+    /// text of anything else (a number, an object). `a.b` walks into nested
+    /// objects when no top-level key is literally `a.b`. `null` is absent.
+    fn lookup(&self, path: &str) -> Option<Cow<'a, [u8]>> {
+        let raw = match self.get(path) {
+            Some(v) => v,
+            None => {
+                let mut parts = path.split('.');
+                let mut current = self.get(parts.next()?)?;
+                for part in parts {
+                    let nested: JsonObject<'a> = serde_json::from_str(current.get()).ok()?;
+                    current = nested.get(part)?;
+                }
+                current
+            }
+        };
+        let text = raw.get();
+        if text.starts_with('"') {
+            let s: MaybeBorrowed<'a> = serde_json::from_str(text).ok()?;
+            Some(match s.0 {
+                Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
+                Cow::Owned(o) => Cow::Owned(o.into_bytes()),
+            })
+        } else if text == "null" {
+            None
+        } else {
+            Some(Cow::Borrowed(text.as_bytes()))
+        }
+    }
+}

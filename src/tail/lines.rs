@@ -1,0 +1,237 @@
+//! Split a byte stream into lines, remembering where each one lies.
+//!
+//! Hand-written because it is the hot path and because no line-reading crate
+//! reports byte offsets (which checkpoints need) together with a bound on
+//! line length: the buffer is read in large blocks and split with `memchr`,
+//! lines are handed out as slices of it, and a line longer than the limit is
+//! cut at the limit (the cut part is handed out marked `truncated`, the rest
+//! up to its newline is skipped) so memory never grows with the input.
+
+use std::io::{self, Read};
+
+/// How much is read from the file at a time.
+pub const READ_BLOCK: usize = 256 * 1024;
+
+/// One line, without its newline.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub bytes: &'a [u8],
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// Byte offset just past the line's newline (where reading resumes).
+    pub end: u64,
+    /// 1-based line number, counted from where reading started.
+    pub number: u64,
+    /// The line was longer than the limit and was cut.
+    pub truncated: bool,
+}
+
+/// Reads lines from `R` with byte offsets and a length limit.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// How far past `start` we already know there is no newline.
+    scanned: usize,
+    /// File offset of `buf[start]`.
+    offset: u64,
+    max_line: usize,
+    /// Discarding the rest of a line that was cut.
+    skipping: bool,
+    number: u64,
+}
+
+impl<R: Read> LineReader<R> {
+    /// A reader whose first byte is at file offset `offset`.
+    pub fn new(inner: R, offset: u64, max_line: usize) -> Self {
+        let max_line = max_line.max(1);
+        LineReader {
+            inner,
+            buf: vec![0; READ_BLOCK.max(max_line + 1)],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            offset,
+            max_line,
+            skipping: false,
+            number: 0,
+        }
+    }
+
+    /// The file offset up to which everything has been handed out or
+    /// skipped; a partial line held in the buffer starts here.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes held that do not yet end in a newline.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The underlying reader.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The next complete line, or `None` when the input has no further
+    /// complete line for now (a partial line stays held).
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        loop {
+            let window = &self.buf[self.start + self.scanned..self.end];
+            if let Some(i) = memchr::memchr(b'\n', window) {
+                let nl = self.start + self.scanned + i;
+                let line_start = self.start;
+                let line_offset = self.offset;
+                let consumed = (nl + 1 - line_start) as u64;
+                self.start = nl + 1;
+                self.scanned = 0;
+                self.offset += consumed;
+                if self.skipping {
+                    self.skipping = false;
+                    continue;
+                }
+                self.number += 1;
+                let mut bytes = &self.buf[line_start..nl];
+                if let Some(stripped) = bytes.strip_suffix(b"\r") {
+                    bytes = stripped;
+                }
+                return Ok(Some(Line {
+                    bytes,
+                    offset: line_offset,
+                    end: self.offset,
+                    number: self.number,
+                    truncated: false,
+                }));
+            }
+            let held = self.end - self.start;
+            if self.skipping {
+                self.offset += held as u64;
+                self.start = self.end;
+                self.scanned = 0;
+            } else if held >= self.max_line {
+                return Ok(Some(self.cut_line()));
+            } else {
+                self.scanned = held;
+            }
+            if self.fill()? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Hands out the held partial line (at the end of a `--once` run, or of
+    /// a rotated file that will not grow again).
+    pub fn take_partial(&mut self) -> Option<Line<'_>> {
+        if self.start == self.end || self.skipping {
+            if self.skipping {
+                self.offset += (self.end - self.start) as u64;
+                self.start = self.end;
+                self.skipping = false;
+            }
+            return None;
+        }
+        let line_start = self.start;
+        let line_offset = self.offset;
+        self.offset += (self.end - self.start) as u64;
+        self.start = self.end;
+        self.scanned = 0;
+        self.number += 1;
+        Some(Line {
+            bytes: &self.buf[line_start..self.end],
+            offset: line_offset,
+            end: self.offset,
+            number: self.number,
+            truncated: false,
+        })
+    }
+
+    fn cut_line(&mut self) -> Line<'_> {
+        let line_start = self.start;
+        let line_offset = self.offset;
+        let held = self.end - self.start;
+        // Everything held belongs to the over-long line: hand out the first
+        // max_line bytes and drop the rest up to the next newline.
+        self.offset += held as u64;
+        self.start = self.end;
+        self.scanned = 0;
+        self.skipping = true;
+        self.number += 1;
+        Line {
+            bytes: &self.buf[line_start..line_start + self.max_line],
+            offset: line_offset,
+            end: self.offset,
+            number: self.number,
+            truncated: true,
+        }
+    }
+
+    /// Reads more input behind what is held. Returns bytes read.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(input: &[u8], max: usize) -> Vec<(Vec<u8>, u64, u64, bool)> {
+        let mut r = LineReader::new(input, 0, max);
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line().unwrap() {
+            out.push((l.bytes.to_vec(), l.offset, l.end, l.truncated));
+        }
+        if let Some(l) = r.take_partial() {
+            out.push((l.bytes.to_vec(), l.offset, l.end, l.truncated));
+        }
+        out
+    }
+
+    #[test]
+    fn offsets_cover_every_byte() {
+        let got = collect(b"ab\r\nc\n\nlast", 100);
+        assert_eq!(
+            got,
+            vec![
+                (b"ab".to_vec(), 0, 4, false),
+                (b"c".to_vec(), 4, 6, false),
+                (b"".to_vec(), 6, 7, false),
+                (b"last".to_vec(), 7, 11, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_the_rest_skipped() {
+        let mut input = vec![b'x'; READ_BLOCK * 3];
+        input.extend_from_slice(b"\nok\n");
+        let got = collect(&input, 1000);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0.len(), 1000);
+        assert!(got[0].3);
+        assert_eq!(
+            (got[1].0.as_slice(), got[1].1),
+            (&b"ok"[..], READ_BLOCK as u64 * 3 + 1)
+        );
+    }
+}
