@@ -229,6 +229,14 @@ pub fn pattern_for(
         sample_lines(path, max_line).with_context(|| format!("reading {}", path.display()))?;
     match detect::detect(set, &lines) {
         Ok(d) => {
+            if d.fitted < d.sampled {
+                tracing::warn!(
+                    "{}: {} of the first {} lines fit no pattern; they will be counted as failed",
+                    path.display(),
+                    d.sampled - d.fitted,
+                    d.sampled
+                );
+            }
             if d.also_fitting.is_empty() {
                 tracing::info!("{}: format detected: {}", path.display(), d.pattern.name);
             } else {

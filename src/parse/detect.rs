@@ -1,9 +1,12 @@
 //! `--format auto`: find the pattern that fits a file's first lines.
 //!
-//! Patterns are tried in their `detect_priority` order; the first that turns
-//! every non-blank sample line into an event wins. Stricter patterns come
-//! first (nginx's escaped values before gunicorn's raw ones), so a file is
-//! given the most specific format that explains all of it.
+//! Every pattern is tried on the sample; the one that turns the most
+//! non-blank sample lines into events wins, ties going to the lower
+//! `detect_priority`. Stricter patterns come first (nginx's escaped values
+//! before gunicorn's raw ones), so a file gets the most specific format that
+//! explains it. Real logs hold lines no format explains (nginx logs a
+//! scanner's malformed request with an empty URI), so the winner need not fit
+//! every line, but at least [`MIN_FIT_PERCENT`] of them.
 
 use std::sync::Arc;
 
@@ -14,11 +17,18 @@ use crate::event::{EventBuilder, EventOptions, LinePosition};
 /// How many lines from the start of a file are used to detect its format.
 pub const SAMPLE_LINES: usize = 20;
 
+/// The share of sample lines the detected pattern must fit.
+pub const MIN_FIT_PERCENT: usize = 80;
+
 /// The detected pattern, and the others that would also have fitted.
 #[derive(Debug)]
 pub struct Detection {
     pub pattern: Arc<Pattern>,
+    /// Other patterns that fit as many lines.
     pub also_fitting: Vec<String>,
+    /// Sample lines the pattern fits, of `sampled`.
+    pub fitted: usize,
+    pub sampled: usize,
 }
 
 /// Why no pattern was chosen.
@@ -27,7 +37,7 @@ pub enum DetectError {
     #[error("no lines to detect the format from")]
     NoLines,
     #[error(
-        "no pattern fits every one of the first lines; for example line {line_number}:\n    {sample}\nRun `cerberus-agent check FILE` to see why each line fails, or give --format"
+        "no pattern fits {MIN_FIT_PERCENT}% of the first lines; for example line {line_number}:\n    {sample}\nRun `cerberus-agent check FILE` to see why each line fails, or give --format"
     )]
     NoneFits { line_number: usize, sample: String },
 }
@@ -61,14 +71,20 @@ pub fn detect(set: &PatternSet, lines: &[Vec<u8>]) -> Result<Detection, DetectEr
     if sample.is_empty() {
         return Err(DetectError::NoLines);
     }
-    let fitting: Vec<&Arc<Pattern>> = set
+    let scores: Vec<(usize, &Arc<Pattern>)> = set
         .iter()
-        .filter(|p| sample.iter().all(|(_, l)| fits(p, l)))
+        .map(|p| (sample.iter().filter(|(_, l)| fits(p, l)).count(), p))
         .collect();
-    match fitting.split_first() {
-        Some((first, rest)) => Ok(Detection {
-            pattern: (*first).clone(),
-            also_fitting: rest.iter().map(|p| p.name.clone()).collect(),
+    let best = scores.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let enough = best * 100 >= sample.len() * MIN_FIT_PERCENT && best > 0;
+    // `set.iter()` is in priority order, so the first best is the winner.
+    let mut winners = scores.iter().filter(|(n, _)| *n == best).map(|(_, p)| *p);
+    match winners.next().filter(|_| enough) {
+        Some(first) => Ok(Detection {
+            pattern: first.clone(),
+            also_fitting: winners.map(|p| p.name.clone()).collect(),
+            fitted: best,
+            sampled: sample.len(),
         }),
         None => {
             // Show the first line that no pattern fits at all, or else the

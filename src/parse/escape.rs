@@ -2,7 +2,8 @@
 //!
 //! nginx (`escape=default`) writes `"`, `\`, control bytes and bytes ≥ 0x7f
 //! as `\xHH`. Apache writes `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\v` and
-//! other unprintable bytes as `\xhh`. gunicorn writes values as they are.
+//! other unprintable bytes as `\xhh`. gunicorn writes `"` as `\"` and
+//! everything else (backslashes, UTF-8) as it is.
 
 use std::borrow::Cow;
 
@@ -19,6 +20,8 @@ pub enum Escape {
     Nginx,
     /// Apache's backslash escapes and `\xhh`.
     Apache,
+    /// gunicorn's `\"` for a double quote, nothing else.
+    Gunicorn,
 }
 
 impl Escape {
@@ -37,6 +40,16 @@ impl Escape {
                 continue;
             }
             let next = raw[i + 1];
+            if self == Escape::Gunicorn {
+                if next == b'"' {
+                    out.push(b'"');
+                    i += 2;
+                } else {
+                    out.push(b);
+                    i += 1;
+                }
+                continue;
+            }
             if next == b'x' {
                 if let Some(byte) = raw.get(i + 2..i + 4).and_then(hex_byte) {
                     out.push(byte);
@@ -92,6 +105,14 @@ mod tests {
         assert_eq!(
             &*Escape::Apache.unescape(br#"say \"hi\" \\ \x41\n"#),
             b"say \"hi\" \\ A\n".as_slice()
+        );
+    }
+
+    #[test]
+    fn gunicorn_escapes_only_quotes() {
+        assert_eq!(
+            &*Escape::Gunicorn.unescape(br#"a "q" b\slash A"#),
+            br#"a "q" b\slash \x41"#.as_slice()
         );
     }
 

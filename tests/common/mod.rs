@@ -1,0 +1,36 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/vectors/NAME`, failing loudly when the contract's vectors are
+/// not beside the repository (they are what proves parity with Python).
+pub fn vector_file(name: &str) -> PathBuf {
+    let path = repo().join("..").join("shared").join("vectors").join(name);
+    assert!(
+        path.is_file(),
+        "test vectors {} are missing: the repository must be checked out beside shared/",
+        path.display()
+    );
+    path
+}
+
+/// Reads a JSON-lines file.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// The built binary.
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cerberus-agent"))
+}
