@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::diagnostics::{Counters, Reporter, excerpt};
 use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
 use crate::parse::detect::{self, DetectError, SAMPLE_LINES};
@@ -223,7 +223,7 @@ pub fn pattern_for(
     max_line: usize,
 ) -> anyhow::Result<Arc<Pattern>> {
     if format != "auto" {
-        return resolve_format(set, format).map_err(anyhow::Error::msg);
+        return resolve_format(set, format).map_err(|e| ConfigError::new(e).into());
     }
     let lines =
         sample_lines(path, max_line).with_context(|| format!("reading {}", path.display()))?;
@@ -257,7 +257,10 @@ pub fn pattern_for(
 /// Runs the agent until the files are read (`once`) or forever.
 pub fn run(settings: &Settings, once: bool) -> anyhow::Result<()> {
     if settings.log.is_empty() {
-        bail!("no log files given: use --log PATH (or `log` in the config file)");
+        return Err(ConfigError::new(
+            "no log files given: use --log PATH (or `log` in the config file)",
+        )
+        .into());
     }
     if settings.ws_url.is_some() && !settings.stdout {
         bail!("this build cannot send over WebSocket yet; run with --stdout");

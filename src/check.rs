@@ -38,7 +38,7 @@ pub fn check(
     let candidates: Vec<Arc<Pattern>> = if format == "auto" {
         patterns.iter().cloned().collect()
     } else {
-        vec![resolve_format(patterns, format).map_err(anyhow::Error::msg)?]
+        vec![resolve_format(patterns, format).map_err(crate::config::ConfigError::new)?]
     };
     let mut handlers: Vec<LineHandler> = candidates
         .into_iter()

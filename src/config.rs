@@ -101,7 +101,7 @@ fn default_max_line_bytes() -> usize {
 pub struct ConfigError(String);
 
 impl ConfigError {
-    fn new(msg: impl Into<String>) -> Self {
+    pub fn new(msg: impl Into<String>) -> Self {
         ConfigError(msg.into())
     }
 }
@@ -255,26 +255,27 @@ fn explain(e: config::ConfigError) -> String {
 impl Settings {
     /// Checks values that deserialise but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.ws_url {
-            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-                return Err(ConfigError::new(format!(
-                    "key `ws_url` is {url:?}: expected a URL starting with wss:// or ws://"
-                )));
-            }
+        if let Some(url) = &self.ws_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(ConfigError::new(format!(
+                "key `ws_url` is {url:?}: expected a URL starting with wss:// or ws://"
+            )));
         }
-        if let Some(url) = &self.backend_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::new(format!(
-                    "key `backend_url` is {url:?}: expected a URL starting with https:// or http://"
-                )));
-            }
+        if let Some(url) = &self.backend_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(format!(
+                "key `backend_url` is {url:?}: expected a URL starting with https:// or http://"
+            )));
         }
-        if let Some(s) = &self.default_scheme {
-            if s != "http" && s != "https" {
-                return Err(ConfigError::new(format!(
-                    "key `default_scheme` is {s:?}: expected \"http\" or \"https\""
-                )));
-            }
+        if let Some(s) = &self.default_scheme
+            && s != "http"
+            && s != "https"
+        {
+            return Err(ConfigError::new(format!(
+                "key `default_scheme` is {s:?}: expected \"http\" or \"https\""
+            )));
         }
         if self.max_line_bytes < 256 {
             return Err(ConfigError::new(format!(
@@ -301,7 +302,7 @@ impl Settings {
                     .unwrap_or_default(),
                 client_id: self.client_id.clone().unwrap_or_default(),
             },
-            secret_key: self.secret_key.as_ref().map(|k| k.expose().to_owned()),
+            secret_key: self.secret_key.clone(),
             query_params: self.query_params,
             default_https: self.default_scheme.as_deref().map(|s| s == "https"),
         }

@@ -38,9 +38,23 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cerberus-agent: {e:#}");
-            ExitCode::FAILURE
+            if is_config_error(&e) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Errors in what the operator configured (as opposed to the world) exit 2.
+fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<cerberus_agent::config::ConfigError>()
+            .is_some()
+            || c.downcast_ref::<cerberus_agent::parse::PatternError>()
+                .is_some()
+    })
 }
 
 fn init_logging(settings: &Settings) {

@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use cerberus_agent::agent::{LineHandler, LineOutcome};
+use cerberus_agent::config::Secret;
 use cerberus_agent::event::{EventOptions, Identity, LinePosition};
 use cerberus_agent::parse::PatternSet;
 use cerberus_agent::parse::detect::detect;
@@ -47,7 +48,7 @@ fn options() -> EventOptions {
             token: "tok-123".into(),
             client_id: "client-9".into(),
         },
-        secret_key: Some("sample-secret".into()),
+        secret_key: Some(Secret::new("sample-secret")),
         query_params: true,
         default_https: None,
     }

@@ -61,10 +61,10 @@ fn strip_scheme_and_authority(raw: &[u8]) -> &[u8] {
 /// The event's `endpoint` for a path as logged: percent-decoded, with bytes
 /// that do not form valid UTF-8 percent-encoded again.
 pub fn decode_path(path: &[u8]) -> Cow<'_, str> {
-    if !path.contains(&b'%') {
-        if let Ok(s) = std::str::from_utf8(path) {
-            return Cow::Borrowed(s);
-        }
+    if !path.contains(&b'%')
+        && let Ok(s) = std::str::from_utf8(path)
+    {
+        return Cow::Borrowed(s);
     }
     let decoded: Cow<[u8]> = percent_decode(path).into();
     Cow::Owned(repercent_broken_unicode(&decoded))

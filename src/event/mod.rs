@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::config::Secret;
 use crate::parse::pattern::MetricsEncoding;
 use crate::parse::{Fields, Pattern, Role};
 use crate::pseudonymise::IpPseudonymiser;
@@ -45,7 +46,7 @@ impl std::fmt::Debug for Identity {
 pub struct EventOptions {
     pub identity: Identity,
     /// HMAC key for `remote_addr`; plain IPs when `None`.
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
     /// Send `query_params` (sanitised) instead of null.
     pub query_params: bool,
     /// Overrides the pattern's `default_scheme` when set.
@@ -111,7 +112,7 @@ impl EventBuilder {
             https: options.default_https.unwrap_or(pattern.default_https),
             pattern,
             prefix,
-            ips: IpPseudonymiser::new(options.secret_key.as_deref()),
+            ips: IpPseudonymiser::new(options.secret_key.as_ref().map(Secret::expose)),
             send_query: options.query_params,
         }
     }

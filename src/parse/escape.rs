@@ -50,12 +50,12 @@ impl Escape {
                 }
                 continue;
             }
-            if next == b'x' {
-                if let Some(byte) = raw.get(i + 2..i + 4).and_then(hex_byte) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
+            if next == b'x'
+                && let Some(byte) = raw.get(i + 2..i + 4).and_then(hex_byte)
+            {
+                out.push(byte);
+                i += 4;
+                continue;
             }
             if self == Escape::Apache {
                 let simple = match next {
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn gunicorn_escapes_only_quotes() {
         assert_eq!(
-            &*Escape::Gunicorn.unescape(br#"a "q" b\slash A"#),
+            &*Escape::Gunicorn.unescape(br#"a \"q\" b\slash \x41"#),
             br#"a "q" b\slash \x41"#.as_slice()
         );
     }

@@ -218,7 +218,8 @@ impl Pattern {
             mappings.push((role, names.list()));
         }
         let has = |role: Role| mappings.iter().any(|(r, _)| *r == role);
-        if !has(Role::Request) && !(has(Role::Method) && has(Role::Path)) {
+        let has_request = has(Role::Request) || (has(Role::Method) && has(Role::Path));
+        if !has_request {
             return Err(PatternError::new(
                 &where_,
                 "`fields` must map `request`, or both `method` and `path`",

@@ -98,12 +98,16 @@ impl<R: Read> LineReader<R> {
                 if let Some(stripped) = bytes.strip_suffix(b"\r") {
                     bytes = stripped;
                 }
+                let truncated = bytes.len() > self.max_line;
+                if truncated {
+                    bytes = &bytes[..self.max_line];
+                }
                 return Ok(Some(Line {
                     bytes,
                     offset: line_offset,
                     end: self.offset,
                     number: self.number,
-                    truncated: false,
+                    truncated,
                 }));
             }
             let held = self.end - self.start;
@@ -219,6 +223,17 @@ mod tests {
                 (b"last".to_vec(), 7, 11, false),
             ]
         );
+    }
+
+    #[test]
+    fn a_long_line_inside_one_block_is_cut_too() {
+        let mut input = vec![b'x'; 5000];
+        input.extend_from_slice(b"\nok\n");
+        let got = collect(&input, 1000);
+        assert_eq!(got[0].0.len(), 1000);
+        assert!(got[0].3);
+        assert_eq!((got[0].1, got[0].2), (0, 5001));
+        assert_eq!(got[1], (b"ok".to_vec(), 5001, 5004, false));
     }
 
     #[test]

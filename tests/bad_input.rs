@@ -1,0 +1,175 @@
+//! Bad input never crashes the agent and never costs other lines: each kind
+//! is counted and reported, and the good lines around it still come out.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use cerberus_agent::agent::{LineHandler, LineOutcome};
+use cerberus_agent::event::{EventOptions, LinePosition};
+use cerberus_agent::parse::PatternSet;
+use serde_json::Value;
+
+const GOOD: &[u8] =
+    br#"10.1.2.3 - - [25/Nov/2026:10:04:05 +0000] "GET /ok HTTP/1.1" 200 5 "-" "ua""#;
+
+fn handler(name: &str) -> LineHandler {
+    let set = PatternSet::bundled().unwrap();
+    LineHandler::new(set.get(name).unwrap(), &EventOptions::default())
+}
+
+fn outcome(h: &mut LineHandler, line: &[u8]) -> (LineOutcome, Option<Value>) {
+    let mut out = Vec::new();
+    let o = h.handle(
+        line,
+        LinePosition {
+            source: 1,
+            offset: 0,
+        },
+        &mut out,
+    );
+    let v = (!out.is_empty()).then(|| serde_json::from_slice(&out).expect("event is JSON"));
+    (o, v)
+}
+
+#[test]
+fn each_kind_of_bad_line_fails_alone() {
+    let mut h = handler("nginx_combined");
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid UTF-8 outside fields", b"\xff\xfe - - [25/Nov/2026:10:04:05 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"\xc3\x28\"".to_vec()),
+        ("binary garbage", (0u8..=255).cycle().take(3000).collect()),
+        ("truncated line", GOOD[..40].to_vec()),
+        ("timestamp that does not parse", br#"1.2.3.4 - - [99/Foo/2026:10:04:05 +0000] "GET / HTTP/1.1" 200 5 "-" "ua""#.to_vec()),
+        ("request line that is not one", br#"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] "\x16\x03\x01\x02" 400 157 "-" "-""#.to_vec()),
+        ("a line of megabytes", vec![b'a'; 4 * 1024 * 1024]),
+    ];
+    for (what, line) in &bad {
+        let (o, event) = outcome(&mut h, line);
+        assert!(matches!(o, LineOutcome::Failed(_)), "{what}: {o:?}");
+        assert!(
+            event.is_none(),
+            "{what}: nothing may be written for a failed line"
+        );
+        // The next good line is unaffected.
+        let (o, event) = outcome(&mut h, GOOD);
+        assert_eq!(o, LineOutcome::Event, "after {what}");
+        assert_eq!(event.unwrap()["endpoint"], "/ok");
+    }
+}
+
+#[test]
+fn invalid_utf8_inside_a_field_is_replaced_not_fatal() {
+    let mut h = handler("gunicorn");
+    let line =
+        b"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] \"GET /x HTTP/1.1\" 200 5 \"-\" \"bad \xff ua\"";
+    let (o, event) = outcome(&mut h, line);
+    assert_eq!(o, LineOutcome::Event);
+    assert_eq!(event.unwrap()["user_agent"], "bad \u{fffd} ua");
+}
+
+#[test]
+fn bad_metrics_send_the_event_without_them() {
+    let mut h = handler("gunicorn_cerberus");
+    for metrics in [r#"{not json"#, r#"[1,2]"#, r#"{\"a\":"#] {
+        let line = format!(
+            r#"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] "GET /m HTTP/1.1" 200 5 "-" "ua" 0.001 "{metrics}""#
+        );
+        let (o, event) = outcome(&mut h, line.as_bytes());
+        assert!(
+            matches!(o, LineOutcome::EventWithWarning(_)),
+            "{metrics}: {o:?}"
+        );
+        let event = event.unwrap();
+        assert_eq!(event["custom_data"], serde_json::json!({}), "{metrics}");
+        assert_eq!(event["endpoint"], "/m");
+    }
+}
+
+#[test]
+fn nginx_escaped_metrics_are_read() {
+    let mut h = handler("nginx_json");
+    let line = br#"{"remote_addr":"::ffff:10.0.0.1","time_iso8601":"2026-11-25T10:04:05+01:00","request_method":"get","request_uri":"/a?b=1","scheme":"https","status":"200","body_bytes_sent":"12","request_time":"0.123","http_user_agent":"x","upstream_http_x_cerberus_metrics":"{\"items\":2,\"password\":\"p\"}"}"#;
+    let (o, event) = outcome(&mut h, line);
+    assert_eq!(o, LineOutcome::Event);
+    let e = event.unwrap();
+    assert_eq!(
+        e["custom_data"],
+        serde_json::json!({"items": 2, "password": "[REDACTED]"})
+    );
+    assert_eq!(e["scheme"], true);
+    assert_eq!(e["method"], "GET");
+    assert_eq!(e["remote_addr"], "::ffff:10.0.0.1");
+    assert_eq!(e["timestamp"], "2026-11-25T09:04:05+00:00");
+    assert_eq!(e["duration_ms"], 123.0);
+}
+
+/// The whole binary over a file mixing every kind of bad input with good
+/// lines: exit 0, every good line out, failures reported on stderr with the
+/// file and line number, and the messages rate-limited.
+#[test]
+fn the_agent_goes_on_through_a_file_of_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut good = 0;
+    for i in 0..200 {
+        f.write_all(GOOD).unwrap();
+        f.write_all(b"\n").unwrap();
+        good += 1;
+        match i % 4 {
+            0 => f.write_all(b"\x00\x01\x02binary\xff\n").unwrap(),
+            1 => f
+                .write_all(&vec![b'z'; 200_000])
+                .and_then(|_| f.write_all(b"\n"))
+                .unwrap(),
+            2 => f
+                .write_all(b"10.0.0.1 - - [25/Nov/2026:10:04:05 +0000] \"GET /half\n")
+                .unwrap(),
+            _ => {}
+        }
+    }
+    drop(f);
+    let out = Command::new(common::agent_bin())
+        .args([
+            "--log",
+            path.to_str().unwrap(),
+            "--format",
+            "nginx_combined",
+            "--once",
+            "--pattern-dir",
+            "/nonexistent",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit status {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), good);
+    assert!(
+        stderr.contains("access.log:2:"),
+        "names file and line: {stderr}"
+    );
+    assert!(stderr.contains("longer than max_line_bytes"), "{stderr}");
+    let unparsed = stderr
+        .lines()
+        .filter(|l| l.contains("does not match"))
+        .count();
+    assert!(
+        unparsed <= cerberus_agent::diagnostics::BURST as usize,
+        "rate-limited: {unparsed} messages"
+    );
+    assert!(
+        stderr.contains("suppressed"),
+        "says it held messages back: {stderr}"
+    );
+}

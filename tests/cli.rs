@@ -1,0 +1,288 @@
+//! The binary as an operator uses it: the README's run command, `check`,
+//! `patterns`, user pattern folders, help and version.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(common::agent_bin())
+        .args(args)
+        .env_remove("CERBERUS_DEBUG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cerberus-agent")
+}
+
+fn sample(name: &str) -> String {
+    common::repo()
+        .join("tests/samples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn readme_run_command_prints_every_event_and_exits_0() {
+    let log = sample("nginx_combined.log");
+    let out = agent(&["--log", &log, "--once", "--pattern-dir", "/nonexistent"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events = json_lines(&out.stdout);
+    assert_eq!(events.len(), 12);
+    assert_eq!(events[1]["endpoint"], "/café/menü");
+    assert!(
+        stderr.contains("standard output"),
+        "says why it prints: {stderr}"
+    );
+    assert!(
+        stderr.contains("format detected: nginx_combined"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("plain text"),
+        "warns about unhashed IPs: {stderr}"
+    );
+    // event_ids are unique and stable across runs.
+    let again =
+        json_lines(&agent(&["--log", &log, "--once", "--pattern-dir", "/nonexistent"]).stdout);
+    let ids: Vec<&Value> = events.iter().map(|e| &e["event_id"]).collect();
+    let ids_again: Vec<&Value> = again.iter().map(|e| &e["event_id"]).collect();
+    assert_eq!(ids, ids_again);
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+}
+
+#[test]
+fn secret_key_hashes_ips_and_no_warning_is_given() {
+    let out = agent(&[
+        "--log",
+        &sample("gunicorn.log"),
+        "--once",
+        "--secret-key",
+        "sample-secret",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("plain text"), "{stderr}");
+    assert!(!stderr.contains("sample-secret"), "{stderr}");
+    for e in json_lines(&out.stdout) {
+        assert_eq!(
+            e["remote_addr"],
+            "551642e1adb77f5f960daf19e7bc02840209818de563c60d73a36200357272ad"
+        );
+    }
+}
+
+#[test]
+fn check_reports_events_failures_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.log");
+    let mut text = std::fs::read(sample("nginx_combined.log")).unwrap();
+    text.extend_from_slice(b"this is not an access log line\n");
+    // nginx's escape=json writes the raw bytes of a decoded $uri: this
+    // sample is not valid UTF-8, and must still parse.
+    text.extend_from_slice(&std::fs::read(sample("nginx_json.log")).unwrap());
+    std::fs::write(&path, text).unwrap();
+    let out = agent(&["check", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(json_lines(&out.stdout).len(), 12 + 11);
+    assert!(
+        stdout.contains("line 13: failed: no pattern fits"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("lines: 25, parsed: 23, failed: 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nginx_combined: 12") && stdout.contains("nginx_json: 11"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_with_a_format_says_why_a_line_fails_and_exits_1_when_nothing_parses() {
+    let out = agent(&[
+        "check",
+        "--format",
+        "nginx_json",
+        &sample("apache_common.log"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("line 1: failed: line is not a JSON object"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("parsed: 0"), "{stdout}");
+}
+
+#[test]
+fn check_reads_standard_input() {
+    let mut child = Command::new(common::agent_bin())
+        .args(["check", "--format", "apache_common", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::fs::read(sample("apache_common.log")).unwrap();
+    child.stdin.take().unwrap().write_all(&log).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out.stdout).len(), 12);
+}
+
+#[test]
+fn patterns_lists_bundled_and_user_patterns_and_users_override_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // A user pattern replacing the bundled `json` with other field names.
+    std::fs::write(
+        dir.path().join("json.toml"),
+        r#"
+description = "our app's JSON log"
+timestamp_format = "iso8601"
+[split]
+kind = "json"
+[fields]
+client_ip = "client"
+method = "verb"
+path = "target"
+timestamp = "at"
+"#,
+    )
+    .unwrap();
+    let out = agent(&["patterns", "--pattern-dir", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for name in [
+        "nginx_combined",
+        "nginx_json",
+        "gunicorn",
+        "gunicorn_cerberus",
+        "apache_combined",
+        "apache_common",
+    ] {
+        assert!(stdout.contains(name), "{name} listed: {stdout}");
+    }
+    assert!(
+        stdout.contains("our app's JSON log") && stdout.contains("user ("),
+        "{stdout}"
+    );
+
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "{\"client\":\"10.0.0.9\",\"verb\":\"GET\",\"target\":\"/x%20y\",\"at\":\"2026-11-25T10:00:00Z\"}\n").unwrap();
+    let out = agent(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--once",
+        "--format",
+        "json",
+        "--pattern-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let events = json_lines(&out.stdout);
+    assert_eq!(events.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(events[0]["endpoint"], "/x y");
+    assert_eq!(events[0]["remote_addr"], "10.0.0.9");
+}
+
+#[test]
+fn a_broken_user_pattern_is_a_configuration_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "description = \"x\"\n[split]\nkind = \"regex\"\nregex = \"(unclosed\"\n[fields]\nrequest = \"r\"\n").unwrap();
+    let out = agent(&["patterns", "--pattern-dir", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("split.regex"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn auto_detection_failure_shows_a_line_and_suggests_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("weird.log");
+    std::fs::write(&log, "hello world\nsomething else\n").unwrap();
+    let out = agent(&["--log", log.to_str().unwrap(), "--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("hello world") && stderr.contains("cerberus-agent check"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = agent(&["--version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = agent(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--log",
+        "--format",
+        "--config",
+        "--ws-url",
+        "--token",
+        "--client-id",
+        "--secret-key",
+        "--backend-url",
+        "--state-dir",
+        "--stdout",
+        "--from-beginning",
+        "--once",
+        "check",
+        "patterns",
+    ] {
+        assert!(help.contains(flag), "help mentions {flag}");
+    }
+}
+
+/// The pattern-file example in README.md must compile and parse the kind of
+/// line it claims to.
+#[test]
+fn readme_pattern_example_works() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme
+        .find("# /etc/cerberus/patterns.d/haproxy_http.toml")
+        .expect("example in README");
+    let body = &readme[start..];
+    let example = &body[..body.find("```").expect("end of example")];
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = dir.path().join("haproxy_http.toml");
+    std::fs::write(&pattern, example).unwrap();
+    let log = dir.path().join("haproxy.log");
+    std::fs::write(
+        &log,
+        "Nov 25 10:04:05 lb haproxy[1234]: 10.0.0.1:51234 [25/Nov/2026:10:04:05.123] fe be/srv1 0/0/1/2/3 200 512 - - ---- 1/1/0/0/0 0/0 \"GET /index.html?q=1 HTTP/1.1\"\n",
+    )
+    .unwrap();
+    let out = agent(&[
+        "check",
+        "--format",
+        pattern.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let e = &json_lines(&out.stdout)[0];
+    assert_eq!(e["endpoint"], "/index.html");
+    assert_eq!(e["timestamp"], "2026-11-25T10:04:05.123000+00:00");
+    assert_eq!(e["duration_ms"], 3.0);
+    assert_eq!(e["scheme"], true);
+    assert_eq!(e["status"], 200);
+}

@@ -1,0 +1,173 @@
+//! Settings layering: defaults < config file < CERBERUS_* environment <
+//! flags, and errors that name the key.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use cerberus_agent::cli::{CommonArgs, RunArgs};
+use cerberus_agent::config::{Layers, Settings};
+
+fn settings(file: Option<&str>, env: &[(&str, &str)], run: RunArgs) -> Result<Settings, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut common = run.common.clone();
+    if let Some(text) = file {
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        common.config = Some(path);
+    }
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Layers::new(&common, Some(&run), env)
+        .settings()
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn file_then_env_then_flags() {
+    let file = "ws_url = \"wss://file.example/ws\"\nclient_id = \"from-file\"\nformat = \"nginx_json\"\nquery_params = true\n";
+    let s = settings(Some(file), &[], RunArgs::default()).unwrap();
+    assert_eq!(s.ws_url.as_deref(), Some("wss://file.example/ws"));
+    assert_eq!(s.client_id.as_deref(), Some("from-file"));
+    assert_eq!(s.format, "nginx_json");
+    assert!(s.query_params);
+
+    let env = [
+        ("CERBERUS_WS_URL", "wss://env.example/ws"),
+        ("CERBERUS_CLIENT_ID", "from-env"),
+    ];
+    let s = settings(Some(file), &env, RunArgs::default()).unwrap();
+    assert_eq!(s.ws_url.as_deref(), Some("wss://env.example/ws"));
+    assert_eq!(s.client_id.as_deref(), Some("from-env"));
+    assert_eq!(
+        s.format, "nginx_json",
+        "file value kept where env is silent"
+    );
+
+    let flags = RunArgs {
+        ws_url: Some("ws://127.0.0.1:9/ws".into()),
+        ..RunArgs::default()
+    };
+    let s = settings(Some(file), &env, flags).unwrap();
+    assert_eq!(s.ws_url.as_deref(), Some("ws://127.0.0.1:9/ws"));
+    assert_eq!(s.client_id.as_deref(), Some("from-env"));
+}
+
+#[test]
+fn defaults_when_nothing_is_given() {
+    let s = settings(None, &[], RunArgs::default()).unwrap();
+    assert_eq!(s.format, "auto");
+    assert_eq!(
+        s.state_dir,
+        std::path::PathBuf::from("/var/lib/cerberus-agent")
+    );
+    assert_eq!(s.max_line_bytes, 64 * 1024);
+    assert!(!s.debug && !s.query_params && s.ws_url.is_none());
+}
+
+#[test]
+fn debug_reads_like_the_middleware() {
+    for yes in ["true", "1", "yes", "TRUE"] {
+        let s = settings(None, &[("CERBERUS_DEBUG", yes)], RunArgs::default()).unwrap();
+        assert!(s.debug, "CERBERUS_DEBUG={yes}");
+    }
+    for no in ["false", "0", "no"] {
+        let s = settings(None, &[("CERBERUS_DEBUG", no)], RunArgs::default()).unwrap();
+        assert!(!s.debug, "CERBERUS_DEBUG={no}");
+    }
+}
+
+#[test]
+fn lists_from_the_environment_are_comma_separated() {
+    let s = settings(
+        None,
+        &[("CERBERUS_LOG", "/a.log,/b/*.log")],
+        RunArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(s.log, vec!["/a.log".to_string(), "/b/*.log".to_string()]);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_key() {
+    let e = settings(Some("ws_ulr = \"wss://x\"\n"), &[], RunArgs::default()).unwrap_err();
+    assert!(e.contains("ws_ulr"), "{e}");
+    let e = settings(Some("max_line_bytes = \"lots\"\n"), &[], RunArgs::default()).unwrap_err();
+    assert!(e.contains("max_line_bytes"), "{e}");
+    let e = settings(
+        None,
+        &[("CERBERUS_WS_URL", "http://not-ws")],
+        RunArgs::default(),
+    )
+    .unwrap_err();
+    assert!(e.contains("ws_url") && e.contains("wss://"), "{e}");
+    let e = settings(None, &[("CERBERUS_NO_SUCH_THING", "1")], RunArgs::default()).unwrap_err();
+    assert!(e.contains("no_such_thing"), "{e}");
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = settings(
+        None,
+        &[
+            ("CERBERUS_TOKEN", "tok-SECRET-1"),
+            ("CERBERUS_SECRET_KEY", "key-SECRET-2"),
+        ],
+        RunArgs::default(),
+    )
+    .unwrap();
+    let shown = format!("{s:?} {:?}", s.event_options());
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert_eq!(s.token.as_ref().unwrap().expose(), "tok-SECRET-1");
+}
+
+#[test]
+fn the_binary_exits_2_on_configuration_errors_without_leaking_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "token = \"tok-SECRET-3\"\nbogus_key = 1\n").unwrap();
+    let out = Command::new(common::agent_bin())
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--log",
+            "/dev/null",
+            "--once",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bogus_key"), "{stderr}");
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+
+    let out = Command::new(common::agent_bin())
+        .args([
+            "--log",
+            "/dev/null",
+            "--format",
+            "no_such_format",
+            "--once",
+            "--token",
+            "tok-SECRET-4",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("nginx_combined"),
+        "lists known patterns: {stderr}"
+    );
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+}
+
+#[test]
+fn common_args_default_is_empty() {
+    // Guards the test helper above: no flags means no flag layer.
+    let layers = Layers::new(&CommonArgs::default(), None, HashMap::new());
+    assert!(layers.flags.is_empty());
+}
