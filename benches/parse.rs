@@ -17,15 +17,6 @@ use cerberus_agent::parse::PatternSet;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LINES: usize = 4096;
-const PATTERNS: &[&str] = &[
-    "nginx_combined",
-    "nginx_json",
-    "gunicorn",
-    "gunicorn_cerberus",
-    "apache_combined",
-    "apache_common",
-    "json",
-];
 
 /// Deterministic skewed IPs: squaring a uniform index favours low ranks.
 fn ip(i: usize) -> String {
@@ -68,11 +59,11 @@ fn per_pattern(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("line");
     group.throughput(Throughput::Elements(LINES as u64));
-    for name in PATTERNS {
+    for name in cerberus_agent::parse::bundled_names() {
         let lines = input(name);
         let mut handler = LineHandler::new(set.get(name).expect("bundled"), &options);
         let mut out = Vec::with_capacity(LINES * 512);
-        group.bench_function(*name, |b| {
+        group.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();
                 for (i, line) in lines.iter().enumerate() {

@@ -14,15 +14,6 @@ use cerberus_agent::parse::detect::detect;
 use chrono::DateTime;
 use serde_json::Value;
 
-const PATTERNS: &[&str] = &[
-    "nginx_combined",
-    "nginx_json",
-    "gunicorn",
-    "gunicorn_cerberus",
-    "apache_combined",
-    "apache_common",
-    "json",
-];
 
 fn sample(name: &str) -> (Vec<Vec<u8>>, Vec<Value>) {
     let dir = common::repo().join("tests").join("samples");
@@ -57,7 +48,7 @@ fn options() -> EventOptions {
 #[test]
 fn each_bundled_pattern_turns_its_real_samples_into_the_expected_events() {
     let set = PatternSet::bundled().expect("bundled patterns compile");
-    for name in PATTERNS {
+    for name in cerberus_agent::parse::bundled_names() {
         let pattern = set
             .get(name)
             .unwrap_or_else(|| panic!("pattern {name} is bundled"));
@@ -149,7 +140,7 @@ fn check_event(at: &str, event: &Value, want: &Value) {
 #[test]
 fn auto_detection_picks_the_right_pattern_for_each_sample() {
     let set = PatternSet::bundled().unwrap();
-    for name in PATTERNS {
+    for name in cerberus_agent::parse::bundled_names() {
         let (lines, _) = sample(name);
         let detected = detect(&set, &lines).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(detected.pattern.name, *name, "detected for {name}.log");

@@ -39,6 +39,11 @@ const BUNDLED: &[(&str, &str)] = &[
     ("json", include_str!("../../patterns/json.toml")),
 ];
 
+/// The names of the bundled patterns.
+pub fn bundled_names() -> impl Iterator<Item = &'static str> {
+    BUNDLED.iter().map(|(name, _)| *name)
+}
+
 /// Every log format the agent knows, in `--format auto` trial order.
 #[derive(Debug, Clone)]
 pub struct PatternSet {
