@@ -4,21 +4,24 @@
 //! split with the file's pattern, build the event into a buffer, and count
 //! and report what failed (rate-limited, naming file and line).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::{ConfigError, Settings};
 use crate::diagnostics::{Counters, Reporter, excerpt};
 use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
 use crate::parse::detect::{self, DetectError, SAMPLE_LINES};
 use crate::parse::{Pattern, PatternSet, SplitError, resolve_format};
 use crate::sink::StdoutSink;
-use crate::tail::{FileIdentity, Line, LineReader};
+use crate::tail::watch::{DirWatcher, Wake};
+use crate::tail::{self, Delivery, Line, LineReader, TailOptions, TailedLine, Tailer};
 
 /// What became of one line.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,56 +81,6 @@ impl LineHandler {
     }
 }
 
-/// One log file being read.
-struct FileSource {
-    path: PathBuf,
-    reader: LineReader<File>,
-    handler: LineHandler,
-    source_id: u64,
-}
-
-impl FileSource {
-    /// Reads every complete line available now; at the end of a `--once`
-    /// run also the last line without newline. Returns lines read.
-    fn pump(
-        &mut self,
-        sink: &mut StdoutSink,
-        reporter: &Reporter,
-        event: &mut Vec<u8>,
-        final_read: bool,
-    ) -> anyhow::Result<u64> {
-        let mut n = 0;
-        loop {
-            let line = match self.reader.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) if final_read => match self.reader.take_partial() {
-                    Some(line) => line,
-                    None => break,
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("reading {}", self.path.display()));
-                }
-            };
-            n += 1;
-            handle_line(
-                &self.path,
-                self.source_id,
-                &mut self.handler,
-                &line,
-                reporter,
-                event,
-            );
-            if !event.is_empty() {
-                sink.write_event(event)
-                    .context("writing to standard output")?;
-                event.clear();
-            }
-        }
-        Ok(n)
-    }
-}
-
 /// Runs one line through `handler`, counting and reporting; the event (if
 /// any) is left in `event`.
 fn handle_line(
@@ -177,28 +130,6 @@ fn handle_line(
             });
         }
     }
-}
-
-/// Expands `--log` values: globs to the files they match now, plain paths
-/// as they are.
-pub fn expand_logs(logs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
-    for log in logs {
-        if log.contains(['*', '?', '[']) {
-            let matches =
-                glob::glob(log).with_context(|| format!("--log {log:?} is not a valid glob"))?;
-            let mut found: Vec<PathBuf> = matches
-                .filter_map(Result::ok)
-                .filter(|p| p.is_file())
-                .collect();
-            found.sort();
-            paths.extend(found);
-        } else {
-            paths.push(PathBuf::from(log));
-        }
-    }
-    paths.dedup();
-    Ok(paths)
 }
 
 /// Reads up to [`SAMPLE_LINES`] lines from the start of `path`.
@@ -254,8 +185,25 @@ pub fn pattern_for(
     }
 }
 
-/// Runs the agent until the files are read (`once`) or forever.
-pub fn run(settings: &Settings, once: bool) -> anyhow::Result<()> {
+/// How the agent runs, beyond the settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunMode {
+    /// Read to the end of the files, deliver, and exit.
+    pub once: bool,
+    /// Neither resume from nor save checkpoints.
+    pub no_checkpoints: bool,
+}
+
+/// Lines read per file before the loop delivers and acknowledges.
+const POLL_BUDGET: usize = 8192;
+/// How often the watched paths are scanned even without inotify events.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How often changed checkpoints are saved.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the agent until the files are read (`once`), or until SIGTERM or
+/// SIGINT.
+pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
     if settings.log.is_empty() {
         return Err(ConfigError::new(
             "no log files given: use --log PATH (or `log` in the config file)",
@@ -275,50 +223,135 @@ pub fn run(settings: &Settings, once: bool) -> anyhow::Result<()> {
         );
     }
     let mut patterns = PatternSet::load(&settings.pattern_dirs)?;
-    let reporter = Reporter::new();
-    let mut sink = StdoutSink::new();
-    let mut sources = Vec::new();
-    for path in expand_logs(&settings.log)? {
-        let pattern = pattern_for(
-            &mut patterns,
-            &settings.format,
-            &path,
-            settings.max_line_bytes,
-        )?;
-        let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let identity =
-            FileIdentity::of(&mut file).with_context(|| format!("reading {}", path.display()))?;
-        let start = if once || settings.from_beginning {
-            0
-        } else {
-            file.metadata().map(|m| m.len()).unwrap_or(0)
-        };
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
-        sources.push(FileSource {
-            reader: LineReader::new(file, start, settings.max_line_bytes),
-            handler: LineHandler::new(pattern, &options),
-            source_id: identity.source_id(),
-            path,
-        });
+    if settings.format != "auto" {
+        // A bad --format is a configuration error, whatever the files hold.
+        resolve_format(&mut patterns, &settings.format).map_err(ConfigError::new)?;
     }
-    let mut event = Vec::with_capacity(1024);
-    loop {
-        let mut read = 0;
-        for source in &mut sources {
-            read += source.pump(&mut sink, &reporter, &mut event, once)?;
+    let checkpoints = if mode.no_checkpoints {
+        CheckpointStore::disabled()
+    } else {
+        CheckpointStore::open(&settings.state_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (choose another folder with --state-dir, or run with --no-checkpoints)"
+            )
+        })?
+    };
+    let tail_options = TailOptions {
+        logs: settings.log.clone(),
+        from_beginning: settings.from_beginning || mode.once,
+        max_line: settings.max_line_bytes,
+        rotate_wait: if mode.once {
+            Duration::ZERO
+        } else {
+            TailOptions::default().rotate_wait
+        },
+        ..TailOptions::default()
+    };
+    let mut tailer = Tailer::new(tail_options, checkpoints);
+
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let mut watcher = if mode.once {
+        None
+    } else {
+        Some(DirWatcher::new(tx.clone()).context("starting the file watcher (inotify)")?)
+    };
+    spawn_signal_forwarder(tx)?;
+    tailer.scan()?;
+    if let Some(w) = &mut watcher {
+        for (dir, e) in w.watch(&tailer.watch_dirs()) {
+            tracing::warn!(
+                "cannot watch {} ({e}); relying on the periodic scan",
+                dir.display()
+            );
         }
-        if let Err(e) = sink.flush() {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                return Ok(());
+    }
+
+    let reporter = Reporter::new();
+    let mut pipeline = Pipeline {
+        patterns,
+        format: settings.format.clone(),
+        options,
+        max_line: settings.max_line_bytes,
+        handlers: HashMap::new(),
+        sink: StdoutSink::new(),
+        reporter: &reporter,
+        event: Vec::with_capacity(1024),
+        delivered: Vec::new(),
+        fatal: None,
+    };
+    // The files there now must have a known format: a wrong guess is an
+    // error the operator sees at once, not a stream of failed lines.
+    for value in &settings.log {
+        for path in tail::discover::expand(value) {
+            let has_lines = std::fs::metadata(&path)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false);
+            if has_lines {
+                pipeline.choose_pattern(&path)?;
             }
-            return Err(e).context("writing to standard output");
         }
-        if once {
+    }
+    let mut last_scan = Instant::now();
+    let mut last_save = Instant::now();
+    let mut shutting_down = false;
+    loop {
+        let outcome = tailer.poll(POLL_BUDGET, &mut |line| pipeline.line(line))?;
+        if let Some(e) = pipeline.fatal.take() {
+            return Err(e);
+        }
+        match pipeline.sink.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("writing to standard output"),
+        }
+        // Written and flushed is delivered, for the standard-output sink.
+        for (source, end) in pipeline.delivered.drain(..) {
+            tailer.acknowledge(source, end);
+        }
+        tailer.update_checkpoints();
+        if tailer.checkpoints_dirty() && (last_save.elapsed() >= SAVE_EVERY || shutting_down) {
+            save_checkpoints(&mut tailer);
+            last_save = Instant::now();
+        }
+        if shutting_down || (mode.once && !outcome.more && !tailer.has_rotated_files()) {
             break;
         }
-        if read == 0 {
-            std::thread::sleep(Duration::from_millis(200));
+        if outcome.more {
+            continue;
         }
+        // Nothing to read: sleep until something happens.
+        let mut timeout = RESCAN_EVERY.saturating_sub(last_scan.elapsed());
+        if tailer.checkpoints_dirty() || tailer.has_rotated_files() {
+            timeout = timeout.min(SAVE_EVERY);
+        }
+        let mut scan = false;
+        match rx.recv_timeout(timeout) {
+            Ok(wake) => {
+                let mut wakes = vec![wake];
+                wakes.extend(rx.try_iter());
+                scan = wakes.contains(&Wake::Structure);
+                shutting_down = wakes.contains(&Wake::Shutdown);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => shutting_down = true,
+        }
+        if shutting_down {
+            tracing::info!("shutting down: delivering what is read and saving checkpoints");
+        }
+        if scan || last_scan.elapsed() >= RESCAN_EVERY {
+            tailer.scan()?;
+            if let Some(w) = &mut watcher {
+                w.watch(&tailer.watch_dirs());
+            }
+            last_scan = Instant::now();
+        }
+    }
+    save_checkpoints(&mut tailer);
+    for (path, bytes) in tailer.partial_lines() {
+        tracing::info!(
+            "{}: ends with an incomplete line ({bytes} bytes); it is read once its newline is written",
+            path.display()
+        );
     }
     reporter.flush_suppressed();
     let c = &reporter.counters;
@@ -329,4 +362,96 @@ pub fn run(settings: &Settings, once: bool) -> anyhow::Result<()> {
         Counters::get(&c.lines_failed)
     );
     Ok(())
+}
+
+fn save_checkpoints(tailer: &mut Tailer) {
+    if let Err(e) = tailer.save_checkpoints() {
+        tracing::error!("cannot save checkpoints: {e}");
+    }
+}
+
+/// Forwards SIGTERM and SIGINT to the loop as [`Wake::Shutdown`].
+fn spawn_signal_forwarder(tx: mpsc::Sender<Wake>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if tx.send(Wake::Shutdown).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// parse → pseudonymise → sink, for lines from the tailer.
+struct Pipeline<'r> {
+    patterns: PatternSet,
+    format: String,
+    options: EventOptions,
+    max_line: usize,
+    /// One handler per watched path, made when its first line arrives.
+    handlers: HashMap<PathBuf, Option<LineHandler>>,
+    sink: StdoutSink,
+    reporter: &'r Reporter,
+    event: Vec<u8>,
+    /// (source, end) of lines written to the sink since the last flush.
+    delivered: Vec<(u64, u64)>,
+    /// An error that must stop the agent (the sink failed).
+    fatal: Option<anyhow::Error>,
+}
+
+impl Pipeline<'_> {
+    /// Picks the pattern for the file at `path` (detecting it from the
+    /// file's first lines with `--format auto`). On failure the path's lines
+    /// are counted as failed from then on.
+    fn choose_pattern(&mut self, path: &Path) -> anyhow::Result<()> {
+        let chosen = pattern_for(&mut self.patterns, &self.format, path, self.max_line);
+        let handler = chosen
+            .as_ref()
+            .ok()
+            .map(|p| LineHandler::new(p.clone(), &self.options));
+        self.handlers.insert(path.to_owned(), handler);
+        chosen.map(|_| ())
+    }
+
+    fn line(&mut self, tailed: TailedLine<'_>) -> Delivery {
+        if self.fatal.is_some() {
+            return Delivery::Pending;
+        }
+        if !self.handlers.contains_key(tailed.path)
+            && let Err(e) = self.choose_pattern(tailed.path)
+        {
+            tracing::error!("{e:#}; its lines are counted as failed");
+        }
+        let Some(Some(handler)) = self.handlers.get_mut(tailed.path) else {
+            Counters::add(&self.reporter.counters.lines_failed, 1);
+            return Delivery::Done;
+        };
+        handle_line(
+            tailed.path,
+            tailed.source,
+            handler,
+            &tailed.line,
+            self.reporter,
+            &mut self.event,
+        );
+        if self.event.is_empty() {
+            return Delivery::Done;
+        }
+        if let Err(e) = self.sink.write_event(&self.event) {
+            self.fatal = Some(if e.kind() == io::ErrorKind::BrokenPipe {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context("writing to standard output")
+            });
+        }
+        self.event.clear();
+        self.delivered.push((tailed.source, tailed.line.end));
+        Delivery::Pending
+    }
 }

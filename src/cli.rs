@@ -124,6 +124,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub once: bool,
 
+    /// Neither resume from nor save checkpoints (for trying the agent out:
+    /// every run reads the files afresh).
+    #[arg(long)]
+    pub no_checkpoints: bool,
+
     /// Longest line kept whole, in bytes; longer lines are cut and counted.
     #[arg(long, value_name = "BYTES")]
     pub max_line_bytes: Option<usize>,

@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod diagnostics;

@@ -30,7 +30,13 @@ fn main() -> ExitCode {
     };
     init_logging(&settings);
     let result = match &cli.command {
-        None => agent::run(&settings, cli.run.once).map(|_| ExitCode::SUCCESS),
+        None => {
+            let mode = agent::RunMode {
+                once: cli.run.once,
+                no_checkpoints: cli.run.no_checkpoints,
+            };
+            agent::run(&settings, mode).map(|_| ExitCode::SUCCESS)
+        }
         Some(Command::Patterns(_)) => list_patterns(&settings),
         Some(Command::Check(args)) => run_check(&settings, args),
     };

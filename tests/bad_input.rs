@@ -137,6 +137,7 @@ fn the_agent_goes_on_through_a_file_of_garbage() {
             "--format",
             "nginx_combined",
             "--once",
+            "--no-checkpoints",
             "--pattern-dir",
             "/nonexistent",
         ])

@@ -36,7 +36,14 @@ fn json_lines(out: &[u8]) -> Vec<Value> {
 #[test]
 fn readme_run_command_prints_every_event_and_exits_0() {
     let log = sample("nginx_combined.log");
-    let out = agent(&["--log", &log, "--once", "--pattern-dir", "/nonexistent"]);
+    let out = agent(&[
+        "--log",
+        &log,
+        "--once",
+        "--no-checkpoints",
+        "--pattern-dir",
+        "/nonexistent",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let events = json_lines(&out.stdout);
@@ -55,8 +62,17 @@ fn readme_run_command_prints_every_event_and_exits_0() {
         "warns about unhashed IPs: {stderr}"
     );
     // event_ids are unique and stable across runs.
-    let again =
-        json_lines(&agent(&["--log", &log, "--once", "--pattern-dir", "/nonexistent"]).stdout);
+    let again = json_lines(
+        &agent(&[
+            "--log",
+            &log,
+            "--once",
+            "--no-checkpoints",
+            "--pattern-dir",
+            "/nonexistent",
+        ])
+        .stdout,
+    );
     let ids: Vec<&Value> = events.iter().map(|e| &e["event_id"]).collect();
     let ids_again: Vec<&Value> = again.iter().map(|e| &e["event_id"]).collect();
     assert_eq!(ids, ids_again);
@@ -71,6 +87,7 @@ fn secret_key_hashes_ips_and_no_warning_is_given() {
         "--log",
         &sample("gunicorn.log"),
         "--once",
+        "--no-checkpoints",
         "--secret-key",
         "sample-secret",
     ]);
@@ -188,6 +205,7 @@ timestamp = "at"
         "--log",
         log.to_str().unwrap(),
         "--once",
+        "--no-checkpoints",
         "--format",
         "json",
         "--pattern-dir",
@@ -217,7 +235,7 @@ fn auto_detection_failure_shows_a_line_and_suggests_check() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("weird.log");
     std::fs::write(&log, "hello world\nsomething else\n").unwrap();
-    let out = agent(&["--log", log.to_str().unwrap(), "--once"]);
+    let out = agent(&["--log", log.to_str().unwrap(), "--once", "--no-checkpoints"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -245,6 +263,7 @@ fn help_and_version() {
         "--stdout",
         "--from-beginning",
         "--once",
+        "--no-checkpoints",
         "check",
         "patterns",
     ] {

@@ -14,7 +14,6 @@ use cerberus_agent::parse::detect::detect;
 use chrono::DateTime;
 use serde_json::Value;
 
-
 fn sample(name: &str) -> (Vec<Vec<u8>>, Vec<Value>) {
     let dir = common::repo().join("tests").join("samples");
     let log = std::fs::read(dir.join(format!("{name}.log"))).expect("sample log");

@@ -7,8 +7,8 @@
 //! start. A file whose first line is not complete yet has no fingerprint.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use sha2::{Digest, Sha256};
 
@@ -26,22 +26,20 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
-    /// Reads the identity of an open file without moving its read position.
-    pub fn of(file: &mut File) -> io::Result<Self> {
+    /// Reads the identity of an open file (positioned reads: the file's
+    /// read position does not move).
+    pub fn of(file: &File) -> io::Result<Self> {
         let meta = file.metadata()?;
-        let position = file.stream_position()?;
-        file.seek(SeekFrom::Start(0))?;
         let mut head = [0u8; FINGERPRINT_BYTES];
         let mut filled = 0;
         while filled < head.len() {
-            match file.read(&mut head[filled..]) {
+            match file.read_at(&mut head[filled..], filled as u64) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        file.seek(SeekFrom::Start(position))?;
         Ok(FileIdentity {
             device: meta.dev(),
             inode: meta.ino(),

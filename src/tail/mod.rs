@@ -1,12 +1,532 @@
-//! Tail: read log files as lines that know where they lie.
+//! Tail: follow log files the way servers write and rotate them.
 //!
-//! [`LineReader`] splits a file into lines with byte offsets; a file's
-//! [`FileIdentity`] (device, inode and a fingerprint of its first line) tells
-//! files apart across renames and inode reuse, and names the file in every
-//! event's `event_id`.
+//! The [`Tailer`] owns every open log file. [`Tailer::scan`] looks at the
+//! watched paths (expanding globs) and notices new files, rotation by rename
+//! (the path now names another inode: the old file is kept open and read to
+//! its end), deletion (likewise), and truncation by `copytruncate` (the file
+//! shrank below our offset: the copy beside it is found by fingerprint and
+//! read from our offset, and the file restarts at 0). [`Tailer::poll`] hands
+//! out complete lines with where they lie. The consumer acknowledges lines
+//! once delivered ([`Tailer::acknowledge`]), and only acknowledgements move
+//! the [`CheckpointStore`].
+//!
+//! A file is known by its [`FileIdentity`]; at start, a checkpointed file
+//! that was rotated while the agent was stopped is looked for among the
+//! rotated siblings of its path and finished from its checkpoint.
 
+pub mod discover;
 pub mod identity;
 pub mod lines;
+pub mod watch;
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub use identity::FileIdentity;
 pub use lines::{Line, LineReader};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, fingerprint_hex};
+use discover::Sibling;
+
+/// How the tailer behaves.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// `--log` values: paths or globs.
+    pub logs: Vec<String>,
+    /// Files without checkpoint found at start are read from their start.
+    pub from_beginning: bool,
+    /// Longest line kept whole.
+    pub max_line: usize,
+    /// How long a rotated or deleted file is kept open after it stopped
+    /// growing, for lines the server still writes to it.
+    pub rotate_wait: Duration,
+    /// At most this many rotated files are kept open at once.
+    pub max_rotated_open: usize,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            logs: Vec::new(),
+            from_beginning: false,
+            max_line: crate::config::DEFAULT_MAX_LINE_BYTES,
+            rotate_wait: Duration::from_secs(5),
+            max_rotated_open: 64,
+        }
+    }
+}
+
+/// A line handed to the consumer.
+#[derive(Debug)]
+pub struct TailedLine<'a> {
+    /// The watched path the file belongs to (for messages).
+    pub path: &'a Path,
+    /// The file's identity as a number (goes into `event_id`).
+    pub source: u64,
+    pub line: Line<'a>,
+}
+
+/// What the consumer did with a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the sink; [`Tailer::acknowledge`] will follow.
+    Pending,
+    /// Nothing to deliver (a blank or failed line): counts as delivered.
+    Done,
+}
+
+/// Whether a file is still the one its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Live,
+    /// Rotated away or deleted; read until it stops growing.
+    Rotated {
+        last_growth: Instant,
+    },
+    /// Read to its end; kept only until its lines are acknowledged.
+    Finished,
+}
+
+#[derive(Debug)]
+struct TailedFile {
+    watched: PathBuf,
+    reader: LineReader<File>,
+    /// A second handle on the same open file, to read its head for the
+    /// fingerprint while the reader is busy.
+    head: File,
+    identity: FileIdentity,
+    /// `event_id` source; 0 until the file has a fingerprint.
+    source: u64,
+    state: State,
+    /// (start, end) of lines handed out and not yet acknowledged, in order.
+    in_flight: VecDeque<(u64, u64)>,
+}
+
+impl TailedFile {
+    fn open(watched: &Path, path: &Path, offset: u64, max_line: usize) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        let identity = FileIdentity::of(&file)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(TailedFile {
+            head: file.try_clone()?,
+            watched: watched.to_owned(),
+            source: identity
+                .fingerprint
+                .map(|_| identity.source_id())
+                .unwrap_or(0),
+            identity,
+            reader: LineReader::new(file, offset, max_line),
+            state: State::Live,
+            in_flight: VecDeque::new(),
+        })
+    }
+
+    /// The offset below which everything is delivered.
+    fn delivered(&self) -> u64 {
+        self.in_flight
+            .front()
+            .map(|(start, _)| *start)
+            .unwrap_or(self.reader.offset())
+    }
+
+    fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
+        self.identity.device == meta.dev() && self.identity.inode == meta.ino()
+    }
+}
+
+/// Follows the watched files.
+#[derive(Debug)]
+pub struct Tailer {
+    options: TailOptions,
+    files: Vec<TailedFile>,
+    checkpoints: CheckpointStore,
+    /// Whether the first scan happened (files found later start at 0).
+    started: bool,
+    /// Paths already reported as missing, to say it once.
+    waiting_for: HashSet<PathBuf>,
+}
+
+/// What a poll did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub lines: usize,
+    /// Some file has more to read (the budget ran out).
+    pub more: bool,
+}
+
+impl Tailer {
+    pub fn new(options: TailOptions, checkpoints: CheckpointStore) -> Self {
+        Tailer {
+            options,
+            files: Vec::new(),
+            checkpoints,
+            started: false,
+            waiting_for: HashSet::new(),
+        }
+    }
+
+    /// The folders to watch for changes.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .options
+            .logs
+            .iter()
+            .map(|l| discover::watch_dir(l))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Looks at every watched path: opens new files, notices rotation,
+    /// deletion and truncation. The first scan fails on folders the agent
+    /// may not read; later scans only report them.
+    pub fn scan(&mut self) -> io::Result<()> {
+        let first = !self.started;
+        for dir in self.watch_dirs() {
+            if let Err(e) = std::fs::read_dir(&dir) {
+                let msg = match e.kind() {
+                    io::ErrorKind::PermissionDenied => format!(
+                        "cannot read folder {}: permission denied (the agent needs read and execute permission on it)",
+                        dir.display()
+                    ),
+                    io::ErrorKind::NotFound => continue,
+                    _ => format!("cannot read folder {}: {e}", dir.display()),
+                };
+                if first {
+                    return Err(io::Error::new(e.kind(), msg));
+                }
+                tracing::error!("{msg}");
+            }
+        }
+        let logs = self.options.logs.clone();
+        for value in &logs {
+            for path in discover::expand(value) {
+                if let Err(e) = self.scan_path(&path, first) {
+                    let msg = format!("{}: {e}", path.display());
+                    if first && e.kind() == io::ErrorKind::PermissionDenied {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("{msg} (the agent needs read permission)"),
+                        ));
+                    }
+                    tracing::error!("{msg}");
+                }
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    fn scan_path(&mut self, path: &Path, first: bool) -> io::Result<()> {
+        let live = self
+            .files
+            .iter()
+            .position(|f| f.watched == path && f.state == State::Live);
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(i) = live {
+                    // Renamed away without a new file yet, or deleted: the
+                    // open file is read to its end.
+                    self.rotated(i);
+                } else if self.waiting_for.insert(path.to_owned()) {
+                    tracing::info!("{}: does not exist yet; waiting for it", path.display());
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.waiting_for.remove(path);
+        match live {
+            Some(i) if self.files[i].same_inode(&meta) => {
+                if meta.len() < self.files[i].reader.offset() {
+                    self.truncated(i)?;
+                }
+                Ok(())
+            }
+            Some(i) => {
+                self.rotated(i);
+                self.open_new(path, first)
+            }
+            None => self.open_new(path, first),
+        }
+    }
+
+    /// The live file `i` is no longer at its path.
+    fn rotated(&mut self, i: usize) {
+        let f = &mut self.files[i];
+        tracing::info!(
+            "{}: rotated; reading the old file to its end",
+            f.watched.display()
+        );
+        f.state = State::Rotated {
+            last_growth: Instant::now(),
+        };
+        let rotated: Vec<usize> = (0..self.files.len())
+            .filter(|&j| matches!(self.files[j].state, State::Rotated { .. }))
+            .collect();
+        if rotated.len() > self.options.max_rotated_open {
+            let oldest = rotated[0];
+            let f = &mut self.files[oldest];
+            tracing::warn!(
+                "{}: more than {} rotated files open; closing the oldest at offset {} (lines after it are not read)",
+                f.watched.display(),
+                self.options.max_rotated_open,
+                f.reader.offset()
+            );
+            f.state = State::Finished;
+        }
+    }
+
+    /// The live file `i` shrank below our offset: copytruncate, or a
+    /// truncation by hand.
+    fn truncated(&mut self, i: usize) -> io::Result<()> {
+        let watched = self.files[i].watched.clone();
+        let offset = self.files[i].reader.offset();
+        let fp = self.files[i].identity.fingerprint;
+        tracing::info!(
+            "{}: truncated below offset {offset}; reading it again from the start",
+            watched.display()
+        );
+        // What was between our offset and the truncation is in the copy
+        // copytruncate left beside it, if it did.
+        if let Some(fp) = fp {
+            let inode = self.files[i].identity.inode;
+            let copy = discover::siblings(&watched)?
+                .into_iter()
+                .find(|s| s.fingerprint == Some(fp) && s.inode != inode && s.len >= offset);
+            if let Some(copy) = copy {
+                self.open_rotated_sibling(&watched, &copy, offset)?;
+            }
+        }
+        self.files[i].state = State::Finished;
+        let f = TailedFile::open(&watched, &watched, 0, self.options.max_line)?;
+        self.files.push(f);
+        Ok(())
+    }
+
+    fn open_rotated_sibling(&mut self, watched: &Path, s: &Sibling, offset: u64) -> io::Result<()> {
+        tracing::info!(
+            "{}: reading {} from offset {offset}",
+            watched.display(),
+            s.path.display()
+        );
+        let mut f = TailedFile::open(watched, &s.path, offset, self.options.max_line)?;
+        f.state = State::Rotated {
+            last_growth: Instant::now(),
+        };
+        self.files.push(f);
+        Ok(())
+    }
+
+    /// Opens the file now at `path`, deciding where to start.
+    fn open_new(&mut self, path: &Path, first: bool) -> io::Result<()> {
+        let probe = File::open(path)?;
+        let identity = FileIdentity::of(&probe)?;
+        let len = probe.metadata()?.len();
+        drop(probe);
+
+        let mut start = None;
+        if let Some(c) = self.checkpoints.get(&identity).cloned() {
+            if c.offset <= len {
+                start = Some(c.offset);
+            } else {
+                // Truncated while we were stopped; finish from the copy.
+                self.recover(path, &c)?;
+                start = Some(0);
+            }
+        }
+        // Checkpointed files of this path that are not this file were
+        // rotated while the agent was stopped: finish them first.
+        let open_ids: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
+        let others: Vec<Checkpoint> = self
+            .checkpoints
+            .for_path(path)
+            .into_iter()
+            .filter(|c| {
+                !c.finished && !c.is_for(&identity) && !open_ids.iter().any(|id| c.is_for(id))
+            })
+            .collect();
+        let rotated_while_stopped = !others.is_empty();
+        for c in &others {
+            self.recover(path, c)?;
+        }
+        let start = start.unwrap_or(
+            if rotated_while_stopped || !first || self.options.from_beginning {
+                0
+            } else {
+                len
+            },
+        );
+        let f = TailedFile::open(path, path, start, self.options.max_line)?;
+        self.files.push(f);
+        Ok(())
+    }
+
+    /// Finds the file checkpoint `c` describes among the rotated siblings
+    /// of `path` and reads it from the checkpoint.
+    fn recover(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
+        let siblings = discover::siblings(path)?;
+        let fp = |s: &Sibling| s.fingerprint.map(fingerprint_hex);
+        let same_file = siblings.iter().find(|s| {
+            s.device == c.device && s.inode == c.inode && fp(s).as_deref() == Some(&c.fingerprint)
+        });
+        let copy = siblings
+            .iter()
+            .find(|s| fp(s).as_deref() == Some(&c.fingerprint) && s.len >= c.offset);
+        match same_file.or(copy) {
+            Some(s) if s.len > c.offset => self.open_rotated_sibling(path, &s.clone(), c.offset)?,
+            Some(_) => {
+                // Already read to its end.
+                self.checkpoints.remove(c);
+            }
+            None => {
+                tracing::warn!(
+                    "{}: the file read up to offset {} before (inode {}) was not found beside it; lines written to it after that offset, if any, are lost",
+                    path.display(),
+                    c.offset,
+                    c.inode
+                );
+                self.checkpoints.remove(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `budget` lines in all, handing each to `emit`.
+    pub fn poll(
+        &mut self,
+        budget: usize,
+        emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+    ) -> io::Result<PollOutcome> {
+        let mut outcome = PollOutcome::default();
+        let now = Instant::now();
+        let mut shrunk = Vec::new();
+        for (index, f) in self.files.iter_mut().enumerate() {
+            if f.state == State::Finished {
+                continue;
+            }
+            let mut read_any = false;
+            loop {
+                if outcome.lines >= budget {
+                    outcome.more = true;
+                    break;
+                }
+                let line = match f.reader.next_line()? {
+                    Some(l) => l,
+                    None => break,
+                };
+                read_any = true;
+                outcome.lines += 1;
+                if f.source == 0 {
+                    // A complete line exists now, so does the fingerprint.
+                    f.identity = FileIdentity::of(&f.head)?;
+                    f.source = f.identity.source_id();
+                }
+                let (start, end) = (line.offset, line.end);
+                let delivery = emit(TailedLine {
+                    path: &f.watched,
+                    source: f.source,
+                    line,
+                });
+                if delivery == Delivery::Pending {
+                    f.in_flight.push_back((start, end));
+                }
+            }
+            if f.state == State::Live && !outcome.more {
+                // At the end of a live file: did it shrink (copytruncate)?
+                let len = f.head.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                if len < f.reader.offset() {
+                    shrunk.push(index);
+                }
+            }
+            if let State::Rotated { last_growth } = &mut f.state {
+                if read_any {
+                    *last_growth = now;
+                } else if now.duration_since(*last_growth) >= self.options.rotate_wait {
+                    // The server writes no more to it: the held partial
+                    // line, if any, is all there is.
+                    if let Some(line) = f.reader.take_partial() {
+                        let (start, end) = (line.offset, line.end);
+                        outcome.lines += 1;
+                        let delivery = emit(TailedLine {
+                            path: &f.watched,
+                            source: f.source,
+                            line,
+                        });
+                        if delivery == Delivery::Pending {
+                            f.in_flight.push_back((start, end));
+                        }
+                    }
+                    f.state = State::Finished;
+                }
+            }
+        }
+        for index in shrunk {
+            self.truncated(index)?;
+        }
+        self.update_checkpoints();
+        Ok(outcome)
+    }
+
+    /// The sink delivered every line of `source` that ends at or before
+    /// `end`.
+    pub fn acknowledge(&mut self, source: u64, end: u64) {
+        for f in self.files.iter_mut().filter(|f| f.source == source) {
+            while f.in_flight.front().is_some_and(|(_, e)| *e <= end) {
+                f.in_flight.pop_front();
+            }
+        }
+    }
+
+    /// Moves checkpoints to what is delivered and closes finished files
+    /// whose lines are all delivered.
+    pub fn update_checkpoints(&mut self) {
+        for f in &self.files {
+            let done = f.state == State::Finished && f.in_flight.is_empty();
+            self.checkpoints
+                .record(&f.identity, &f.watched, f.delivered(), done);
+        }
+        self.files
+            .retain(|f| !(f.state == State::Finished && f.in_flight.is_empty()));
+    }
+
+    /// True when every line handed out has been acknowledged.
+    pub fn all_acknowledged(&self) -> bool {
+        self.files.iter().all(|f| f.in_flight.is_empty())
+    }
+
+    /// Whether some rotated file is waiting out `rotate_wait`.
+    pub fn has_rotated_files(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| matches!(f.state, State::Rotated { .. }))
+    }
+
+    /// Bytes held in partial lines, per path (for `--once` to report).
+    pub fn partial_lines(&self) -> Vec<(PathBuf, usize)> {
+        self.files
+            .iter()
+            .filter(|f| !f.reader.pending().is_empty())
+            .map(|f| (f.watched.clone(), f.reader.pending().len()))
+            .collect()
+    }
+
+    /// Saves checkpoints if they changed; forgets stale ones.
+    pub fn save_checkpoints(&mut self) -> io::Result<()> {
+        let open: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
+        self.checkpoints
+            .forget_stale(|c| open.iter().any(|id| c.is_for(id)));
+        self.checkpoints.save()
+    }
+
+    /// Whether checkpoints changed since the last save.
+    pub fn checkpoints_dirty(&self) -> bool {
+        self.checkpoints.is_dirty()
+    }
+}

@@ -1,0 +1,300 @@
+//! Checkpoints: per file, the offset below which every line is delivered.
+//!
+//! A checkpoint moves only when the sink acknowledges (see [`crate::tail`]);
+//! it is the only thing that survives a restart. The store is one JSON file,
+//! `checkpoints.json` in the state folder, replaced atomically (write a temp
+//! file, fsync, rename, fsync the folder) about once a second while things
+//! change and at shutdown. A file that cannot be read back (corrupt,
+//! truncated by a crash of the filesystem, edited by hand) is reported and
+//! set aside under a new name, never a crash: the agent then starts as if
+//! it had no checkpoints.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tail::FileIdentity;
+
+/// The store's file name inside the state folder.
+pub const FILE_NAME: &str = "checkpoints.json";
+
+/// Checkpoints of files not seen for this long are forgotten.
+pub const FORGET_AFTER_SECS: u64 = 7 * 24 * 3600;
+
+/// One file's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub device: u64,
+    pub inode: u64,
+    /// Fingerprint of the first line, hex.
+    pub fingerprint: String,
+    /// The watched path the file was found under (it may have been renamed
+    /// since, by rotation).
+    pub path: PathBuf,
+    /// Every line below this byte offset is delivered.
+    pub offset: u64,
+    /// The file was read to its end after it was rotated away: nothing
+    /// more will ever be read from it.
+    #[serde(default)]
+    pub finished: bool,
+    /// Seconds since the epoch of the last update.
+    pub updated: u64,
+}
+
+impl Checkpoint {
+    /// True when this checkpoint belongs to the file `id`.
+    pub fn is_for(&self, id: &FileIdentity) -> bool {
+        self.device == id.device
+            && self.inode == id.inode
+            && Some(self.fingerprint.as_str()) == id.fingerprint.map(fingerprint_hex).as_deref()
+    }
+}
+
+/// The fingerprint as stored.
+pub fn fingerprint_hex(fp: u64) -> String {
+    format!("{fp:016x}")
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoreFile {
+    version: u32,
+    files: Vec<Checkpoint>,
+}
+
+/// Key of a checkpoint in the store.
+type Key = (u64, u64, String);
+
+/// All checkpoints, in memory, with the file they are saved to.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    /// `None` when checkpoints are disabled.
+    file: Option<PathBuf>,
+    entries: BTreeMap<Key, Checkpoint>,
+    dirty: bool,
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl CheckpointStore {
+    /// A store that remembers nothing (`--no-checkpoints`).
+    pub fn disabled() -> Self {
+        CheckpointStore {
+            file: None,
+            entries: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// Opens the store in `state_dir`, creating the folder. A store file
+    /// that cannot be parsed is renamed aside and reported.
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(state_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the state folder {}: {e}",
+                    state_dir.display()
+                ),
+            )
+        })?;
+        let file = state_dir.join(FILE_NAME);
+        let mut store = CheckpointStore {
+            file: Some(file.clone()),
+            entries: BTreeMap::new(),
+            dirty: false,
+        };
+        match fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice::<StoreFile>(&bytes) {
+                Ok(saved) => {
+                    for c in saved.files {
+                        store.entries.insert(key(&c), c);
+                    }
+                }
+                Err(e) => {
+                    let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
+                    let moved = fs::rename(&file, &aside);
+                    tracing::error!(
+                        "checkpoint file {} is unreadable ({e}); {}; starting without checkpoints",
+                        file.display(),
+                        match moved {
+                            Ok(()) => format!("moved it to {}", aside.display()),
+                            Err(m) => format!("could not move it aside ({m})"),
+                        }
+                    );
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read checkpoint file {}: {e}", file.display()),
+                ));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Whether checkpoints are kept at all.
+    pub fn enabled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The checkpoint of the file `id`, if any.
+    pub fn get(&self, id: &FileIdentity) -> Option<&Checkpoint> {
+        self.entries.values().find(|c| c.is_for(id))
+    }
+
+    /// Checkpoints recorded under the watched `path`.
+    pub fn for_path(&self, path: &Path) -> Vec<Checkpoint> {
+        self.entries
+            .values()
+            .filter(|c| c.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Records that everything below `offset` of file `id` is delivered.
+    /// A file without fingerprint (no complete first line) has nothing
+    /// delivered yet and gets no checkpoint.
+    pub fn record(&mut self, id: &FileIdentity, path: &Path, offset: u64, finished: bool) {
+        let Some(fp) = id.fingerprint else { return };
+        let c = Checkpoint {
+            device: id.device,
+            inode: id.inode,
+            fingerprint: fingerprint_hex(fp),
+            path: path.to_owned(),
+            offset,
+            finished,
+            updated: now_secs(),
+        };
+        let k = key(&c);
+        let unchanged = self.entries.get(&k).is_some_and(|old| {
+            old.offset == c.offset && old.finished == c.finished && old.path == c.path
+        });
+        if !unchanged {
+            self.entries.insert(k, c);
+            self.dirty = true;
+        }
+    }
+
+    /// Forgets one checkpoint.
+    pub fn remove(&mut self, c: &Checkpoint) {
+        if self.entries.remove(&key(c)).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    /// Forgets checkpoints of files finished or not updated for
+    /// [`FORGET_AFTER_SECS`], except those `keep` says are in use.
+    pub fn forget_stale(&mut self, keep: impl Fn(&Checkpoint) -> bool) {
+        let cutoff = now_secs().saturating_sub(FORGET_AFTER_SECS);
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, c| keep(c) || (!c.finished && c.updated >= cutoff));
+        if self.entries.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// True when there is something not yet saved.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the store atomically if anything changed.
+    pub fn save(&mut self) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+        let body = StoreFile {
+            version: 1,
+            files: self.entries.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&body).map_err(io::Error::other)?;
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, file)?;
+        // The rename is durable only once the folder is synced.
+        File::open(dir)?.sync_all()?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn key(c: &Checkpoint) -> Key {
+    (c.device, c.inode, c.fingerprint.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(inode: u64, fp: u64) -> FileIdentity {
+        FileIdentity {
+            device: 1,
+            inode,
+            fingerprint: Some(fp),
+        }
+    }
+
+    #[test]
+    fn saved_checkpoints_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = CheckpointStore::open(dir.path()).unwrap();
+        s.record(&id(5, 9), Path::new("/l/a.log"), 120, false);
+        s.save().unwrap();
+        let s = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(&id(5, 9)).map(|c| c.offset), Some(120));
+        assert!(
+            s.get(&id(5, 8)).is_none(),
+            "inode reuse with other content is another file"
+        );
+        assert_eq!(s.for_path(Path::new("/l/a.log")).len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_store_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(FILE_NAME),
+            b"{\"version\":1,\"files\":[{\"dev",
+        )
+        .unwrap();
+        let s = CheckpointStore::open(dir.path()).unwrap();
+        assert!(s.get(&id(5, 9)).is_none());
+        let aside = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+        assert!(aside, "the corrupt file is kept for inspection");
+    }
+
+    #[test]
+    fn finished_files_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = CheckpointStore::open(dir.path()).unwrap();
+        s.record(&id(1, 1), Path::new("/a"), 10, true);
+        s.record(&id(2, 2), Path::new("/a"), 10, false);
+        s.forget_stale(|_| false);
+        assert!(s.get(&id(1, 1)).is_none());
+        assert!(s.get(&id(2, 2)).is_some());
+    }
+}

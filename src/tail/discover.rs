@@ -1,0 +1,173 @@
+//! Which files the `--log` values name now, and where rotation put the old
+//! ones.
+//!
+//! A `--log` value is a path or a glob. Globs are expanded at every scan, so
+//! files that appear later are picked up. Rotated siblings of a path are the
+//! files beside it whose name starts with its name (`access.log.1`,
+//! `access.log-20261125`), except compressed ones, which cannot be tailed.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::identity::{FINGERPRINT_BYTES, fingerprint};
+
+/// Extensions of compressed rotations, which are never read.
+const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "zip", "br"];
+
+/// True when `value` is a glob rather than a plain path.
+pub fn is_glob(value: &str) -> bool {
+    value.contains(['*', '?', '['])
+}
+
+/// The files `value` names now: the path itself (whether or not it exists
+/// yet), or the regular files a glob matches.
+pub fn expand(value: &str) -> Vec<PathBuf> {
+    if !is_glob(value) {
+        return vec![PathBuf::from(value)];
+    }
+    let Ok(paths) = glob::glob(value) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = paths
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file() && !is_compressed(p))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The folder to watch for `value`: the parent of a path, or the deepest
+/// folder of a glob that has no glob characters.
+pub fn watch_dir(value: &str) -> PathBuf {
+    let path = Path::new(value);
+    let mut dir = PathBuf::new();
+    let components: Vec<_> = path.components().collect();
+    for (i, c) in components.iter().enumerate() {
+        let text = c.as_os_str().to_string_lossy();
+        if is_glob(&text) || i + 1 == components.len() {
+            break;
+        }
+        dir.push(c);
+    }
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    }
+}
+
+fn is_compressed(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| COMPRESSED.contains(&e))
+}
+
+/// A rotated sibling with what identifies it.
+#[derive(Debug, Clone)]
+pub struct Sibling {
+    pub path: PathBuf,
+    pub device: u64,
+    pub inode: u64,
+    pub fingerprint: Option<u64>,
+    pub len: u64,
+}
+
+/// The rotated siblings of `path` (not `path` itself, not compressed ones).
+pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let name = name.to_string_lossy();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if file_name == name || !file_name.starts_with(name.as_ref()) {
+            continue;
+        }
+        let p = entry.path();
+        if is_compressed(&p) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        out.push(Sibling {
+            fingerprint: head_fingerprint(&p),
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            path: p,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The fingerprint of the file at `path`, read from its first bytes.
+pub fn head_fingerprint(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; FINGERPRINT_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        match f.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(_) => return None,
+        }
+    }
+    fingerprint(&head[..filled])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_dir_of_paths_and_globs() {
+        assert_eq!(
+            watch_dir("/var/log/nginx/access.log"),
+            PathBuf::from("/var/log/nginx")
+        );
+        assert_eq!(
+            watch_dir("/var/log/nginx/*access.log"),
+            PathBuf::from("/var/log/nginx")
+        );
+        assert_eq!(
+            watch_dir("/var/log/*/access.log"),
+            PathBuf::from("/var/log")
+        );
+        assert_eq!(watch_dir("access.log"), PathBuf::from("."));
+    }
+
+    #[test]
+    fn siblings_are_rotations_but_not_compressed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "access.log",
+            "access.log.1",
+            "access.log-20261125",
+            "access.log.2.gz",
+            "error.log",
+        ] {
+            std::fs::write(dir.path().join(name), "line\n").unwrap();
+        }
+        let names: Vec<String> = siblings(&dir.path().join("access.log"))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["access.log-20261125", "access.log.1"]);
+    }
+}
