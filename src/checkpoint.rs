@@ -154,6 +154,12 @@ impl CheckpointStore {
         self.entries.values().find(|c| c.is_for(id))
     }
 
+    /// Whether some checkpoint is of a file with this fingerprint.
+    pub fn has_fingerprint(&self, fp: u64) -> bool {
+        let hex = fingerprint_hex(fp);
+        self.entries.values().any(|c| c.fingerprint == hex)
+    }
+
     /// Checkpoints recorded under the watched `path`.
     pub fn for_path(&self, path: &Path) -> Vec<Checkpoint> {
         self.entries

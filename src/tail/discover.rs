@@ -71,6 +71,7 @@ pub struct Sibling {
     pub inode: u64,
     pub fingerprint: Option<u64>,
     pub len: u64,
+    pub modified: std::time::SystemTime,
 }
 
 /// The rotated siblings of `path` (not `path` itself, not compressed ones).
@@ -107,6 +108,7 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
             device: meta.dev(),
             inode: meta.ino(),
             len: meta.len(),
+            modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
             path: p,
         });
     }

@@ -310,6 +310,28 @@ impl Tailer {
         Ok(())
     }
 
+    /// Files rotated after the one we last had open, which we never saw
+    /// (the path was rotated twice before we looked): read them whole.
+    /// Copies of known files (same fingerprint) are not new.
+    fn adopt_newer_siblings(
+        &mut self,
+        watched: &Path,
+        newer_than: std::time::SystemTime,
+    ) -> io::Result<()> {
+        for s in discover::siblings(watched)? {
+            let known = self.files.iter().any(|f| {
+                (f.identity.device == s.device && f.identity.inode == s.inode)
+                    || (s.fingerprint.is_some() && f.identity.fingerprint == s.fingerprint)
+            }) || s
+                .fingerprint
+                .is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
+            if !known && s.modified >= newer_than && s.fingerprint.is_some() {
+                self.open_rotated_sibling(watched, &s, 0)?;
+            }
+        }
+        Ok(())
+    }
+
     fn open_rotated_sibling(&mut self, watched: &Path, s: &Sibling, offset: u64) -> io::Result<()> {
         tracing::info!(
             "{}: reading {} from offset {offset}",
@@ -379,11 +401,16 @@ impl Tailer {
         let copy = siblings
             .iter()
             .find(|s| fp(s).as_deref() == Some(&c.fingerprint) && s.len >= c.offset);
-        match same_file.or(copy) {
-            Some(s) if s.len > c.offset => self.open_rotated_sibling(path, &s.clone(), c.offset)?,
-            Some(_) => {
-                // Already read to its end.
-                self.checkpoints.remove(c);
+        match same_file.or(copy).cloned() {
+            Some(s) => {
+                // While its checkpoint still marks it as known.
+                self.adopt_newer_siblings(path, s.modified)?;
+                if s.len > c.offset {
+                    self.open_rotated_sibling(path, &s, c.offset)?;
+                } else {
+                    // Already read to its end.
+                    self.checkpoints.remove(c);
+                }
             }
             None => {
                 tracing::warn!(
@@ -404,10 +431,29 @@ impl Tailer {
         budget: usize,
         emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
     ) -> io::Result<PollOutcome> {
+        // Before reading: was a live file truncated (copytruncate)? It
+        // shrank below our offset, or it was truncated and written past our
+        // offset again, and then its first line changed. Reading first would
+        // hand out fragments of the new content.
+        let truncated: Vec<usize> = (0..self.files.len())
+            .filter(|&i| {
+                let f = &self.files[i];
+                if f.state != State::Live {
+                    return false;
+                }
+                let len = f.head.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                let head_changed = f.identity.fingerprint.is_some()
+                    && FileIdentity::of(&f.head)
+                        .is_ok_and(|id| id.fingerprint != f.identity.fingerprint);
+                len < f.reader.offset() || head_changed
+            })
+            .collect();
+        for i in truncated {
+            self.truncated(i)?;
+        }
         let mut outcome = PollOutcome::default();
         let now = Instant::now();
-        let mut shrunk = Vec::new();
-        for (index, f) in self.files.iter_mut().enumerate() {
+        for f in self.files.iter_mut() {
             if f.state == State::Finished {
                 continue;
             }
@@ -438,13 +484,6 @@ impl Tailer {
                     f.in_flight.push_back((start, end));
                 }
             }
-            if f.state == State::Live && !outcome.more {
-                // At the end of a live file: did it shrink (copytruncate)?
-                let len = f.head.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                if len < f.reader.offset() {
-                    shrunk.push(index);
-                }
-            }
             if let State::Rotated { last_growth } = &mut f.state {
                 if read_any {
                     *last_growth = now;
@@ -466,9 +505,6 @@ impl Tailer {
                     f.state = State::Finished;
                 }
             }
-        }
-        for index in shrunk {
-            self.truncated(index)?;
         }
         self.update_checkpoints();
         Ok(outcome)

@@ -1,0 +1,150 @@
+//! Drives a [`Tailer`] by hand over a temporary folder, as the agent's loop
+#![allow(dead_code)]
+//! would (scan, poll, acknowledge, save), and records what came out.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cerberus_agent::checkpoint::CheckpointStore;
+use cerberus_agent::tail::{Delivery, TailOptions, Tailer};
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub log: PathBuf,
+    pub tailer: Option<Tailer>,
+    /// Every line that came out, in order.
+    pub out: Vec<String>,
+    pub options: TailOptions,
+}
+
+impl Harness {
+    /// A harness watching `access.log` in a new folder; the agent starts
+    /// with `options` (logs filled in).
+    pub fn new(mut options: TailOptions) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("access.log");
+        options.logs = vec![log.display().to_string()];
+        Harness {
+            dir,
+            state,
+            log,
+            tailer: None,
+            out: Vec::new(),
+            options,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let store = CheckpointStore::open(self.state.path()).expect("checkpoint store");
+        let mut t = Tailer::new(self.options.clone(), store);
+        t.scan().expect("first scan");
+        self.tailer = Some(t);
+    }
+
+    /// What the agent does when woken: scan, read everything, deliver,
+    /// acknowledge; saves checkpoints when `save`.
+    pub fn poll(&mut self, save: bool) {
+        let t = self.tailer.as_mut().expect("started");
+        t.scan().expect("scan");
+        loop {
+            let mut acks = Vec::new();
+            let out = &mut self.out;
+            let o = t
+                .poll(1000, &mut |l| {
+                    out.push(String::from_utf8_lossy(l.line.bytes).into_owned());
+                    acks.push((l.source, l.line.end));
+                    Delivery::Pending
+                })
+                .expect("poll");
+            for (s, e) in acks {
+                t.acknowledge(s, e);
+            }
+            t.update_checkpoints();
+            if !o.more {
+                break;
+            }
+        }
+        if save {
+            t.save_checkpoints().expect("save");
+        }
+    }
+
+    /// Graceful stop: everything delivered is checkpointed.
+    pub fn stop(&mut self) {
+        if let Some(mut t) = self.tailer.take() {
+            t.update_checkpoints();
+            t.save_checkpoints().expect("save");
+        }
+    }
+
+    /// kill -9: whatever was saved last stands.
+    pub fn kill(&mut self) {
+        self.tailer = None;
+    }
+
+    pub fn append(&self, path: &Path, lines: &[String]) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open for append");
+        for l in lines {
+            writeln!(f, "{l}").expect("write");
+        }
+    }
+
+    pub fn write_raw(&self, path: &Path, bytes: &[u8]) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open for append");
+        f.write_all(bytes).expect("write");
+    }
+
+    pub fn rotated(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("access.log.{n}"))
+    }
+
+    pub fn truncate(&self, path: &Path) {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+    }
+
+    /// How often each line came out.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in &self.out {
+            *m.entry(l.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    pub fn copy(&self, from: &Path, to: &Path) {
+        fs::copy(from, to).expect("copy");
+    }
+}
+
+/// Lines `prefix-0` … `prefix-(n-1)`.
+pub fn lines(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Options for deterministic tests: rotated files are finished as soon as
+/// they stop growing, unless the test says otherwise.
+pub fn quick() -> TailOptions {
+    TailOptions {
+        rotate_wait: Duration::ZERO,
+        from_beginning: true,
+        ..TailOptions::default()
+    }
+}

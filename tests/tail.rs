@@ -1,0 +1,384 @@
+//! The tailer on real files in temporary folders: every way servers and
+//! logrotate write, rotate and truncate, and restarts from checkpoints.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use cerberus_agent::tail::TailOptions;
+use common::tail_harness::{Harness, lines, quick};
+
+fn assert_exactly_once(h: &Harness, expected: &[String]) {
+    let counts = h.counts();
+    for l in expected {
+        assert_eq!(
+            counts.get(l),
+            Some(&1),
+            "line {l} must come out exactly once; got {:?}",
+            counts.get(l)
+        );
+    }
+    assert_eq!(h.out.len(), expected.len(), "nothing else comes out");
+}
+
+#[test]
+fn appended_lines_come_out_in_order() {
+    let mut h = Harness::new(quick());
+    h.append(&h.log.clone(), &lines("a", 3));
+    h.start();
+    h.poll(true);
+    h.append(&h.log.clone(), &lines("b", 3));
+    h.poll(true);
+    let mut want = lines("a", 3);
+    want.extend(lines("b", 3));
+    assert_eq!(h.out, want);
+}
+
+#[test]
+fn a_burst_of_100k_lines() {
+    let mut h = Harness::new(quick());
+    h.start();
+    let burst = lines("burst", 100_000);
+    h.append(&h.log.clone(), &burst);
+    h.poll(true);
+    assert_eq!(h.out, burst);
+}
+
+#[test]
+fn a_new_file_starts_at_its_end_unless_from_beginning() {
+    let mut h = Harness::new(TailOptions {
+        from_beginning: false,
+        ..quick()
+    });
+    h.append(&h.log.clone(), &lines("old", 5));
+    h.start();
+    h.append(&h.log.clone(), &lines("new", 2));
+    h.poll(true);
+    assert_eq!(h.out, lines("new", 2));
+}
+
+#[test]
+fn a_file_appearing_after_start_is_read_from_its_beginning() {
+    let mut h = Harness::new(TailOptions {
+        from_beginning: false,
+        ..quick()
+    });
+    h.start();
+    h.poll(true);
+    h.append(&h.log.clone(), &lines("late", 4));
+    h.poll(true);
+    assert_eq!(h.out, lines("late", 4));
+}
+
+#[test]
+fn rename_rotation_with_lines_before_and_after() {
+    let mut h = Harness::new(TailOptions {
+        rotate_wait: Duration::from_secs(3600),
+        ..quick()
+    });
+    let log = h.log.clone();
+    h.append(&log, &lines("before", 3));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("unread", 2));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    // The server still writes to the renamed file until it reopens.
+    h.append(&h.rotated(1), &lines("after-rename", 2));
+    h.poll(true);
+    h.append(&h.rotated(1), &lines("late-old", 1));
+    h.append(&log, &lines("new-file", 3));
+    h.poll(true);
+    let mut want = lines("before", 3);
+    for (p, n) in [
+        ("unread", 2),
+        ("after-rename", 2),
+        ("late-old", 1),
+        ("new-file", 3),
+    ] {
+        want.extend(lines(p, n));
+    }
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn copytruncate_with_unread_lines_reads_them_from_the_copy() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("first", 3));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("unread", 3));
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("after", 2));
+    h.poll(true);
+    let mut want = lines("first", 3);
+    want.extend(lines("unread", 3));
+    want.extend(lines("after", 2));
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn truncation_then_writes_past_the_old_offset_is_noticed() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("x", 2));
+    h.start();
+    h.poll(true);
+    h.truncate(&log);
+    h.append(&log, &lines("longer-than-before", 5));
+    h.poll(true);
+    let mut want = lines("x", 2);
+    want.extend(lines("longer-than-before", 5));
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn a_file_deleted_while_being_read_is_read_to_its_end() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 2));
+    h.start();
+    h.poll(true);
+    // Keep writing through an open handle after the name is gone.
+    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    fs::remove_file(&log).unwrap();
+    use std::io::Write;
+    writeln!(f, "written-after-delete").unwrap();
+    drop(f);
+    h.poll(true);
+    let mut want = lines("a", 2);
+    want.push("written-after-delete".into());
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn inode_reuse_is_not_mistaken_for_the_old_file() {
+    let mut h = Harness::new(TailOptions {
+        from_beginning: false,
+        ..quick()
+    });
+    let log = h.log.clone();
+    h.append(&log, &lines("one", 10));
+    h.start();
+    h.append(&log, &lines("two", 1));
+    h.poll(true);
+    h.stop();
+    // Replace the file; the filesystem may give the new file the same inode.
+    fs::remove_file(&log).unwrap();
+    h.append(&log, &lines("zzz-other-file", 12));
+    h.start();
+    h.poll(true);
+    // With the same inode, only the fingerprint tells: the new file is not
+    // resumed at the old offset (which would skip or cut its lines).
+    let out: Vec<&String> = h.out.iter().filter(|l| l.starts_with("zzz")).collect();
+    assert!(
+        out.is_empty() || out.len() == 12,
+        "whole file or nothing (it started at its end): {out:?}"
+    );
+    assert!(
+        h.out
+            .iter()
+            .all(|l| !l.contains("other-file-") || l.starts_with("zzz-other-file-"))
+    );
+}
+
+#[test]
+fn restart_from_checkpoint_loses_and_repeats_nothing() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 100));
+    h.start();
+    h.poll(true);
+    h.stop();
+    h.append(&log, &lines("while-stopped", 50));
+    h.start();
+    h.poll(true);
+    let mut want = lines("a", 100);
+    want.extend(lines("while-stopped", 50));
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn kill_without_saving_repeats_but_never_loses() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("saved", 10));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("unsaved", 10));
+    h.poll(false);
+    h.kill();
+    h.start();
+    h.poll(true);
+    let c = h.counts();
+    for l in lines("saved", 10) {
+        assert_eq!(c[&l], 1);
+    }
+    for l in lines("unsaved", 10) {
+        assert_eq!(c[&l], 2, "delivered but not checkpointed: sent again");
+    }
+}
+
+#[test]
+fn rename_rotation_while_stopped_is_finished_from_the_rotated_file() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.stop();
+    h.append(&log, &lines("unread", 5));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("new", 5));
+    h.start();
+    h.poll(true);
+    let mut want = lines("a", 5);
+    want.extend(lines("unread", 5));
+    want.extend(lines("new", 5));
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn two_rotations_while_stopped_lose_nothing() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.stop();
+    h.append(&log, &lines("unread", 5));
+    fs::rename(&log, h.rotated(2)).unwrap();
+    h.append(&log, &lines("middle", 5));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("new", 5));
+    h.start();
+    h.poll(true);
+    let mut want = lines("a", 5);
+    for p in ["unread", "middle", "new"] {
+        want.extend(lines(p, 5));
+    }
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn copytruncate_while_stopped_is_finished_from_the_copy() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.stop();
+    h.append(&log, &lines("unread", 5));
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("new", 2));
+    h.start();
+    h.poll(true);
+    let mut want = lines("a", 5);
+    want.extend(lines("unread", 5));
+    want.extend(lines("new", 2));
+    assert_exactly_once(&h, &want);
+}
+
+#[test]
+fn a_corrupt_checkpoint_file_is_set_aside_not_fatal() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 3));
+    fs::write(
+        h.state.path().join("checkpoints.json"),
+        b"{\"version\": 1, \"files\": [trunc",
+    )
+    .unwrap();
+    h.start();
+    h.poll(true);
+    assert_eq!(h.out, lines("a", 3));
+    let names: Vec<String> = fs::read_dir(h.state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("checkpoints.json.corrupt-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "checkpoints.json"),
+        "a fresh store is written: {names:?}"
+    );
+}
+
+#[test]
+fn partial_lines_wait_for_their_newline() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.start();
+    h.write_raw(&log, b"complete\nhalf-");
+    h.poll(true);
+    assert_eq!(h.out, vec!["complete"]);
+    h.stop();
+    h.start();
+    h.write_raw(&log, b"done\n");
+    h.poll(true);
+    assert_eq!(
+        h.out,
+        vec!["complete", "half-done"],
+        "the partial line is not lost or split by a restart"
+    );
+}
+
+#[test]
+fn a_partial_line_in_a_rotated_file_is_emitted_as_is() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.start();
+    h.write_raw(&log, b"whole\nno-newline");
+    h.poll(true);
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.poll(true);
+    assert_eq!(h.out, vec!["whole", "no-newline"]);
+}
+
+#[test]
+fn an_over_long_line_is_cut_and_the_next_line_is_whole() {
+    let mut h = Harness::new(TailOptions {
+        max_line: 1024,
+        ..quick()
+    });
+    let log = h.log.clone();
+    h.start();
+    let long = "L".repeat(1_000_000);
+    h.append(&log, &[long, "next".into()]);
+    h.poll(true);
+    assert_eq!(h.out.len(), 2);
+    assert_eq!(h.out[0].len(), 1024);
+    assert_eq!(h.out[1], "next");
+}
+
+#[test]
+fn globs_pick_up_files_that_appear_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let options = TailOptions {
+        logs: vec![format!("{}/*access.log", dir.path().display())],
+        ..quick()
+    };
+    let store = cerberus_agent::checkpoint::CheckpointStore::open(state.path()).unwrap();
+    let mut t = cerberus_agent::tail::Tailer::new(options, store);
+    t.scan().unwrap();
+    fs::write(dir.path().join("shop-access.log"), "s1\n").unwrap();
+    fs::write(dir.path().join("api-access.log"), "a1\n").unwrap();
+    fs::write(dir.path().join("error.log"), "e1\n").unwrap();
+    t.scan().unwrap();
+    let mut out = Vec::new();
+    t.poll(100, &mut |l| {
+        out.push(String::from_utf8_lossy(l.line.bytes).into_owned());
+        cerberus_agent::tail::Delivery::Done
+    })
+    .unwrap();
+    out.sort();
+    assert_eq!(out, vec!["a1", "s1"]);
+}
