@@ -309,8 +309,8 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             tailer.acknowledge(source, end);
         }
         tailer.update_checkpoints();
-        if tailer.checkpoints_dirty() && (last_save.elapsed() >= SAVE_EVERY || shutting_down) {
-            save_checkpoints(&mut tailer);
+        if tailer.checkpoints_dirty() && last_save.elapsed() >= SAVE_EVERY {
+            save_checkpoints(&mut tailer, false);
             last_save = Instant::now();
         }
         if shutting_down || (mode.once && !outcome.more && !tailer.has_rotated_files()) {
@@ -346,7 +346,7 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             last_scan = Instant::now();
         }
     }
-    save_checkpoints(&mut tailer);
+    save_checkpoints(&mut tailer, true);
     for (path, bytes) in tailer.partial_lines() {
         tracing::info!(
             "{}: ends with an incomplete line ({bytes} bytes); it is read once its newline is written",
@@ -364,8 +364,8 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_checkpoints(tailer: &mut Tailer) {
-    if let Err(e) = tailer.save_checkpoints() {
+fn save_checkpoints(tailer: &mut Tailer, force: bool) {
+    if let Err(e) = tailer.save_checkpoints(force) {
         tracing::error!("cannot save checkpoints: {e}");
     }
 }

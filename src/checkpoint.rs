@@ -63,6 +63,10 @@ pub fn fingerprint_hex(fp: u64) -> String {
 struct StoreFile {
     version: u32,
     files: Vec<Checkpoint>,
+    /// Per watched path, when the agent last looked at it (seconds since
+    /// the epoch): files rotated beside it later were never seen.
+    #[serde(default)]
+    paths: BTreeMap<PathBuf, u64>,
 }
 
 /// Key of a checkpoint in the store.
@@ -74,6 +78,7 @@ pub struct CheckpointStore {
     /// `None` when checkpoints are disabled.
     file: Option<PathBuf>,
     entries: BTreeMap<Key, Checkpoint>,
+    looked: BTreeMap<PathBuf, u64>,
     dirty: bool,
 }
 
@@ -91,6 +96,7 @@ impl CheckpointStore {
         CheckpointStore {
             file: None,
             entries: BTreeMap::new(),
+            looked: BTreeMap::new(),
             dirty: false,
         }
     }
@@ -111,6 +117,7 @@ impl CheckpointStore {
         let mut store = CheckpointStore {
             file: Some(file.clone()),
             entries: BTreeMap::new(),
+            looked: BTreeMap::new(),
             dirty: false,
         };
         match fs::read(&file) {
@@ -119,6 +126,7 @@ impl CheckpointStore {
                     for c in saved.files {
                         store.entries.insert(key(&c), c);
                     }
+                    store.looked = saved.paths;
                 }
                 Err(e) => {
                     let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
@@ -152,6 +160,17 @@ impl CheckpointStore {
     /// The checkpoint of the file `id`, if any.
     pub fn get(&self, id: &FileIdentity) -> Option<&Checkpoint> {
         self.entries.values().find(|c| c.is_for(id))
+    }
+
+    /// When the agent last looked at the watched `path`, as saved.
+    pub fn looked(&self, path: &Path) -> Option<u64> {
+        self.looked.get(path).copied()
+    }
+
+    /// Notes when the agent looked at `path`; saved with the next save (this
+    /// alone does not make the store need saving).
+    pub fn set_looked(&mut self, path: &Path, secs: u64) {
+        self.looked.insert(path.to_owned(), secs);
     }
 
     /// Whether some checkpoint is of a file with this fingerprint.
@@ -193,20 +212,25 @@ impl CheckpointStore {
         }
     }
 
-    /// Forgets one checkpoint.
-    pub fn remove(&mut self, c: &Checkpoint) {
-        if self.entries.remove(&key(c)).is_some() {
+    /// Marks a file as read to its end: it is not looked for again, and is
+    /// remembered (by fingerprint) until it is forgotten with the others.
+    pub fn mark_finished(&mut self, c: &Checkpoint) {
+        if let Some(entry) = self.entries.get_mut(&key(c))
+            && !entry.finished
+        {
+            entry.finished = true;
+            entry.updated = now_secs();
             self.dirty = true;
         }
     }
 
-    /// Forgets checkpoints of files finished or not updated for
-    /// [`FORGET_AFTER_SECS`], except those `keep` says are in use.
+    /// Forgets checkpoints not updated for [`FORGET_AFTER_SECS`], except
+    /// those `keep` says are in use. Finished files are remembered that long
+    /// too: their fingerprints tell their copies from new files.
     pub fn forget_stale(&mut self, keep: impl Fn(&Checkpoint) -> bool) {
         let cutoff = now_secs().saturating_sub(FORGET_AFTER_SECS);
         let before = self.entries.len();
-        self.entries
-            .retain(|_, c| keep(c) || (!c.finished && c.updated >= cutoff));
+        self.entries.retain(|_, c| keep(c) || c.updated >= cutoff);
         if self.entries.len() != before {
             self.dirty = true;
         }
@@ -217,12 +241,13 @@ impl CheckpointStore {
         self.dirty
     }
 
-    /// Writes the store atomically if anything changed.
-    pub fn save(&mut self) -> io::Result<()> {
+    /// Writes the store atomically if anything changed, or always with
+    /// `force` (at shutdown, to record when paths were last looked at).
+    pub fn save(&mut self, force: bool) -> io::Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        if !self.dirty {
+        if !self.dirty && !force {
             return Ok(());
         }
         let dir = file.parent().unwrap_or(Path::new("."));
@@ -230,6 +255,7 @@ impl CheckpointStore {
         let body = StoreFile {
             version: 1,
             files: self.entries.values().cloned().collect(),
+            paths: self.looked.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&body).map_err(io::Error::other)?;
         {
@@ -266,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = CheckpointStore::open(dir.path()).unwrap();
         s.record(&id(5, 9), Path::new("/l/a.log"), 120, false);
-        s.save().unwrap();
+        s.save(false).unwrap();
         let s = CheckpointStore::open(dir.path()).unwrap();
         assert_eq!(s.get(&id(5, 9)).map(|c| c.offset), Some(120));
         assert!(
@@ -294,13 +320,19 @@ mod tests {
     }
 
     #[test]
-    fn finished_files_are_forgotten() {
+    fn old_checkpoints_are_forgotten_unless_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = CheckpointStore::open(dir.path()).unwrap();
         s.record(&id(1, 1), Path::new("/a"), 10, true);
         s.record(&id(2, 2), Path::new("/a"), 10, false);
-        s.forget_stale(|_| false);
+        s.record(&id(3, 3), Path::new("/a"), 10, false);
+        for c in s.entries.values_mut() {
+            c.updated -= FORGET_AFTER_SECS + 1;
+        }
+        s.record(&id(2, 2), Path::new("/a"), 11, false);
+        s.forget_stale(|c| c.inode == 3);
         assert!(s.get(&id(1, 1)).is_none());
-        assert!(s.get(&id(2, 2)).is_some());
+        assert!(s.get(&id(2, 2)).is_some(), "recently updated");
+        assert!(s.get(&id(3, 3)).is_some(), "in use");
     }
 }

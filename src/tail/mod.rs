@@ -19,12 +19,12 @@ pub mod identity;
 pub mod lines;
 pub mod watch;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use identity::FileIdentity;
 pub use lines::{Line, LineReader};
@@ -108,7 +108,10 @@ struct TailedFile {
 
 impl TailedFile {
     fn open(watched: &Path, path: &Path, offset: u64, max_line: usize) -> io::Result<Self> {
-        let mut file = File::open(path)?;
+        Self::from_file(watched, File::open(path)?, offset, max_line)
+    }
+
+    fn from_file(watched: &Path, mut file: File, offset: u64, max_line: usize) -> io::Result<Self> {
         let identity = FileIdentity::of(&file)?;
         file.seek(SeekFrom::Start(offset))?;
         Ok(TailedFile {
@@ -123,6 +126,12 @@ impl TailedFile {
             state: State::Live,
             in_flight: VecDeque::new(),
         })
+    }
+
+    /// How far into the file we have read (complete lines and the partial
+    /// line held).
+    fn read_position(&self) -> u64 {
+        self.reader.offset() + self.reader.pending().len() as u64
     }
 
     /// The offset below which everything is delivered.
@@ -148,7 +157,14 @@ pub struct Tailer {
     started: bool,
     /// Paths already reported as missing, to say it once.
     waiting_for: HashSet<PathBuf>,
+    /// When each path was last looked at: files rotated beside it since
+    /// then were never seen.
+    last_look: HashMap<PathBuf, SystemTime>,
 }
+
+/// File modification times lag the clock by up to a timer tick; siblings
+/// this much older than our last look are still considered new.
+const MTIME_SLACK: Duration = Duration::from_secs(1);
 
 /// What a poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +182,7 @@ impl Tailer {
             checkpoints,
             started: false,
             waiting_for: HashSet::new(),
+            last_look: HashMap::new(),
         }
     }
 
@@ -218,11 +235,32 @@ impl Tailer {
                 }
             }
         }
+        if first {
+            // Record at once that these paths are watched from now on, so
+            // that after a crash, files rotated beside them meanwhile are
+            // known to be unseen.
+            if let Err(e) = self.save_checkpoints(true) {
+                tracing::error!("cannot save checkpoints: {e}");
+            }
+        }
         self.started = true;
         Ok(())
     }
 
     fn scan_path(&mut self, path: &Path, first: bool) -> io::Result<()> {
+        let looked = SystemTime::now();
+        let result = self.look_at(path, first);
+        // Files that appeared beside the path since we last looked, with
+        // content we do not know, were rotated (or copied by copytruncate)
+        // before we saw them: read them whole.
+        if let Some(t) = self.last_look.get(path).copied() {
+            self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))?;
+        }
+        self.last_look.insert(path.to_owned(), looked);
+        result
+    }
+
+    fn look_at(&mut self, path: &Path, first: bool) -> io::Result<()> {
         let live = self
             .files
             .iter()
@@ -243,12 +281,8 @@ impl Tailer {
         };
         self.waiting_for.remove(path);
         match live {
-            Some(i) if self.files[i].same_inode(&meta) => {
-                if meta.len() < self.files[i].reader.offset() {
-                    self.truncated(i)?;
-                }
-                Ok(())
-            }
+            // Truncation is checked before every read (see `poll`).
+            Some(i) if self.files[i].same_inode(&meta) => Ok(()),
             Some(i) => {
                 self.rotated(i);
                 self.open_new(path, first)
@@ -283,8 +317,9 @@ impl Tailer {
         }
     }
 
-    /// The live file `i` shrank below our offset: copytruncate, or a
-    /// truncation by hand.
+    /// File `i` shrank below our offset, or got a new first line:
+    /// copytruncate, or a truncation by hand. It is read again from 0
+    /// through the same open file (it may have been renamed since).
     fn truncated(&mut self, i: usize) -> io::Result<()> {
         let watched = self.files[i].watched.clone();
         let offset = self.files[i].reader.offset();
@@ -304,8 +339,11 @@ impl Tailer {
                 self.open_rotated_sibling(&watched, &copy, offset)?;
             }
         }
+        let state = self.files[i].state;
+        let same_file = self.files[i].head.try_clone()?;
         self.files[i].state = State::Finished;
-        let f = TailedFile::open(&watched, &watched, 0, self.options.max_line)?;
+        let mut f = TailedFile::from_file(&watched, same_file, 0, self.options.max_line)?;
+        f.state = state;
         self.files.push(f);
         Ok(())
     }
@@ -378,6 +416,20 @@ impl Tailer {
         for c in &others {
             self.recover(path, c)?;
         }
+        if first {
+            // Files rotated beside the path after the agent last looked at
+            // it (before it stopped) were never seen.
+            let updated = self
+                .checkpoints
+                .for_path(path)
+                .iter()
+                .map(|c| c.updated)
+                .max();
+            if let Some(secs) = updated.max(self.checkpoints.looked(path)) {
+                let t = UNIX_EPOCH + Duration::from_secs(secs);
+                self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))?;
+            }
+        }
         let start = start.unwrap_or(
             if rotated_while_stopped || !first || self.options.from_beginning {
                 0
@@ -405,11 +457,14 @@ impl Tailer {
             Some(s) => {
                 // While its checkpoint still marks it as known.
                 self.adopt_newer_siblings(path, s.modified)?;
+                let same = s.device == c.device && s.inode == c.inode;
                 if s.len > c.offset {
                     self.open_rotated_sibling(path, &s, c.offset)?;
-                } else {
-                    // Already read to its end.
-                    self.checkpoints.remove(c);
+                }
+                if !same || s.len <= c.offset {
+                    // Read to its end, or handed over to the copy (which
+                    // has a checkpoint of its own from now on).
+                    self.checkpoints.mark_finished(c);
                 }
             }
             None => {
@@ -419,7 +474,7 @@ impl Tailer {
                     c.offset,
                     c.inode
                 );
-                self.checkpoints.remove(c);
+                self.checkpoints.mark_finished(c);
             }
         }
         Ok(())
@@ -438,14 +493,14 @@ impl Tailer {
         let truncated: Vec<usize> = (0..self.files.len())
             .filter(|&i| {
                 let f = &self.files[i];
-                if f.state != State::Live {
+                if f.state == State::Finished {
                     return false;
                 }
                 let len = f.head.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 let head_changed = f.identity.fingerprint.is_some()
                     && FileIdentity::of(&f.head)
                         .is_ok_and(|id| id.fingerprint != f.identity.fingerprint);
-                len < f.reader.offset() || head_changed
+                len < f.read_position() || head_changed
             })
             .collect();
         for i in truncated {
@@ -553,12 +608,23 @@ impl Tailer {
             .collect()
     }
 
-    /// Saves checkpoints if they changed; forgets stale ones.
-    pub fn save_checkpoints(&mut self) -> io::Result<()> {
+    /// Saves checkpoints if they changed (always with `force`, as at
+    /// shutdown); forgets stale ones.
+    pub fn save_checkpoints(&mut self, force: bool) -> io::Result<()> {
+        // Files opened since the last poll (a checkpoint handed over to a
+        // rotated copy) must be saved together with the hand-over.
+        self.update_checkpoints();
         let open: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
         self.checkpoints
             .forget_stale(|c| open.iter().any(|id| c.is_for(id)));
-        self.checkpoints.save()
+        for (path, t) in &self.last_look {
+            let secs = t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            self.checkpoints.set_looked(path, secs);
+        }
+        self.checkpoints.save(force)
     }
 
     /// Whether checkpoints changed since the last save.

@@ -70,7 +70,7 @@ impl Harness {
             }
         }
         if save {
-            t.save_checkpoints().expect("save");
+            t.save_checkpoints(false).expect("save");
         }
     }
 
@@ -78,7 +78,7 @@ impl Harness {
     pub fn stop(&mut self) {
         if let Some(mut t) = self.tailer.take() {
             t.update_checkpoints();
-            t.save_checkpoints().expect("save");
+            t.save_checkpoints(true).expect("save");
         }
     }
 

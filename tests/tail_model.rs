@@ -1,0 +1,183 @@
+//! Model-based test of the tailer (in the manner of Vector's file-source
+//! tests): proptest draws random sequences of file-system and agent actions,
+//! an interpreter applies them to real files and a real `Tailer`, and the
+//! output is checked against a model of what must come out.
+//!
+//! The model: every line written must come out; exactly once when the
+//! agent was only ever stopped gracefully, at least once when it was
+//! killed; and nothing else (no fragments) may come out.
+//!
+//! Constraints that mirror what a real server and logrotate do: lines are
+//! written to the old file after a rename only until the agent restarts or
+//! the file is rotated again (a server reopens within moments); the agent
+//! catches up just before a plain truncate or delete (anything written and
+//! truncated away unseen is lost by definition, not by the agent).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cerberus_agent::tail::TailOptions;
+use common::tail_harness::Harness;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Write(usize),
+    WriteOld(usize),
+    Poll { save: bool },
+    RotateRename,
+    RotateCopyTruncate,
+    Truncate,
+    Delete,
+    Restart,
+    Kill,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (1usize..6).prop_map(Action::Write),
+        2 => (1usize..4).prop_map(Action::WriteOld),
+        4 => any::<bool>().prop_map(|save| Action::Poll { save }),
+        2 => Just(Action::RotateRename),
+        1 => Just(Action::RotateCopyTruncate),
+        1 => Just(Action::Truncate),
+        1 => Just(Action::Delete),
+        1 => Just(Action::Restart),
+        1 => Just(Action::Kill),
+    ]
+}
+
+struct Model {
+    next: usize,
+    written: Vec<String>,
+    /// The file renamed away last, while the server may still write to it.
+    old: Option<PathBuf>,
+    rotations: usize,
+    killed: bool,
+}
+
+impl Model {
+    fn lines(&mut self, n: usize) -> Vec<String> {
+        let out: Vec<String> = (0..n)
+            .map(|i| format!("line-{:06}", self.next + i))
+            .collect();
+        self.next += n;
+        self.written.extend(out.iter().cloned());
+        out
+    }
+}
+
+fn run(actions: &[Action]) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(TailOptions {
+        rotate_wait: Duration::from_secs(3600),
+        from_beginning: true,
+        max_rotated_open: 1000,
+        ..TailOptions::default()
+    });
+    let log = h.log.clone();
+    let mut m = Model {
+        next: 0,
+        written: Vec::new(),
+        old: None,
+        rotations: 0,
+        killed: false,
+    };
+    h.start();
+    for a in actions {
+        match a {
+            Action::Write(n) => {
+                let lines = m.lines(*n);
+                h.append(&log, &lines);
+            }
+            Action::WriteOld(n) => {
+                if let Some(old) = m.old.clone() {
+                    let lines = m.lines(*n);
+                    h.append(&old, &lines);
+                }
+            }
+            Action::Poll { save } => h.poll(*save),
+            Action::RotateRename => {
+                if log.exists() {
+                    m.rotations += 1;
+                    let to = h.dir.path().join(format!("access.log.{}", m.rotations));
+                    fs::rename(&log, &to).unwrap();
+                    fs::write(&log, b"").unwrap();
+                    m.old = Some(to);
+                }
+            }
+            Action::RotateCopyTruncate => {
+                if log.exists() {
+                    m.rotations += 1;
+                    let to = h.dir.path().join(format!("access.log.{}", m.rotations));
+                    h.copy(&log, &to);
+                    h.truncate(&log);
+                    m.old = None;
+                }
+            }
+            Action::Truncate => {
+                h.poll(true);
+                if log.exists() {
+                    h.truncate(&log);
+                }
+                m.old = None;
+            }
+            Action::Delete => {
+                h.poll(true);
+                if log.exists() {
+                    fs::remove_file(&log).unwrap();
+                }
+                m.old = None;
+            }
+            Action::Restart => {
+                h.stop();
+                h.start();
+                m.old = None;
+            }
+            Action::Kill => {
+                h.kill();
+                h.start();
+                m.killed = true;
+                m.old = None;
+            }
+        }
+    }
+    h.poll(true);
+
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &h.out {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    for l in &m.written {
+        let n = counts.get(l.as_str()).copied().unwrap_or(0);
+        prop_assert!(n >= 1, "line {} was lost; out: {:?}", l, h.out);
+        if !m.killed {
+            prop_assert_eq!(n, 1, "line {} came out {} times without a kill", l, n);
+        }
+    }
+    for l in &h.out {
+        prop_assert!(
+            m.written.contains(l),
+            "{:?} came out but was never written as a line",
+            l
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    // 200 cases in CI (about a second); PROPTEST_CASES=20000 to hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
+        max_shrink_iters: 2000,
+        .. ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_written_line_comes_out(actions in proptest::collection::vec(action(), 1..40)) {
+        run(&actions)?;
+    }
+}
