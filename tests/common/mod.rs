@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod agent_process;
 pub mod tail_harness;
 
 use std::path::PathBuf;

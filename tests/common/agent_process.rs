@@ -1,0 +1,130 @@
+//! Runs the agent binary in follow mode and collects its events.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct RunningAgent {
+    pub child: Child,
+    events: Receiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl RunningAgent {
+    /// Starts `cerberus-agent ARGS --stdout --state-dir STATE`; its stderr
+    /// goes to STATE/agent.stderr (appended), to read when a test fails.
+    pub fn start(state: &Path, args: &[&str]) -> Self {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join("agent.stderr"))
+            .expect("stderr file");
+        let mut child = Command::new(super::agent_bin())
+            .args(args)
+            .args([
+                "--stdout",
+                "--state-dir",
+                state.to_str().expect("utf-8 path"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start cerberus-agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).expect("event is JSON");
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        RunningAgent {
+            child,
+            events: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `n` events in all have come out; panics after `limit`.
+    pub fn wait_for(&mut self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.seen.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => panic!(
+                    "only {} of {n} events came out within {limit:?}",
+                    self.seen.len()
+                ),
+            }
+        }
+    }
+
+    /// Collects whatever else comes out within `quiet`.
+    pub fn drain(&mut self, quiet: Duration) {
+        while let Ok(v) = self.events.recv_timeout(quiet) {
+            self.seen.push(v);
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for exit; returns the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<Value>) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        unsafe {
+            libc_kill(pid, 15);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                while let Ok(v) = self.events.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(v);
+                }
+                return (status.code(), std::mem::take(&mut self.seen));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// An nginx combined line whose path carries `id`.
+pub fn access_line(id: usize) -> String {
+    format!(
+        "10.0.{}.{} - - [25/Nov/2026:10:04:05 +0000] \"GET /item/{id} HTTP/1.1\" 200 5 \"-\" \"test\"\n",
+        id / 250 % 250,
+        id % 250 + 1
+    )
+}
+
+/// The id an event came from.
+pub fn id_of(event: &Value) -> usize {
+    event["endpoint"]
+        .as_str()
+        .and_then(|e| e.strip_prefix("/item/"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected event {event}"))
+}

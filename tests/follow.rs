@@ -1,0 +1,277 @@
+//! The agent binary following files in real time: new lines, SIGTERM with
+//! checkpoints, restart without repeats, and the real logrotate with a
+//! writer appending throughout.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::agent_process::{RunningAgent, access_line, id_of};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn append(path: &Path, ids: std::ops::Range<usize>) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for id in ids {
+        f.write_all(access_line(id).as_bytes()).unwrap();
+    }
+}
+
+fn log_args(log: &Path) -> Vec<String> {
+    vec![
+        "--log".into(),
+        log.display().to_string(),
+        "--format".into(),
+        "nginx_combined".into(),
+        "--pattern-dir".into(),
+        "/nonexistent".into(),
+    ]
+}
+
+fn start(state: &Path, log: &Path) -> RunningAgent {
+    let args = log_args(log);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    RunningAgent::start(state, &args)
+}
+
+#[test]
+fn follows_appends_and_resumes_after_sigterm_without_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, 0..5); // existing content: a new file starts at its end
+    let mut agent = start(state.path(), &log);
+    std::thread::sleep(Duration::from_millis(300));
+    append(&log, 5..10);
+    agent.wait_for(5, PATIENCE);
+    let (code, seen) = agent.terminate();
+    assert_eq!(code, Some(0), "SIGTERM is a clean exit");
+    let ids: Vec<usize> = seen.iter().map(id_of).collect();
+    assert_eq!(ids, (5..10).collect::<Vec<_>>());
+    let saved = fs::read_to_string(state.path().join("checkpoints.json"))
+        .expect("checkpoints saved at exit");
+    let len = fs::metadata(&log).unwrap().len();
+    assert!(
+        saved.contains(&format!("\"offset\": {len}")),
+        "checkpoint at the end of the file: {saved}"
+    );
+
+    append(&log, 10..15);
+    let mut agent = start(state.path(), &log);
+    agent.wait_for(5, PATIENCE);
+    agent.drain(Duration::from_millis(500));
+    let ids: Vec<usize> = agent.seen.iter().map(id_of).collect();
+    assert_eq!(
+        ids,
+        (10..15).collect::<Vec<_>>(),
+        "resumed from the checkpoint: nothing lost, nothing repeated"
+    );
+}
+
+#[test]
+fn waits_for_a_path_that_does_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("later.log");
+    let mut agent = start(state.path(), &log);
+    std::thread::sleep(Duration::from_millis(300));
+    append(&log, 0..3);
+    agent.wait_for(3, PATIENCE);
+    assert_eq!(
+        agent.seen.iter().map(id_of).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+}
+
+/// A server-like writer: keeps its file open and reopens the path when it
+/// no longer names the open file (as nginx does on SIGUSR1 after logrotate
+/// renamed the log), so lines land in the old file after the rename.
+fn writer(log: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+        };
+        let mut f = open();
+        let mut id = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..20 {
+                f.write_all(access_line(id).as_bytes()).unwrap();
+                id += 1;
+            }
+            let reopen = match fs::metadata(&log) {
+                Ok(m) => m.ino() != f.metadata().unwrap().ino(),
+                Err(_) => true,
+            };
+            if reopen {
+                f = open();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        id
+    })
+}
+
+fn logrotate_binary() -> String {
+    for p in [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("logrotate is not installed: tests/setup.sh installs it (apt-get install logrotate)");
+}
+
+fn rotate_with_logrotate(directives: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    fs::write(&log, b"").unwrap();
+    let conf = dir.path().join("logrotate.conf");
+    fs::write(
+        &conf,
+        format!(
+            "{} {{\n  rotate 20\n  missingok\n{directives}\n}}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let lr_state = dir.path().join("logrotate.status");
+
+    let mut agent = start(state.path(), &log);
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(log.clone(), stop.clone());
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let out = Command::new(logrotate_binary())
+            .args([
+                "-f",
+                "-s",
+                lr_state.to_str().unwrap(),
+                conf.to_str().unwrap(),
+            ])
+            .output()
+            .expect("run logrotate");
+        assert!(
+            out.status.success(),
+            "logrotate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let written = w.join().unwrap();
+    assert!(written > 1000, "the writer wrote {written} lines");
+    // copytruncate loses the lines written between logrotate's copy and its
+    // truncate (its manual says so): they are on no disk, and no agent can
+    // send them. What must come out is every line that is on disk.
+    let on_disk = ids_on_disk(dir.path());
+    let expected: Vec<usize> = if directives.contains("copytruncate") {
+        assert!(
+            on_disk.len() * 100 >= written * 99,
+            "logrotate kept {} of {written}",
+            on_disk.len()
+        );
+        on_disk.keys().copied().collect()
+    } else {
+        assert_eq!(
+            on_disk.len(),
+            written,
+            "with create, every written line is on disk"
+        );
+        (0..written).collect()
+    };
+    agent.wait_for(expected.len(), PATIENCE);
+    agent.drain(Duration::from_millis(500));
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for e in &agent.seen {
+        *counts.entry(id_of(e)).or_default() += 1;
+    }
+    let rotated = fs::read_dir(dir.path()).unwrap().count();
+    assert!(rotated >= 5, "logrotate rotated: {rotated} files");
+    for id in &expected {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "line {id} of {written} must come out exactly once ({directives})"
+        );
+    }
+    // Beyond those, only lines that were written, and none twice (with
+    // copytruncate the agent may have read a line before the truncate wiped
+    // it from disk: it is delivered although no file keeps it).
+    for (id, n) in &counts {
+        assert!(
+            *id < written && *n == 1,
+            "line {id} came out {n} times ({directives})"
+        );
+    }
+}
+
+/// The ids of every line in the folder's log files (compressed ones too).
+fn ids_on_disk(dir: &Path) -> BTreeMap<usize, usize> {
+    let mut ids = BTreeMap::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("access.log") {
+            continue;
+        }
+        let bytes = if name.ends_with(".gz") {
+            let out = Command::new("gzip")
+                .arg("-dc")
+                .arg(&path)
+                .output()
+                .expect("gzip");
+            out.stdout
+        } else {
+            fs::read(&path).unwrap()
+        };
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            if let Some(id) = line
+                .split("/item/")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+            {
+                *ids.entry(id).or_default() += 1;
+            }
+        }
+    }
+    ids
+}
+
+#[test]
+fn logrotate_create_loses_and_repeats_nothing() {
+    rotate_with_logrotate("  create");
+}
+
+#[test]
+fn logrotate_copytruncate_loses_and_repeats_nothing() {
+    rotate_with_logrotate("  copytruncate");
+}
+
+#[test]
+fn logrotate_dateext_delaycompress_loses_and_repeats_nothing() {
+    rotate_with_logrotate(
+        "  create\n  compress\n  delaycompress\n  dateext\n  dateformat -%Y%m%d-%s",
+    );
+}
