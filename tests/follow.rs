@@ -275,3 +275,39 @@ fn logrotate_dateext_delaycompress_loses_and_repeats_nothing() {
         "  create\n  compress\n  delaycompress\n  dateext\n  dateformat -%Y%m%d-%s",
     );
 }
+
+/// A folder the agent may not read is a clear error naming it and the
+/// permission, at start. As root (CI), the agent is run as `nobody` with
+/// setpriv (util-linux) so that permissions apply.
+#[test]
+fn an_unreadable_folder_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    fs::set_permissions(top.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = top.path().join("private");
+    fs::create_dir(&secret).unwrap();
+    fs::write(secret.join("access.log"), access_line(1)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let log = secret.join("access.log");
+    let args = ["--log", log.to_str().unwrap(), "--stdout", "--no-checkpoints", "--format", "nginx_combined"];
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let out = if is_root {
+        // The binary must be reachable by nobody: copy it somewhere it is.
+        let bin = top.path().join("cerberus-agent");
+        fs::copy(common::agent_bin(), &bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(&bin)
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) runs the agent as nobody")
+    } else {
+        Command::new(common::agent_bin()).args(args).output().unwrap()
+    };
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail: {stderr}");
+    assert!(stderr.contains(&secret.display().to_string()), "names the folder: {stderr}");
+    assert!(stderr.contains("permission denied"), "names the permission: {stderr}");
+}
