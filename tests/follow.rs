@@ -289,8 +289,19 @@ fn an_unreadable_folder_is_a_clear_error() {
     fs::write(secret.join("access.log"), access_line(1)).unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
     let log = secret.join("access.log");
-    let args = ["--log", log.to_str().unwrap(), "--stdout", "--no-checkpoints", "--format", "nginx_combined"];
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let args = [
+        "--log",
+        log.to_str().unwrap(),
+        "--stdout",
+        "--no-checkpoints",
+        "--format",
+        "nginx_combined",
+    ];
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     let out = if is_root {
         // The binary must be reachable by nobody: copy it somewhere it is.
         let bin = top.path().join("cerberus-agent");
@@ -303,11 +314,20 @@ fn an_unreadable_folder_is_a_clear_error() {
             .output()
             .expect("setpriv (util-linux) runs the agent as nobody")
     } else {
-        Command::new(common::agent_bin()).args(args).output().unwrap()
+        Command::new(common::agent_bin())
+            .args(args)
+            .output()
+            .unwrap()
     };
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o755)).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must fail: {stderr}");
-    assert!(stderr.contains(&secret.display().to_string()), "names the folder: {stderr}");
-    assert!(stderr.contains("permission denied"), "names the permission: {stderr}");
+    assert!(
+        stderr.contains(&secret.display().to_string()),
+        "names the folder: {stderr}"
+    );
+    assert!(
+        stderr.contains("permission denied"),
+        "names the permission: {stderr}"
+    );
 }

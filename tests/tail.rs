@@ -174,7 +174,12 @@ fn inode_reuse_is_not_mistaken_for_the_old_file() {
     // (its first line differs): it was created while the agent was stopped
     // and is read whole, not resumed at the old offset (which would cut
     // its lines).
-    let new: Vec<String> = h.out.iter().filter(|l| l.starts_with("zzz")).cloned().collect();
+    let new: Vec<String> = h
+        .out
+        .iter()
+        .filter(|l| l.starts_with("zzz"))
+        .cloned()
+        .collect();
     assert_eq!(new, lines("zzz-other-file", 12));
 }
 
