@@ -11,15 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use crate::checkpoint::CheckpointStore;
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Secret, Settings};
 use crate::diagnostics::{Counters, Reporter, excerpt};
 use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
 use crate::parse::detect::{self, DetectError, SAMPLE_LINES};
 use crate::parse::{Pattern, PatternSet, SplitError, resolve_format};
-use crate::sink::StdoutSink;
+use crate::secret_key;
+use crate::send::{Sender, SenderConfig};
+use crate::sink::{EventSink, StdoutSink, WebSocketSink};
 use crate::tail::watch::{DirWatcher, Wake};
 use crate::tail::{self, Delivery, Line, LineReader, TailOptions, TailedLine, Tailer};
 
@@ -201,26 +204,14 @@ const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How often changed checkpoints are saved.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the agent until the files are read (`once`), or until SIGTERM or
-/// SIGINT.
+/// Runs the agent until the files are read and delivered (`once`), or
+/// until SIGTERM or SIGINT.
 pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
     if settings.log.is_empty() {
         return Err(ConfigError::new(
             "no log files given: use --log PATH (or `log` in the config file)",
         )
         .into());
-    }
-    if settings.ws_url.is_some() && !settings.stdout {
-        bail!("this build cannot send over WebSocket yet; run with --stdout");
-    }
-    if settings.ws_url.is_none() && !settings.stdout {
-        tracing::info!("no ws_url configured: printing events to standard output as JSON lines");
-    }
-    let options = settings.event_options();
-    if options.secret_key.is_none() {
-        tracing::warn!(
-            "no secret_key configured: client IPs go out in plain text (set secret_key, or backend_url to fetch it)"
-        );
     }
     let mut patterns = PatternSet::load(&settings.pattern_dirs)?;
     if settings.format != "auto" {
@@ -236,6 +227,23 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             )
         })?
     };
+    let (tx, rx) = mpsc::channel::<Wake>();
+    spawn_signal_forwarder(tx.clone())?;
+
+    // No IP is pseudonymised, and no event built, before the key decision.
+    let mut options = settings.event_options();
+    options.secret_key = match decide_secret_key(settings, &rx)? {
+        KeyDecision::Key(key) => Some(key),
+        KeyDecision::Plain => None,
+        KeyDecision::Stopped => return Ok(()),
+    };
+    if options.secret_key.is_none() {
+        tracing::warn!(
+            "no secret_key configured: client IPs go out in plain text (set secret_key, or backend_url to fetch it)"
+        );
+    }
+    let sink = make_sink(settings, tx.clone())?;
+
     let tail_options = TailOptions {
         logs: settings.log.clone(),
         from_beginning: settings.from_beginning || mode.once,
@@ -248,14 +256,11 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
         ..TailOptions::default()
     };
     let mut tailer = Tailer::new(tail_options, checkpoints);
-
-    let (tx, rx) = mpsc::channel::<Wake>();
     let mut watcher = if mode.once {
         None
     } else {
         Some(DirWatcher::new(tx.clone()).context("starting the file watcher (inotify)")?)
     };
-    spawn_signal_forwarder(tx)?;
     tailer.scan()?;
     if let Some(w) = &mut watcher {
         for (dir, e) in w.watch(&tailer.watch_dirs()) {
@@ -273,10 +278,9 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
         options,
         max_line: settings.max_line_bytes,
         handlers: HashMap::new(),
-        sink: StdoutSink::new(),
+        sink,
         reporter: &reporter,
         event: Vec::with_capacity(1024),
-        delivered: Vec::new(),
         fatal: None,
     };
     // The files there now must have a known format: a wrong guess is an
@@ -291,21 +295,27 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             }
         }
     }
+
+    let grace = Duration::from_millis(settings.shutdown_timeout_ms);
+    let mut phase = Phase::Running;
     let mut last_scan = Instant::now();
     let mut last_save = Instant::now();
-    let mut shutting_down = false;
+    let mut acks = Vec::new();
     loop {
-        let outcome = tailer.poll(POLL_BUDGET, &mut |line| pipeline.line(line))?;
+        let mut more = false;
+        if phase == Phase::Running && !pipeline.sink.is_full() {
+            more = tailer
+                .poll(POLL_BUDGET, &mut |line| pipeline.line(line))?
+                .more;
+        }
         if let Some(e) = pipeline.fatal.take() {
-            return Err(e);
+            return quiet_on_broken_pipe(e);
         }
-        match pipeline.sink.flush() {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e).context("writing to standard output"),
+        if let Err(e) = pipeline.sink.flush(Instant::now(), false) {
+            return quiet_on_broken_pipe(e.into());
         }
-        // Written and flushed is delivered, for the standard-output sink.
-        for (source, end) in pipeline.delivered.drain(..) {
+        pipeline.sink.take_acks(&mut acks);
+        for (source, end) in acks.drain(..) {
             tailer.acknowledge(source, end);
         }
         tailer.update_checkpoints();
@@ -313,32 +323,68 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             save_checkpoints(&mut tailer, false);
             last_save = Instant::now();
         }
-        if shutting_down || (mode.once && !outcome.more && !tailer.has_rotated_files()) {
-            break;
+        if phase == Phase::Running
+            && mode.once
+            && !more
+            && !tailer.has_rotated_files()
+            && !pipeline.sink.is_full()
+        {
+            phase = Phase::Draining { until: None };
         }
-        if outcome.more {
+        if let Phase::Draining { until } = phase {
+            pipeline.sink.close()?;
+            if pipeline.sink.is_finished() {
+                pipeline.sink.take_acks(&mut acks);
+                for (source, end) in acks.drain(..) {
+                    tailer.acknowledge(source, end);
+                }
+                break;
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                tracing::warn!(
+                    "shutdown: gave up waiting for acknowledgements after {} ms; unacknowledged lines are sent again at the next start",
+                    grace.as_millis()
+                );
+                break;
+            }
+        }
+        if more && phase == Phase::Running {
             continue;
         }
-        // Nothing to read: sleep until something happens.
+        // Nothing to read now: sleep until something happens.
         let mut timeout = RESCAN_EVERY.saturating_sub(last_scan.elapsed());
-        if tailer.checkpoints_dirty() || tailer.has_rotated_files() {
+        if tailer.checkpoints_dirty() || tailer.has_rotated_files() || pipeline.sink.is_full() {
             timeout = timeout.min(SAVE_EVERY);
         }
+        if let Some(d) = pipeline.sink.deadline() {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        if let Phase::Draining { until: Some(t) } = phase {
+            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        }
         let mut scan = false;
+        let mut stop = false;
         match rx.recv_timeout(timeout) {
             Ok(wake) => {
                 let mut wakes = vec![wake];
                 wakes.extend(rx.try_iter());
                 scan = wakes.contains(&Wake::Structure);
-                shutting_down = wakes.contains(&Wake::Shutdown);
+                stop = wakes.contains(&Wake::Shutdown);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => shutting_down = true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => stop = true,
         }
-        if shutting_down {
-            tracing::info!("shutting down: delivering what is read and saving checkpoints");
+        if stop && phase != Phase::Running {
+            // A second signal: stop waiting.
+            break;
         }
-        if scan || last_scan.elapsed() >= RESCAN_EVERY {
+        if stop {
+            tracing::info!("shutting down: delivering what is in flight and saving checkpoints");
+            phase = Phase::Draining {
+                until: Some(Instant::now() + grace),
+            };
+        }
+        if phase == Phase::Running && (scan || last_scan.elapsed() >= RESCAN_EVERY) {
             tailer.scan()?;
             if let Some(w) = &mut watcher {
                 w.watch(&tailer.watch_dirs());
@@ -346,6 +392,7 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             last_scan = Instant::now();
         }
     }
+    tailer.update_checkpoints();
     save_checkpoints(&mut tailer, true);
     for (path, bytes) in tailer.partial_lines() {
         tracing::info!(
@@ -362,6 +409,134 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
         Counters::get(&c.lines_failed)
     );
     Ok(())
+}
+
+/// Where the loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and delivering.
+    Running,
+    /// Not reading any more; waiting for what is in flight (until a time,
+    /// at shutdown; for ever with `--once`).
+    Draining { until: Option<Instant> },
+}
+
+fn quiet_on_broken_pipe(e: anyhow::Error) -> anyhow::Result<()> {
+    // `cerberus-agent … | head` is not an error.
+    let broken = e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    });
+    if broken { Ok(()) } else { Err(e) }
+}
+
+/// Standard output, or the backend.
+fn make_sink(settings: &Settings, wake: mpsc::Sender<Wake>) -> anyhow::Result<Box<dyn EventSink>> {
+    let Some(url) = settings.ws_url.as_ref().filter(|_| !settings.stdout) else {
+        if !settings.stdout {
+            tracing::info!(
+                "no ws_url configured: printing events to standard output as JSON lines"
+            );
+        }
+        return Ok(Box::new(StdoutSink::new()));
+    };
+    if url.starts_with("ws://") {
+        tracing::warn!(
+            "ws_url uses unencrypted ws://: events and the token travel in clear text; use wss://"
+        );
+    }
+    let tls = if url.starts_with("wss://") {
+        if !settings.tls_verify {
+            tracing::warn!(
+                "tls_verify = false: the backend's certificate is NOT checked; anyone on the path can read and change what is sent"
+            );
+        }
+        Some(crate::send::tls::client_config(
+            settings.tls_ca_file.as_deref(),
+            settings.tls_verify,
+        )?)
+    } else {
+        None
+    };
+    let config = SenderConfig {
+        url: url.clone(),
+        token: settings.token.clone(),
+        client_id: settings.client_id.clone(),
+        wire: settings.wire,
+        window: settings.max_in_flight,
+        ack_timeout: Duration::from_millis(settings.ack_timeout_ms),
+        ping_interval: Duration::from_secs(20),
+        connect_timeout: Duration::from_secs(10),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(30),
+        tls,
+    };
+    let sender = Sender::spawn(config, wake).context("starting the sender thread")?;
+    Ok(Box::new(WebSocketSink::new(
+        settings.batch_limits(),
+        sender,
+    )))
+}
+
+/// What `remote_addr` will be.
+enum KeyDecision {
+    Key(Secret),
+    /// Plain (normalised) IPs.
+    Plain,
+    /// A signal stopped the agent while it waited for the key.
+    Stopped,
+}
+
+/// The key for `remote_addr`: configured, fetched from the backend, or
+/// none (plain IPs).
+fn decide_secret_key(
+    settings: &Settings,
+    wake: &mpsc::Receiver<Wake>,
+) -> anyhow::Result<KeyDecision> {
+    if let Some(k) = &settings.secret_key {
+        return Ok(KeyDecision::Key(k.clone()));
+    }
+    let Some(url) = &settings.backend_url else {
+        return Ok(KeyDecision::Plain);
+    };
+    if url.starts_with("http://") {
+        tracing::warn!(
+            "backend_url uses unencrypted http://: the secret key travels in clear text; use https://"
+        );
+    }
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match secret_key::fetch(url, settings.token.as_ref()) {
+            Ok(key) => {
+                tracing::info!("secret key fetched from the backend");
+                return Ok(KeyDecision::Key(key));
+            }
+            Err(e) if !settings.wait_for_secret_key => {
+                tracing::warn!(
+                    "cannot fetch the secret key: {e}; sending client IPs in plain text (wait_for_secret_key = false)"
+                );
+                return Ok(KeyDecision::Plain);
+            }
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                tracing::warn!(
+                    "cannot fetch the secret key: {e}; retrying in {} ms (no event is sent before the key is known)",
+                    delay.as_millis()
+                );
+                match wake.recv_timeout(delay) {
+                    Ok(Wake::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Ok(KeyDecision::Stopped);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 fn save_checkpoints(tailer: &mut Tailer, force: bool) {
@@ -396,11 +571,9 @@ struct Pipeline<'r> {
     max_line: usize,
     /// One handler per watched path, made when its first line arrives.
     handlers: HashMap<PathBuf, Option<LineHandler>>,
-    sink: StdoutSink,
+    sink: Box<dyn EventSink>,
     reporter: &'r Reporter,
     event: Vec<u8>,
-    /// (source, end) of lines written to the sink since the last flush.
-    delivered: Vec<(u64, u64)>,
     /// An error that must stop the agent (the sink failed).
     fatal: Option<anyhow::Error>,
 }
@@ -443,15 +616,13 @@ impl Pipeline<'_> {
         if self.event.is_empty() {
             return Delivery::Done;
         }
-        if let Err(e) = self.sink.write_event(&self.event) {
-            self.fatal = Some(if e.kind() == io::ErrorKind::BrokenPipe {
-                anyhow::Error::new(e)
-            } else {
-                anyhow::Error::new(e).context("writing to standard output")
-            });
+        if let Err(e) = self
+            .sink
+            .push(&self.event, (tailed.source, tailed.line.end))
+        {
+            self.fatal = Some(anyhow::Error::new(e).context("delivering events"));
         }
         self.event.clear();
-        self.delivered.push((tailed.source, tailed.line.end));
         Delivery::Pending
     }
 }

@@ -91,6 +91,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     pub ws_url: Option<String>,
 
+    /// The exchange with the backend: `batch` (default; one acknowledgement
+    /// per batch) or `single` (one event per message, as the middleware
+    /// sends them; for backends that know only that).
+    #[arg(long, value_name = "batch|single")]
+    pub wire: Option<String>,
+
     /// The API token. Prefer the config file or CERBERUS_TOKEN: flags are
     /// visible to other users in `ps`.
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]

@@ -80,6 +80,60 @@ pub struct Settings {
     /// Files without a checkpoint start at their beginning.
     #[serde(default)]
     pub from_beginning: bool,
+    /// The exchange with the backend: `batch` or `single`.
+    #[serde(default)]
+    pub wire: crate::send::wire::Wire,
+    /// A batch closes at this many events…
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// …or this many bytes…
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// …or when it has been open this long.
+    #[serde(default = "default_batch_linger_ms")]
+    pub batch_linger_ms: u64,
+    /// Messages sent and not yet acknowledged, at most.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// A message not acknowledged within this is sent again on a new
+    /// connection.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// Extra CA certificates (PEM) trusted for wss://, besides the system's.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Verify the backend's certificate. Turning it off is for tests only.
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// With backend_url and no secret_key: wait for the key (true), or send
+    /// plain IPs with a warning when it cannot be fetched (false).
+    #[serde(default = "default_true")]
+    pub wait_for_secret_key: bool,
+    /// At SIGTERM, how long to wait for acknowledgements of what is in
+    /// flight.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+fn default_batch_max_events() -> usize {
+    crate::batch::BatchLimits::default().max_events
+}
+fn default_batch_max_bytes() -> usize {
+    crate::batch::BatchLimits::default().max_bytes
+}
+fn default_batch_linger_ms() -> u64 {
+    crate::batch::BatchLimits::default().linger.as_millis() as u64
+}
+fn default_max_in_flight() -> usize {
+    8
+}
+fn default_ack_timeout_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_format() -> String {
@@ -186,6 +240,9 @@ impl Layers {
             if let Some(n) = run.max_line_bytes {
                 flags.push(("max_line_bytes", FlagValue::Int(n as u64)));
             }
+            if let Some(w) = &run.wire {
+                flags.push(("wire", FlagValue::Str(w.clone())));
+            }
         }
         Layers { file, env, flags }
     }
@@ -283,12 +340,33 @@ impl Settings {
                 self.max_line_bytes
             )));
         }
+        for (key, value) in [
+            ("batch_max_events", self.batch_max_events as u64),
+            ("batch_max_bytes", self.batch_max_bytes as u64),
+            ("max_in_flight", self.max_in_flight as u64),
+            ("ack_timeout_ms", self.ack_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(format!(
+                    "key `{key}` is 0: expected at least 1"
+                )));
+            }
+        }
         if self.format.is_empty() {
             return Err(ConfigError::new(
                 "key `format` is empty: expected a pattern name, a pattern file, or \"auto\"",
             ));
         }
         Ok(())
+    }
+
+    /// When batches close.
+    pub fn batch_limits(&self) -> crate::batch::BatchLimits {
+        crate::batch::BatchLimits {
+            max_events: self.batch_max_events,
+            max_bytes: self.batch_max_bytes,
+            linger: std::time::Duration::from_millis(self.batch_linger_ms),
+        }
     }
 
     /// What the event builder needs from the settings.

@@ -12,6 +12,7 @@
 //! and [`cli`] hold the settings; [`diagnostics`] counts and reports bad input.
 
 pub mod agent;
+pub mod batch;
 pub mod check;
 pub mod checkpoint;
 pub mod cli;
@@ -20,5 +21,7 @@ pub mod diagnostics;
 pub mod event;
 pub mod parse;
 pub mod pseudonymise;
+pub mod secret_key;
+pub mod send;
 pub mod sink;
 pub mod tail;

@@ -6,6 +6,10 @@ use std::io::{self, Write};
 /// writer, for tests), buffered.
 pub struct StdoutSink<W: Write = io::Stdout> {
     out: io::BufWriter<W>,
+    /// Origins of events written but not yet flushed.
+    pub(super) written: Vec<crate::batch::Origin>,
+    /// Origins of events flushed, not yet taken as acknowledged.
+    pub(super) delivered: Vec<crate::batch::Origin>,
 }
 
 impl StdoutSink<io::Stdout> {
@@ -24,6 +28,8 @@ impl<W: Write> StdoutSink<W> {
     pub fn with_writer(writer: W) -> Self {
         StdoutSink {
             out: io::BufWriter::with_capacity(256 * 1024, writer),
+            written: Vec::new(),
+            delivered: Vec::new(),
         }
     }
 

@@ -22,6 +22,10 @@ pub enum Wake {
     Structure,
     /// SIGTERM or SIGINT.
     Shutdown,
+    /// The sender has acknowledgements to hand over.
+    Acked,
+    /// The sender took a batch: there is room to send again.
+    Space,
 }
 
 /// Watches folders and sends [`Wake`]s.

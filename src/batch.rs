@@ -1,0 +1,139 @@
+//! Batch: group events for the wire, closing a batch at N events, B bytes
+//! or T milliseconds, whichever comes first.
+//!
+//! Events are appended to one buffer, comma-separated, so that the batch
+//! message is written without re-encoding them; each event's span and the
+//! place its line ends in its file (what an acknowledgement moves the
+//! checkpoint to) are kept beside it.
+
+use std::time::{Duration, Instant};
+
+/// Where an event's line ends: which file (source id) and at which byte.
+pub type Origin = (u64, u64);
+
+/// When a batch closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_events: 1000,
+            max_bytes: 256 * 1024,
+            linger: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Closed events, ready to send.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The events, comma-separated JSON objects.
+    pub body: Vec<u8>,
+    /// Each event's span in `body`.
+    pub spans: Vec<(usize, usize)>,
+    /// Each event's origin, for acknowledgements.
+    pub origins: Vec<Origin>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `i`th event's JSON.
+    pub fn event(&self, i: usize) -> &[u8] {
+        let (a, b) = self.spans[i];
+        &self.body[a..b]
+    }
+}
+
+/// Collects events into batches.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    limits: BatchLimits,
+    open: Batch,
+    opened_at: Option<Instant>,
+}
+
+impl BatchBuilder {
+    pub fn new(limits: BatchLimits) -> Self {
+        BatchBuilder {
+            limits,
+            open: Batch::default(),
+            opened_at: None,
+        }
+    }
+
+    /// Adds an event; returns the batch it closed, if it filled one.
+    pub fn push(&mut self, event: &[u8], origin: Origin) -> Option<Batch> {
+        if self.open.is_empty() {
+            self.opened_at = Some(Instant::now());
+        } else {
+            self.open.body.push(b',');
+        }
+        let start = self.open.body.len();
+        self.open.body.extend_from_slice(event);
+        self.open.spans.push((start, self.open.body.len()));
+        self.open.origins.push(origin);
+        let full = self.open.len() >= self.limits.max_events
+            || self.open.body.len() >= self.limits.max_bytes;
+        full.then(|| self.take())
+    }
+
+    /// When the open batch must be closed at the latest.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|t| t + self.limits.linger)
+    }
+
+    /// Closes the open batch if its time is up (or `force`).
+    pub fn close_if_due(&mut self, now: Instant, force: bool) -> Option<Batch> {
+        let due = self.deadline().is_some_and(|d| now >= d);
+        (!self.open.is_empty() && (due || force)).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Batch {
+        self.opened_at = None;
+        let capacity = self.open.body.capacity();
+        let mut next = Batch::default();
+        next.body.reserve(capacity);
+        std::mem::replace(&mut self.open, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_at_count_bytes_or_time() {
+        let mut b = BatchBuilder::new(BatchLimits {
+            max_events: 3,
+            max_bytes: 20,
+            linger: Duration::from_millis(50),
+        });
+        assert!(b.push(b"{\"a\":1}", (1, 10)).is_none());
+        assert!(b.push(b"{\"a\":2}", (1, 20)).is_none());
+        let full = b.push(b"{}", (1, 30)).expect("three events close it");
+        assert_eq!(full.body, b"{\"a\":1},{\"a\":2},{}");
+        assert_eq!(full.event(1), b"{\"a\":2}");
+        assert_eq!(full.origins, vec![(1, 10), (1, 20), (1, 30)]);
+
+        let big = b.push(&[b'x'; 25], (2, 5)).expect("bytes close it");
+        assert_eq!(big.len(), 1);
+
+        b.push(b"{}", (3, 1));
+        assert!(b.close_if_due(Instant::now(), false).is_none());
+        let later = Instant::now() + Duration::from_millis(60);
+        assert_eq!(b.close_if_due(later, false).map(|x| x.len()), Some(1));
+        assert!(b.deadline().is_none());
+    }
+}

@@ -1,0 +1,49 @@
+//! The secret key from the backend, as the middleware fetches it.
+//!
+//! With `backend_url` and no `secret_key`: `GET {backend_url}/api/secret-key`
+//! with `X-API-Key: <token>`, 5 s timeout; the key is the `secret_key` field
+//! of the JSON object returned. Anything else is a failure. No IP is
+//! pseudonymised (or sent) before the decision is made.
+
+use std::time::Duration;
+
+use crate::config::Secret;
+use crate::send::redact_url;
+
+/// How long one fetch may take (the middleware's 5 s).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetches the key once. The error never holds the token or the key.
+pub fn fetch(backend_url: &str, token: Option<&Secret>) -> Result<Secret, String> {
+    let url = format!("{}/api/secret-key", backend_url.trim_end_matches('/'));
+    let shown = redact_url(&url);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FETCH_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut request = agent.get(&url).header(
+        "User-Agent",
+        concat!("cerberus-agent/", env!("CARGO_PKG_VERSION")),
+    );
+    if let Some(t) = token {
+        request = request.header("X-API-Key", t.expose());
+    }
+    let mut response = request.call().map_err(|e| format!("GET {shown}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("GET {shown}: HTTP {status}"));
+    }
+    let body: serde_json::Value = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_json()
+        .map_err(|e| format!("GET {shown}: the answer is not JSON ({e})"))?;
+    match body.get("secret_key").and_then(|k| k.as_str()) {
+        Some(k) if !k.is_empty() => Ok(Secret::new(k)),
+        _ => Err(format!(
+            "GET {shown}: the answer has no non-empty `secret_key` string"
+        )),
+    }
+}

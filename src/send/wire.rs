@@ -1,0 +1,143 @@
+//! The two exchanges with the backend (see docs/protocol.md).
+//!
+//! `batch`: `{"type":"batch","seq":N,"events":[…]}` out, `{"type":"ack","seq":N}`
+//! back per batch, in order; `{"type":"error","seq":N,"message":…}` refuses
+//! one. `single`: one event per message, as the middleware sends them, and
+//! any reply acknowledges the oldest message in flight.
+
+use serde::Deserialize;
+
+use crate::batch::Batch;
+
+/// Which exchange to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Wire {
+    #[default]
+    Batch,
+    Single,
+}
+
+impl std::str::FromStr for Wire {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "batch" => Ok(Wire::Batch),
+            "single" => Ok(Wire::Single),
+            other => Err(format!("wire {other:?}: expected \"batch\" or \"single\"")),
+        }
+    }
+}
+
+/// One message's worth of events, waiting for its acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// The events' JSON, comma-separated (one event in `single`).
+    pub events: Vec<u8>,
+    /// Where each event's line ends, for the checkpoints.
+    pub origins: Vec<crate::batch::Origin>,
+}
+
+impl Wire {
+    /// Splits a batch into what this exchange sends as messages.
+    pub fn units(self, batch: Batch) -> Vec<Unit> {
+        match self {
+            Wire::Batch => vec![Unit {
+                events: batch.body,
+                origins: batch.origins,
+            }],
+            Wire::Single => (0..batch.len())
+                .map(|i| Unit {
+                    events: batch.event(i).to_vec(),
+                    origins: vec![batch.origins[i]],
+                })
+                .collect(),
+        }
+    }
+
+    /// The text message for `unit` sent as number `seq` on its connection.
+    pub fn message(self, unit: &Unit, seq: u64) -> String {
+        // Events are JSON written by the agent (valid UTF-8 by construction).
+        let events = String::from_utf8_lossy(&unit.events);
+        match self {
+            Wire::Batch => format!("{{\"type\":\"batch\",\"seq\":{seq},\"events\":[{events}]}}"),
+            Wire::Single => events.into_owned(),
+        }
+    }
+}
+
+/// What a backend's reply means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ack(u64),
+    Error {
+        seq: Option<u64>,
+        message: String,
+    },
+    /// Not something the batch exchange knows.
+    Unknown(String),
+}
+
+#[derive(Deserialize)]
+struct RawReply {
+    #[serde(rename = "type")]
+    kind: String,
+    seq: Option<u64>,
+    message: Option<String>,
+}
+
+/// Reads a reply of the batch exchange.
+pub fn parse_reply(text: &str) -> Reply {
+    match serde_json::from_str::<RawReply>(text) {
+        Ok(r) if r.kind == "ack" && r.seq.is_some() => Reply::Ack(r.seq.unwrap_or_default()),
+        Ok(r) if r.kind == "error" => Reply::Error {
+            seq: r.seq,
+            message: r.message.unwrap_or_default(),
+        },
+        _ => Reply::Unknown(text.chars().take(200).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_message_wraps_the_events() {
+        let unit = Unit {
+            events: b"{\"a\":1},{\"b\":2}".to_vec(),
+            origins: vec![(1, 2), (1, 3)],
+        };
+        let m = Wire::Batch.message(&unit, 17);
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(v["type"], "batch");
+        assert_eq!(v["seq"], 17);
+        assert_eq!(v["events"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn single_sends_each_event_alone() {
+        let mut b = crate::batch::BatchBuilder::new(crate::batch::BatchLimits {
+            max_events: 2,
+            ..Default::default()
+        });
+        b.push(b"{\"a\":1}", (1, 1));
+        let batch = b.push(b"{\"b\":2}", (1, 2)).unwrap();
+        let units = Wire::Single.units(batch);
+        assert_eq!(units.len(), 2);
+        assert_eq!(Wire::Single.message(&units[1], 9), "{\"b\":2}");
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(parse_reply(r#"{"type":"ack","seq":3}"#), Reply::Ack(3));
+        assert_eq!(
+            parse_reply(r#"{"type":"error","seq":3,"message":"full"}"#),
+            Reply::Error {
+                seq: Some(3),
+                message: "full".into()
+            }
+        );
+        assert!(matches!(parse_reply("ok"), Reply::Unknown(_)));
+    }
+}
