@@ -302,11 +302,14 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
     let mut last_save = Instant::now();
     let mut acks = Vec::new();
     loop {
+        // Whether a read ran and found the end of every file for now.
         let mut more = false;
+        let mut read_to_end = false;
         if phase == Phase::Running && !pipeline.sink.is_full() {
             more = tailer
                 .poll(POLL_BUDGET, &mut |line| pipeline.line(line))?
                 .more;
+            read_to_end = !more;
         }
         if let Some(e) = pipeline.fatal.take() {
             return quiet_on_broken_pipe(e);
@@ -325,7 +328,7 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
         }
         if phase == Phase::Running
             && mode.once
-            && !more
+            && read_to_end
             && !tailer.has_rotated_files()
             && !pipeline.sink.is_full()
         {
@@ -351,8 +354,12 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
         if more && phase == Phase::Running {
             continue;
         }
-        // Nothing to read now: sleep until something happens.
-        let mut timeout = RESCAN_EVERY.saturating_sub(last_scan.elapsed());
+        // Nothing to read now: sleep until something happens. While
+        // draining nothing is scanned: wait for acknowledgements only.
+        let mut timeout = match phase {
+            Phase::Running => RESCAN_EVERY.saturating_sub(last_scan.elapsed()),
+            Phase::Draining { .. } => SAVE_EVERY,
+        };
         if tailer.checkpoints_dirty() || tailer.has_rotated_files() || pipeline.sink.is_full() {
             timeout = timeout.min(SAVE_EVERY);
         }

@@ -14,3 +14,11 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# A Python virtual environment with the `websockets` package, for the test
+# that runs a backend speaking only the middleware's exchange.
+venv=target/test-venv
+if ! "$venv/bin/python" -c 'import websockets' >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'websockets>=13,<16'
+fi

@@ -305,16 +305,18 @@ async fn connect(config: &SenderConfig) -> Result<Ws, String> {
 /// A connection error in words an operator can act on.
 fn describe(e: &tokio_tungstenite::tungstenite::Error) -> String {
     use tokio_tungstenite::tungstenite::Error;
-    match e {
-        Error::Tls(t) => {
-            format!("TLS: {t} (is the backend's certificate trusted? see tls_ca_file)")
-        }
+    let text = match e {
         Error::Http(resp) => format!(
             "the backend refused the WebSocket handshake with HTTP {}",
             resp.status()
         ),
-        Error::Io(io) => format!("{io}"),
         other => other.to_string(),
+    };
+    // rustls reports certificate problems in several error variants.
+    if text.contains("certificate") {
+        format!("{text} (is the backend's certificate trusted? see tls_ca_file)")
+    } else {
+        text
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent_process;
+pub mod backend;
 pub mod tail_harness;
 
 use std::path::PathBuf;

@@ -1,0 +1,711 @@
+//! Delivery to a real WebSocket backend started by each test on 127.0.0.1:
+//! both exchanges, a backend that closes, acknowledges late, refuses,
+//! is down at start or restarts mid-stream, never acknowledges; wss with a
+//! CA made at test time; the secret-key fetch.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::agent_process::access_line;
+use common::backend::{Backend, Behaviour, Seen, test_pki};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const TOKEN: &str = "tok-SECRET-0451";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    /// Start offset of every line written.
+    starts: Vec<u64>,
+}
+
+impl Setup {
+    fn new(lines: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let mut text = String::new();
+        let mut starts = Vec::with_capacity(lines);
+        for id in 0..lines {
+            starts.push(text.len() as u64);
+            text.push_str(&access_line(id));
+        }
+        fs::write(&log, text).unwrap();
+        Setup { dir, log, starts }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("agent.stderr")
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    /// Starts the agent with `config` (TOML) and `args`.
+    fn agent(&self, config: &str, args: &[&str]) -> Agent {
+        let cfg = self.dir.path().join("agent.toml");
+        let config = format!(
+            "token = \"{TOKEN}\"\nclient_id = \"shop\"\nformat = \"nginx_combined\"\npattern_dirs = []\nstate_dir = \"{}\"\n{config}",
+            self.state().display()
+        );
+        fs::write(&cfg, config).unwrap();
+        Command::new(common::agent_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--log")
+            .arg(&self.log)
+            .args(args)
+            .env_remove("CERBERUS_DEBUG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.stderr_path()).unwrap())
+            .spawn()
+            .map(Agent)
+            .expect("start the agent")
+    }
+
+    fn checkpoint(&self) -> Option<u64> {
+        let text = fs::read_to_string(self.state().join("checkpoints.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["files"]
+            .as_array()?
+            .iter()
+            .filter_map(|f| f["offset"].as_u64())
+            .max()
+    }
+}
+
+/// The agent process; killed if a test ends (or fails) with it running.
+struct Agent(Child);
+
+impl std::ops::Deref for Agent {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(child: &Child) {
+    // (Agent derefs to Child.)
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn ws_config(url: &str, extra: &str) -> String {
+    format!("ws_url = \"{url}\"\nsecret_key = \"k\"\n{extra}\n")
+}
+
+/// Every line's event arrived, `exactly` once or at least once.
+fn assert_all_delivered(s: &Setup, seen: &Seen, exactly: bool) {
+    let counts = seen.counts();
+    let source = seen.events.lock().unwrap()[0]["event_id"].as_str().unwrap()[..16].to_owned();
+    for start in &s.starts {
+        let id = format!("{source}{start:016x}");
+        let n = counts.get(&id).copied().unwrap_or(0);
+        assert!(n >= 1, "the line at offset {start} never arrived");
+        if exactly {
+            assert_eq!(n, 1, "the line at offset {start} arrived {n} times");
+        }
+    }
+    assert_eq!(counts.len(), s.starts.len(), "no event that was not a line");
+}
+
+#[test]
+fn batch_mode_delivers_every_line_once_with_the_handshake_headers() {
+    let s = Setup::new(3000);
+    let backend = Backend::start(0, Seen::new(Behaviour::default()), None);
+    let mut agent = s.agent(&ws_config(&backend.url("ws"), ""), &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, true);
+    let h = backend.seen.handshakes.lock().unwrap()[0].clone();
+    assert_eq!(
+        h.get("authorization").map(String::as_str),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(h.get("x-api-key").map(String::as_str), Some(TOKEN));
+    assert_eq!(h.get("x-client-id").map(String::as_str), Some("shop"));
+    assert!(h["user-agent"].starts_with("cerberus-agent/"), "{h:?}");
+    let e = &backend.seen.events.lock().unwrap()[0];
+    assert_eq!(
+        (
+            e["api_key"].as_str(),
+            e["token"].as_str(),
+            e["client_id"].as_str()
+        ),
+        (Some(TOKEN), Some(TOKEN), Some("shop"))
+    );
+    assert_eq!(
+        s.checkpoint(),
+        Some(fs::metadata(&s.log).unwrap().len()),
+        "checkpoint at the end: all acknowledged"
+    );
+    let stderr = s.stderr();
+    assert!(
+        !stderr.contains(TOKEN),
+        "the token never reaches a log line: {stderr}"
+    );
+    assert!(
+        stderr.contains("unencrypted ws://"),
+        "warns about ws://: {stderr}"
+    );
+    assert!(
+        backend
+            .seen
+            .messages
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < 3000,
+        "events travel in batches"
+    );
+}
+
+#[test]
+fn single_mode_sends_one_event_per_message_and_takes_any_reply_as_ack() {
+    let s = Setup::new(300);
+    let backend = Backend::start(
+        0,
+        Seen::new(Behaviour {
+            single: true,
+            ..Behaviour::default()
+        }),
+        None,
+    );
+    let mut agent = s.agent(
+        &ws_config(&backend.url("ws"), "wire = \"single\""),
+        &["--once"],
+    );
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, true);
+    assert_eq!(
+        backend
+            .seen
+            .messages
+            .load(std::sync::atomic::Ordering::SeqCst),
+        300
+    );
+}
+
+#[test]
+fn a_backend_closing_mid_batch_gets_the_batch_again() {
+    let s = Setup::new(3000);
+    let backend = Backend::start(
+        0,
+        Seen::new(Behaviour {
+            close_at_message: Some(2),
+            ..Behaviour::default()
+        }),
+        None,
+    );
+    let config = ws_config(&backend.url("ws"), "batch_max_events = 200");
+    let mut agent = s.agent(&config, &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, false);
+    assert!(
+        backend
+            .seen
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
+    assert!(
+        s.stderr().contains("connection to ws://"),
+        "says it lost the connection: {}",
+        s.stderr()
+    );
+}
+
+#[test]
+fn acknowledgements_later_than_the_timeout_mean_resend() {
+    let s = Setup::new(500);
+    let backend = Backend::start(
+        0,
+        Seen::new(Behaviour {
+            first_ack_delay: Some(Duration::from_millis(1500)),
+            ..Behaviour::default()
+        }),
+        None,
+    );
+    let config = ws_config(
+        &backend.url("ws"),
+        "ack_timeout_ms = 300\nbatch_max_events = 100",
+    );
+    let mut agent = s.agent(&config, &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, false);
+    assert!(s.stderr().contains("no acknowledgement"), "{}", s.stderr());
+}
+
+#[test]
+fn error_replies_are_logged_and_the_batch_sent_again() {
+    let s = Setup::new(400);
+    let backend = Backend::start(
+        0,
+        Seen::new(Behaviour {
+            refuse_first: 2,
+            ..Behaviour::default()
+        }),
+        None,
+    );
+    let mut agent = s.agent(
+        &ws_config(&backend.url("ws"), "batch_max_events = 100"),
+        &["--once"],
+    );
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, false);
+    assert!(
+        s.stderr().contains("refused batch") && s.stderr().contains("storage full"),
+        "{}",
+        s.stderr()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_backend_down_at_start_gets_everything_when_it_comes_up() {
+    let s = Setup::new(1000);
+    let port = free_port();
+    let mut agent = s.agent(
+        &ws_config(&format!("ws://127.0.0.1:{port}/ingest"), ""),
+        &["--once"],
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent waits for the backend"
+    );
+    assert_eq!(
+        s.checkpoint().unwrap_or(0),
+        0,
+        "nothing acknowledged, nothing checkpointed"
+    );
+    let backend = Backend::start(port, Seen::new(Behaviour::default()), None);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, true);
+    assert!(s.stderr().contains("cannot connect"), "{}", s.stderr());
+}
+
+/// Waiting for a backend (past the 5 s rescan period, in `--once`'s
+/// draining phase) sleeps: a spinning loop would burn a core here.
+#[test]
+fn an_agent_waiting_for_its_backend_does_not_spin() {
+    let s = Setup::new(100);
+    let port = free_port();
+    let agent = s.agent(
+        &ws_config(&format!("ws://127.0.0.1:{port}/ingest"), ""),
+        &["--once"],
+    );
+    std::thread::sleep(Duration::from_millis(5500));
+    let before = cpu_seconds(agent.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(agent.id()) - before;
+    assert!(used < 0.5, "the waiting agent used {used} s of CPU in 2 s");
+}
+
+#[test]
+fn a_backend_restarting_during_100k_lines_loses_nothing_and_checkpoints_only_acks() {
+    let s = Setup::new(100_000);
+    // A backend slow enough (1 ms per acknowledgement) for the restarts
+    // to land while the lines are being sent.
+    let seen = Seen::new(Behaviour {
+        ack_delay: Some(Duration::from_millis(1)),
+        ..Behaviour::default()
+    });
+    let mut backend = Backend::start(0, seen.clone(), None);
+    let port = backend.port;
+    let mut agent = s.agent(
+        &ws_config(
+            &backend.url("ws"),
+            "batch_max_events = 100
+max_in_flight = 2",
+        ),
+        &["--once"],
+    );
+    let mut restarts = 0;
+    let mut checked = 0;
+    let acked_offsets = || -> Vec<u64> {
+        let ids: Vec<String> = seen.acked.lock().unwrap().iter().cloned().collect();
+        ids.iter()
+            .filter_map(|id| u64::from_str_radix(&id[16..], 16).ok())
+            .collect()
+    };
+    let mut last_check = Instant::now();
+    let started = Instant::now();
+    while agent.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < PATIENCE, "too slow: {}", s.stderr());
+        // The checkpoint is read before the acknowledged set, which only
+        // grows: every line below the checkpoint must be in it.
+        let check_now = last_check.elapsed() >= Duration::from_millis(100);
+        if let Some(c) = s.checkpoint().filter(|_| check_now) {
+            last_check = Instant::now();
+            let acked = acked_offsets();
+            let below = s.starts.partition_point(|&x| x < c);
+            let acked_below = acked.iter().filter(|&&o| o < c).count();
+            assert_eq!(
+                acked_below, below,
+                "checkpoint {c} passes a line the backend did not acknowledge"
+            );
+            checked += 1;
+        }
+        let received = seen.event_count();
+        if (restarts == 0 && received > 10_000) || (restarts == 1 && received > 50_000) {
+            backend.stop();
+            std::thread::sleep(Duration::from_millis(400));
+            backend = Backend::start(port, seen.clone(), None);
+            restarts += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(agent.wait().unwrap().code(), Some(0), "{}", s.stderr());
+    assert_eq!(
+        restarts,
+        2,
+        "the backend restarted twice while lines were sent ({} events in {:?})",
+        seen.event_count(),
+        started.elapsed()
+    );
+    assert!(checked > 0);
+    eprintln!("DEBUG {:?}\n{}", started.elapsed(), s.stderr());
+    assert_all_delivered(&s, &seen, false);
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_backend_that_never_acknowledges_holds_the_agent_within_its_limits() {
+    let s = Setup::new(1_000_000);
+    let file_kib = fs::metadata(&s.log).unwrap().len() / 1024;
+    let backend = Backend::start(
+        0,
+        Seen::new(Behaviour {
+            silent: true,
+            ..Behaviour::default()
+        }),
+        None,
+    );
+    let config = ws_config(
+        &backend.url("ws"),
+        "batch_max_events = 100\nmax_in_flight = 4\nack_timeout_ms = 600000\nshutdown_timeout_ms = 1000",
+    );
+    let mut agent = s.agent(&config, &["--from-beginning"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let received = backend.seen.event_count();
+    assert!(received > 0, "something was sent");
+    assert!(
+        received <= 4 * 100,
+        "only the window is in flight: {received} events sent"
+    );
+    let peak = rss_kib(agent.id(), "VmHWM:");
+    assert!(
+        peak > 0 && peak < file_kib / 3,
+        "peak memory {peak} KiB for a {file_kib} KiB file: the file is the buffer"
+    );
+    sigterm(&agent);
+    let began = Instant::now();
+    assert_eq!(
+        wait_exit(&mut agent, Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        s.stderr()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "bounded shutdown"
+    );
+    assert!(
+        s.stderr().contains("gave up waiting for acknowledgements"),
+        "{}",
+        s.stderr()
+    );
+    assert_eq!(
+        s.checkpoint().unwrap_or(0),
+        0,
+        "nothing acknowledged, nothing checkpointed"
+    );
+}
+
+#[test]
+fn wss_with_a_ca_made_now_and_a_clear_failure_without_it() {
+    let pki = test_pki();
+    let s = Setup::new(200);
+    let ca = s.dir.path().join("ca.pem");
+    fs::write(&ca, &pki.ca_pem).unwrap();
+    let backend = Backend::start(0, Seen::new(Behaviour::default()), Some(pki.server.clone()));
+
+    // Without the CA: the certificate is not trusted; the agent says so and
+    // keeps trying.
+    let untrusted = s.agent(&ws_config(&backend.url("wss"), ""), &["--once"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.stderr().contains("invalid peer certificate") {
+        assert!(
+            Instant::now() < deadline,
+            "no clear TLS error: {}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        s.stderr().contains("tls_ca_file"),
+        "points at the setting: {}",
+        s.stderr()
+    );
+    assert_eq!(backend.seen.event_count(), 0);
+    drop(untrusted);
+
+    let config = ws_config(
+        &backend.url("wss"),
+        &format!("tls_ca_file = \"{}\"", ca.display()),
+    );
+    let mut agent = s.agent(&config, &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, true);
+    assert!(!s.stderr().contains("unencrypted"), "{}", s.stderr());
+}
+
+/// An HTTP server answering GET /api/secret-key with the given responses in
+/// turn (the last one repeats); records the X-API-Key headers it saw.
+struct KeyServer {
+    port: u16,
+    keys_seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn key_server(responses: Vec<(u16, &'static str)>) -> KeyServer {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let keys_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = keys_seen.clone();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = vec![0u8; 8192];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Some(line) = request
+                .lines()
+                .find(|l| l.to_lowercase().starts_with("x-api-key:"))
+            {
+                seen.lock().unwrap().push(line[10..].trim().to_owned());
+            }
+            let (status, body) = responses[i.min(responses.len() - 1)];
+            let path_ok = request.starts_with("GET /api/secret-key ");
+            let (status, body) = if path_ok {
+                (status, body)
+            } else {
+                (404, "not found")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    KeyServer { port, keys_seen }
+}
+
+fn hmac_hex(key: &str, ip: &str) -> String {
+    cerberus_agent::pseudonymise::IpPseudonymiser::new(Some(key)).compute(ip)
+}
+
+#[test]
+fn the_secret_key_is_fetched_before_any_event() {
+    let s = Setup::new(20);
+    let backend = Backend::start(0, Seen::new(Behaviour::default()), None);
+    // Fails twice, then answers.
+    let keys = key_server(vec![
+        (500, "{}"),
+        (503, "oops"),
+        (200, r#"{"secret_key":"from-backend"}"#),
+    ]);
+    let config = format!(
+        "ws_url = \"{}\"\nbackend_url = \"http://127.0.0.1:{}/\"\n",
+        backend.url("ws"),
+        keys.port
+    );
+    let mut agent = s.agent(&config, &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_eq!(
+        keys.keys_seen.lock().unwrap()[0],
+        TOKEN,
+        "X-API-Key is the token"
+    );
+    let events = backend.seen.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 20);
+    for e in &events {
+        let ip = format!("10.0.0.{}", 1 + (id_from(e) % 250));
+        assert_eq!(
+            e["remote_addr"],
+            hmac_hex("from-backend", &ip),
+            "hashed with the fetched key"
+        );
+    }
+    let stderr = s.stderr();
+    assert!(
+        stderr.contains("HTTP 500") && stderr.contains("retrying"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("from-backend") && !stderr.contains(TOKEN),
+        "no secret in the log: {stderr}"
+    );
+}
+
+fn id_from(e: &serde_json::Value) -> usize {
+    common::agent_process::id_of(e)
+}
+
+#[test]
+fn a_garbage_key_answer_falls_back_to_plain_ips_only_when_allowed() {
+    let s = Setup::new(10);
+    let backend = Backend::start(0, Seen::new(Behaviour::default()), None);
+    let keys = key_server(vec![(200, "<html>not json</html>")]);
+    let base = format!(
+        "ws_url = \"{}\"\nbackend_url = \"http://127.0.0.1:{}\"\n",
+        backend.url("ws"),
+        keys.port
+    );
+
+    // Waiting for the key (the default): no event leaves, however long.
+    let mut waiting = s.agent(&base, &["--once"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(waiting.try_wait().unwrap().is_none());
+    assert_eq!(
+        backend.seen.event_count(),
+        0,
+        "no IP is sent before the key decision"
+    );
+    assert!(s.stderr().contains("not JSON"), "{}", s.stderr());
+    sigterm(&waiting);
+    assert_eq!(wait_exit(&mut waiting, Duration::from_secs(10)), Some(0));
+
+    // Allowed to fall back: plain IPs, with a warning.
+    let mut agent = s.agent(&format!("{base}wait_for_secret_key = false\n"), &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    let events = backend.seen.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 10);
+    assert_eq!(events[0]["remote_addr"], "10.0.0.1");
+    assert!(s.stderr().contains("plain text"), "{}", s.stderr());
+}
+
+/// The middleware's own backend behaviour, written with Python's
+/// `websockets` (installed by tests/setup.sh): one reply per message.
+#[test]
+fn a_backend_that_knows_only_the_middleware_exchange_works_unchanged() {
+    let python = common::repo().join("target/test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: tests/setup.sh installs it",
+        python.display()
+    );
+    let s = Setup::new(250);
+    let port = free_port();
+    let received = s.dir.path().join("received.jsonl");
+    let mut peer = Command::new(&python)
+        .arg(common::repo().join("tests/peers/middleware_backend.py"))
+        .arg(port.to_string())
+        .arg(&received)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the Python backend");
+    let mut ready = String::new();
+    let mut out = peer.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while !ready.ends_with('\n') {
+        assert_eq!(
+            out.read(&mut byte).unwrap(),
+            1,
+            "the Python backend did not start"
+        );
+        ready.push(byte[0] as char);
+    }
+    assert!(ready.starts_with("listening"), "{ready}");
+    let mut agent = s.agent(
+        &ws_config(&format!("ws://127.0.0.1:{port}/"), "wire = \"single\""),
+        &["--once"],
+    );
+    let code = wait_exit(&mut agent, PATIENCE);
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert_eq!(code, Some(0), "{}", s.stderr());
+    drop(agent);
+    let lines: Vec<serde_json::Value> = fs::read_to_string(&received)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for e in &lines {
+        *ids.entry(e["event_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        assert!(
+            e["remote_addr"].as_str().is_some()
+                && e["endpoint"].as_str().unwrap().starts_with("/item/")
+        );
+    }
+    assert_eq!(ids.len(), 250);
+    assert!(ids.values().all(|&n| n == 1));
+}
