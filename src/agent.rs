@@ -470,7 +470,7 @@ fn make_sink(settings: &Settings, wake: mpsc::Sender<Wake>) -> anyhow::Result<Bo
         token: settings.token.clone(),
         client_id: settings.client_id.clone(),
         wire: settings.wire,
-        window: settings.max_in_flight,
+        window: settings.window(),
         ack_timeout: Duration::from_millis(settings.ack_timeout_ms),
         ping_interval: Duration::from_secs(20),
         connect_timeout: Duration::from_secs(10),

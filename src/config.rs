@@ -92,9 +92,9 @@ pub struct Settings {
     /// …or when it has been open this long.
     #[serde(default = "default_batch_linger_ms")]
     pub batch_linger_ms: u64,
-    /// Messages sent and not yet acknowledged, at most.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+    /// Messages sent and not yet acknowledged, at most (default: 8 batches
+    /// in `batch`, 256 events in `single`).
+    pub max_in_flight: Option<usize>,
     /// A message not acknowledged within this is sent again on a new
     /// connection.
     #[serde(default = "default_ack_timeout_ms")]
@@ -122,9 +122,6 @@ fn default_batch_max_bytes() -> usize {
 }
 fn default_batch_linger_ms() -> u64 {
     crate::batch::BatchLimits::default().linger.as_millis() as u64
-}
-fn default_max_in_flight() -> usize {
-    8
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000
@@ -343,7 +340,7 @@ impl Settings {
         for (key, value) in [
             ("batch_max_events", self.batch_max_events as u64),
             ("batch_max_bytes", self.batch_max_bytes as u64),
-            ("max_in_flight", self.max_in_flight as u64),
+            ("max_in_flight", self.max_in_flight.unwrap_or(1) as u64),
             ("ack_timeout_ms", self.ack_timeout_ms),
         ] {
             if value == 0 {
@@ -358,6 +355,14 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Messages in flight at most.
+    pub fn window(&self) -> usize {
+        self.max_in_flight.unwrap_or(match self.wire {
+            crate::send::wire::Wire::Batch => 8,
+            crate::send::wire::Wire::Single => 256,
+        })
     }
 
     /// When batches close.

@@ -85,9 +85,26 @@ pub struct SenderStats {
     pub resends: AtomicU64,
 }
 
+/// Wakes the agent's loop at most once until it looks: a wake-up per
+/// acknowledged message would cost more than the message in `single`.
+#[derive(Debug, Clone)]
+struct Waker {
+    tx: std_mpsc::Sender<Wake>,
+    pending: Arc<AtomicBool>,
+}
+
+impl Waker {
+    fn wake(&self, why: Wake) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(why);
+        }
+    }
+}
+
 /// The agent's side of the sender.
 pub struct Sender {
     queue: Option<mpsc::Sender<Batch>>,
+    woken: Arc<AtomicBool>,
     acks: std_mpsc::Receiver<Vec<Origin>>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<SenderStats>,
@@ -106,13 +123,22 @@ impl Sender {
             .enable_all()
             .build()?;
         let thread_stats = stats.clone();
+        let woken = Arc::new(AtomicBool::new(false));
+        let wake = Waker {
+            tx: wake,
+            pending: woken.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("sender".into())
             .spawn(move || {
+                let finished = wake.tx.clone();
                 runtime.block_on(run(config, queue_rx, ack_tx, wake, thread_stats));
+                // The agent may be waiting for exactly this (draining at exit).
+                let _ = finished.send(Wake::Acked);
             })?;
         Ok(Sender {
             queue: Some(queue_tx),
+            woken,
             acks: ack_rx,
             thread: Some(thread),
             stats,
@@ -131,9 +157,16 @@ impl Sender {
 
     /// Origins of events acknowledged since the last call.
     pub fn take_acks(&self, out: &mut Vec<Origin>) {
+        // Cleared before draining: whatever arrives later wakes again.
+        self.woken.store(false, Ordering::Release);
         for origins in self.acks.try_iter() {
             out.extend(origins);
         }
+    }
+
+    /// Lets the sender wake the agent again (it wakes once until then).
+    pub fn rearm(&self) {
+        self.woken.store(false, Ordering::Release);
     }
 
     /// No more batches: the sender delivers what it has, then stops.
@@ -173,7 +206,7 @@ async fn run(
     config: SenderConfig,
     mut queue: mpsc::Receiver<Batch>,
     acks: std_mpsc::Sender<Vec<Origin>>,
-    wake: std_mpsc::Sender<Wake>,
+    wake: Waker,
     stats: Arc<SenderStats>,
 ) {
     let url = config.display_url();
@@ -328,7 +361,7 @@ async fn session(
     queue: &mut mpsc::Receiver<Batch>,
     closed: &mut bool,
     acks: &std_mpsc::Sender<Vec<Origin>>,
-    wake: &std_mpsc::Sender<Wake>,
+    wake: &Waker,
     stats: &SenderStats,
 ) -> End {
     let (mut sink, mut stream) = ws.split();
@@ -341,14 +374,21 @@ async fn session(
     ping.tick().await;
     let mut last_heard = Instant::now();
     loop {
+        // Queue every message the window allows, then write them out with
+        // one flush: one system call for many small messages.
+        let mut queued = false;
         while in_flight.len() < config.window && in_flight.len() < pending.len() {
             seq += 1;
             let text = config.wire.message(&pending[in_flight.len()], seq);
-            if let Err(e) = sink.send(Message::text(text)).await {
+            if let Err(e) = sink.feed(Message::text(text)).await {
                 return End::Retry(describe(&e));
             }
             stats.messages_sent.fetch_add(1, Ordering::Relaxed);
             in_flight.push_back((seq, Instant::now()));
+            queued = true;
+        }
+        if queued && let Err(e) = sink.flush().await {
+            return End::Retry(describe(&e));
         }
         if *closed && pending.is_empty() {
             let _ = sink.send(Message::Close(None)).await;
@@ -398,7 +438,7 @@ async fn session(
                     if let Some(unit) = pending.pop_front() {
                         stats.events_acked.fetch_add(unit.origins.len() as u64, Ordering::Relaxed);
                         let _ = acks.send(unit.origins);
-                        let _ = wake.send(Wake::Acked);
+                        wake.wake(Wake::Acked);
                     }
                 }
             }
@@ -406,7 +446,7 @@ async fn session(
                 match batch {
                     Some(b) => {
                         pending.extend(config.wire.units(b));
-                        let _ = wake.send(Wake::Space);
+                        wake.wake(Wake::Space);
                     }
                     None => *closed = true,
                 }

@@ -53,6 +53,8 @@ impl EventSink for WebSocketSink {
     }
 
     fn flush(&mut self, now: Instant, all: bool) -> io::Result<()> {
+        // Clears the sender's wake-up flag too: room freed later wakes us.
+        self.sender.rearm();
         if let Some(batch) = self.builder.close_if_due(now, all) {
             self.waiting.push_back(batch);
         }

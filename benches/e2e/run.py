@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of cerberus-agent, on this machine, 127.0.0.1 only.
+
+Method: builds the agent and the receiver (benches/e2e/receiver.rs) in
+release mode; generates a deterministic nginx `combined` input (seeded
+random: ~220-byte lines, client IPs drawn with a heavy-tailed distribution
+from 20,000 addresses, real user agents, query strings, percent-encoded
+paths); then for each case runs it RUNS times and prints the median:
+
+  batch    `--once` over the input to a receiver that acknowledges each batch
+  single   the same with `--wire single` (one event per message)
+  stdout   baseline measured in the same run: `--once --stdout > /dev/null`,
+           the same parsing with no network (the ratio shows what the
+           WebSocket path costs)
+  latency  a writer appends 2,000 lines/s for 10 s to a followed file, each
+           line stamped with its write time; the receiver records write →
+           arrival (p50, p99)
+  idle     20 watched files, nothing written, for IDLE_SECONDS: agent CPU
+           time and wake-ups (voluntary context switches, all threads)
+
+Agent CPU time and peak RSS come from wait4() (the kernel's rusage).
+
+Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S]
+                                  [--cases batch,single,stdout,latency,idle]
+"""
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT = os.path.join(ROOT, "target", "release", "cerberus-agent")
+RECEIVER = os.path.join(ROOT, "target", "release", "examples", "bench-receiver")
+
+USER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.5.0",
+    "python-requests/2.32.3",
+]
+PATHS = [
+    "/", "/api/v1/products/{n}", "/api/v1/products?page={n}&sort=price", "/static/app.{n}.js",
+    "/search?q=caf%C3%A9+{n}&lang=de", "/account/orders/{n}/invoice.pdf", "/health",
+    "/api/v1/cart/{n}/items", "/blog/2026/11/{n}-mon-article-%C3%A9t%C3%A9",
+]
+
+
+def generate(path, lines, seed=20261125):
+    rng = random.Random(seed)
+    ips = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(20000)]
+    t = 1764064800  # 2025-11-25 10:00:00 UTC
+    with open(path, "w") as f:
+        for i in range(lines):
+            if i % 500 == 0:
+                t += 1
+            ip = ips[min(int(rng.paretovariate(1.2)) - 1, len(ips) - 1)]
+            ts = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t))
+            method = "GET" if rng.random() < 0.85 else rng.choice(["POST", "PUT", "DELETE"])
+            p = rng.choice(PATHS).format(n=rng.randint(1, 99999))
+            status = rng.choice([200] * 17 + [301, 404, 500])
+            size = rng.randint(0, 60000)
+            ref = "-" if rng.random() < 0.5 else f"https://shop.example.com/{rng.choice(['', 'cart', 'search?q=x'])}"
+            ua = rng.choice(USER_AGENTS)
+            f.write(f'{ip} - - [{ts}] "{method} {p} HTTP/1.1" {status} {size} "{ref}" "{ua}"\n')
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_receiver(expected, latency=False):
+    port = free_port()
+    args = [RECEIVER, str(port), str(expected)] + (["--latency"] if latency else [])
+    rx = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if rx.stdout.readline().strip() != "ready":
+        sys.exit("the receiver did not start")
+    return rx, port
+
+
+def run_agent(args, stdout=subprocess.DEVNULL):
+    """Runs the agent to its end; returns (wall s, cpu s, peak RSS KiB)."""
+    start = time.monotonic()
+    p = subprocess.Popen([AGENT] + args, stdout=stdout, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"agent failed: {args}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def common_args(state):
+    return ["--format", "nginx_combined", "--secret-key", "bench-secret", "--state-dir", state,
+            "--pattern-dir", "/nonexistent"]
+
+
+def case_throughput(log, lines, wire):
+    rx, port = start_receiver(lines)
+    with tempfile.TemporaryDirectory() as state:
+        wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
+                                    "--wire", wire] + common_args(state))
+    out, _ = rx.communicate(timeout=60)
+    got = int(out.split("events=")[1].split()[0])
+    if got < lines:
+        sys.exit(f"receiver got {got} of {lines} events")
+    return {"lines_per_s": lines / wall, "cpu_us_per_line": cpu / lines * 1e6, "peak_rss_mib": rss / 1024}
+
+
+def case_stdout(log, lines):
+    with tempfile.TemporaryDirectory() as state:
+        wall, cpu, rss = run_agent(["--log", log, "--once", "--stdout"] + common_args(state))
+    return {"lines_per_s": lines / wall, "cpu_us_per_line": cpu / lines * 1e6, "peak_rss_mib": rss / 1024}
+
+
+def case_latency(rate=2000, seconds=10):
+    total = rate * seconds
+    rx, port = start_receiver(total, latency=True)
+    with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "access.log")
+        open(log, "w").close()
+        agent = subprocess.Popen([AGENT, "--log", log, "--ws-url", f"ws://127.0.0.1:{port}/"] + common_args(d),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        with open(log, "a", buffering=1) as f:
+            start = time.monotonic()
+            for i in range(total):
+                due = start + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                f.write(f'10.1.{i // 250 % 250}.{i % 250 + 1} - - [25/Nov/2026:10:00:00 +0000] '
+                        f'"GET /t/{time.time_ns()} HTTP/1.1" 200 5 "-" "bench"\n')
+        out, _ = rx.communicate(timeout=60)
+        agent.terminate()
+        agent.wait(timeout=30)
+    fields = dict(kv.split("=") for kv in out.split())
+    return {"p50_ms": float(fields["p50_ms"]), "p99_ms": float(fields["p99_ms"])}
+
+
+def task_stat(pid):
+    """(cpu seconds, voluntary context switches) over all threads."""
+    cpu = 0.0
+    switches = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches"):
+                    switches += int(line.split()[1])
+    return cpu, switches
+
+
+def case_idle(seconds):
+    rx, port = start_receiver(10**9)
+    with tempfile.TemporaryDirectory() as d:
+        args = []
+        for i in range(20):
+            path = os.path.join(d, f"site{i}.access.log")
+            with open(path, "w") as f:
+                f.write('10.0.0.1 - - [25/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+            args += ["--log", path]
+        agent = subprocess.Popen([AGENT] + args + ["--ws-url", f"ws://127.0.0.1:{port}/"] + common_args(d),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)  # start-up done
+        cpu0, sw0 = task_stat(agent.pid)
+        time.sleep(seconds)
+        cpu1, sw1 = task_stat(agent.pid)
+        agent.terminate()
+        agent.wait(timeout=30)
+    rx.stdin.close()
+    rx.wait(timeout=10)
+    return {"cpu_ms": (cpu1 - cpu0) * 1000, "wakeups_per_s": (sw1 - sw0) / seconds}
+
+
+def median_of(results):
+    keys = results[0].keys()
+    return {k: statistics.median(r[k] for r in results) for k in keys}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=2_000_000)
+    ap.add_argument("--single-lines", type=int, default=500_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--idle-seconds", type=int, default=60)
+    ap.add_argument("--cases", default="stdout,batch,single,latency,idle")
+    ap.add_argument("--agent-args", default="", help="extra agent flags for the batch case (tuning)")
+    a = ap.parse_args()
+    cases = a.cases.split(",")
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "cerberus-agent",
+                    "--example", "bench-receiver"], cwd=ROOT, check=True)
+    work = os.path.join(ROOT, "target", "bench-e2e")
+    os.makedirs(work, exist_ok=True)
+    log = os.path.join(work, f"nginx-{a.lines}.log")
+    if not os.path.exists(log):
+        generate(log, a.lines)
+    single_log = os.path.join(work, f"nginx-{a.single_lines}.log")
+    if "single" in cases and not os.path.exists(single_log):
+        generate(single_log, a.single_lines)
+    size = os.path.getsize(log)
+    print(f"machine: {os.cpu_count()} cores; input: {a.lines} lines, {size / a.lines:.0f} bytes/line; "
+          f"median of {a.runs} runs")
+
+    def report(name, res):
+        print(f"{name:8} " + "  ".join(f"{k}={v:,.3f}" if v < 100 else f"{k}={v:,.0f}" for k, v in res.items()),
+              flush=True)
+        return res
+
+    out = {}
+    if "stdout" in cases:
+        out["stdout"] = report("stdout", median_of([case_stdout(log, a.lines) for _ in range(a.runs)]))
+    if "batch" in cases:
+        out["batch"] = report("batch", median_of([case_throughput(log, a.lines, "batch") for _ in range(a.runs)]))
+    if "single" in cases:
+        out["single"] = report("single", median_of([case_throughput(single_log, a.single_lines, "single")
+                                                    for _ in range(a.runs)]))
+    if "stdout" in out and "batch" in out:
+        print(f"ratio    batch/stdout lines_per_s = {out['batch']['lines_per_s'] / out['stdout']['lines_per_s']:.2f}")
+    if "latency" in cases:
+        report("latency", median_of([case_latency() for _ in range(a.runs)]))
+    if "idle" in cases:
+        report("idle", median_of([case_idle(a.idle_seconds) for _ in range(a.runs)]))
+
+
+if __name__ == "__main__":
+    main()
