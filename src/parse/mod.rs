@@ -9,6 +9,7 @@ pub mod detect;
 pub mod escape;
 pub mod fields;
 pub mod pattern;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

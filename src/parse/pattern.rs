@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::escape::Escape;
 use super::fields::{Fields, Role};
+use super::template::{MAX_FIELDS, Template};
 use crate::event::timestamp::TimestampFormat;
 
 /// Where a pattern came from, for `cerberus-agent patterns` and messages.
@@ -59,6 +60,11 @@ impl Names {
 enum SplitSpec {
     Regex {
         regex: String,
+        #[serde(default)]
+        escape: Escape,
+    },
+    Template {
+        template: String,
         #[serde(default)]
         escape: Escape,
     },
@@ -128,6 +134,11 @@ enum Splitter {
         regex: Regex,
         escape: Escape,
         /// Per role, the capture groups that may hold it, in order.
+        groups: Vec<(Role, Vec<usize>)>,
+    },
+    Template {
+        template: Template,
+        /// Per role, the template fields that may hold it, in order.
         groups: Vec<(Role, Vec<usize>)>,
     },
     Json {
@@ -280,6 +291,33 @@ impl Pattern {
                     groups,
                 }
             }
+            SplitSpec::Template { template, escape } => {
+                let numeric: Vec<&str> = mappings
+                    .iter()
+                    .filter(|(r, _)| {
+                        matches!(r, Role::Status | Role::BytesSent | Role::ResponseTime)
+                    })
+                    .flat_map(|(_, names)| names.iter().map(String::as_str))
+                    .collect();
+                let template = Template::compile(&template, escape, &numeric)
+                    .map_err(|e| PatternError::new(&where_, format!("`split.template`: {e}")))?;
+                let names: Vec<&str> = template.names().collect();
+                let mut groups = Vec::new();
+                for (role, wanted) in &mappings {
+                    let mut indices = Vec::new();
+                    for n in wanted {
+                        let i = names.iter().position(|f| f == n).ok_or_else(|| {
+                            PatternError::new(
+                                &where_,
+                                format!("`fields.{}` names `{n}`, which is not a field of `split.template`", role.key()),
+                            )
+                        })?;
+                        indices.push(i);
+                    }
+                    groups.push((*role, indices));
+                }
+                Splitter::Template { template, groups }
+            }
             SplitSpec::Json => Splitter::Json { paths: mappings },
         };
 
@@ -313,6 +351,22 @@ impl Pattern {
                         .iter()
                         .filter_map(|&i| caps.get(i))
                         .map(|m| &line[m.start()..m.end()])
+                        .find(|v| !v.is_empty() && *v != b"-");
+                    if let Some(raw) = found {
+                        fields.set(*role, escape.unescape(raw));
+                    }
+                }
+            }
+            Splitter::Template { template, groups } => {
+                let mut spans = [(0usize, 0usize); MAX_FIELDS];
+                template
+                    .split(line, &mut spans)
+                    .ok_or_else(|| SplitError::NoMatch(self.name.clone()))?;
+                let escape = template.escape();
+                for (role, indices) in groups {
+                    let found = indices
+                        .iter()
+                        .map(|&i| &line[spans[i].0..spans[i].1])
                         .find(|v| !v.is_empty() && *v != b"-");
                     if let Some(raw) = found {
                         fields.set(*role, escape.unescape(raw));
