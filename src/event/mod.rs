@@ -133,17 +133,17 @@ impl EventBuilder {
         // Everything that can fail is worked out before anything is written.
         let (method, target) = request_of(fields)?;
         let target = Target::split(target);
-        let timestamp: Cow<str> = match (&mut self.timestamps, fields.text(Role::Timestamp)) {
-            (Some(conv), Some(text)) => Cow::Owned(
-                conv.convert(&text)
-                    .map_err(BuildError::BadTimestamp)?
-                    .to_owned(),
-            ),
+        let now;
+        let timestamp: &str = match (&mut self.timestamps, fields.text(Role::Timestamp)) {
+            (Some(conv), Some(text)) => conv.convert(&text).map_err(BuildError::BadTimestamp)?,
             // A pattern without a timestamp gets the time it was read, as the
             // middleware stamps the time it handled the request.
-            _ => Cow::Owned(timestamp::isoformat(&chrono::Utc::now())),
+            _ => {
+                now = timestamp::isoformat(&chrono::Utc::now());
+                &now
+            }
         };
-        let (custom_data, warning) = self.metrics(fields);
+        let (custom_data, warning) = metrics(self.pattern.metrics_encoding, fields);
         let https = match fields.get(Role::Scheme) {
             Some(s) => s.eq_ignore_ascii_case(b"https"),
             None => self.https,
@@ -164,11 +164,12 @@ impl EventBuilder {
         });
         push_json_str(out, &method);
         out.extend_from_slice(b",\"timestamp\":");
-        push_json_str(out, &timestamp);
+        push_json_str(out, timestamp);
         out.extend_from_slice(b",\"custom_data\":");
         match &custom_data {
-            Some(v) => push_json_value(out, v),
-            None => out.extend_from_slice(b"{}"),
+            Metrics::Verbatim(json) => out.extend_from_slice(json),
+            Metrics::Sanitised(v) => push_json_value(out, v),
+            Metrics::Empty => out.extend_from_slice(b"{}"),
         }
         out.extend_from_slice(b",\"headers\":null,\"query_params\":");
         match target
@@ -204,38 +205,97 @@ impl EventBuilder {
             out.extend_from_slice(itoa::Buffer::new().format(bytes).as_bytes());
         }
         out.extend_from_slice(b",\"event_id\":\"");
-        out.extend_from_slice(position.event_id().as_bytes());
+        push_hex(out, position.source);
+        push_hex(out, position.offset);
         out.extend_from_slice(b"\"}");
         Ok(warning)
     }
+}
 
-    /// The sanitised metrics object, or why there is none.
-    fn metrics(&self, fields: &Fields<'_>) -> (Option<Value>, Option<BuildWarning>) {
-        let Some(raw) = fields.get(Role::Metrics) else {
-            return (None, None);
-        };
-        let decoded: Cow<[u8]> = match self.pattern.metrics_encoding {
-            MetricsEncoding::Json => Cow::Borrowed(raw),
-            MetricsEncoding::PercentJson => percent_encoding::percent_decode(raw).into(),
-        };
-        match serde_json::from_slice::<Value>(&decoded) {
-            Ok(mut v @ Value::Object(_)) => {
-                sanitize::sanitize(&mut v);
-                (Some(v), None)
-            }
-            Ok(_) => (
-                None,
-                Some(BuildWarning(
-                    "metrics field is JSON but not an object; custom_data sent empty".into(),
-                )),
-            ),
-            Err(e) => (
-                None,
-                Some(BuildWarning(format!(
-                    "metrics field is not valid JSON ({e}); custom_data sent empty"
-                ))),
-            ),
+/// What goes into `custom_data`.
+enum Metrics<'a> {
+    Empty,
+    /// Valid JSON holding an object that needs no redaction, as written.
+    Verbatim(Cow<'a, [u8]>),
+    Sanitised(Value),
+}
+
+/// Fragments that every sensitive key contains (compared lower-cased).
+/// Metrics without any of them need no redaction.
+const SENSITIVE_FRAGMENTS: &[&[u8]] = &[
+    b"pass",
+    b"secret",
+    b"token",
+    b"key",
+    b"auth",
+    b"credential",
+    b"session",
+    b"cookie",
+    b"card",
+    b"cvv",
+    b"ssn",
+];
+
+/// The metrics object, sanitised, or why there is none.
+fn metrics<'f>(
+    encoding: MetricsEncoding,
+    fields: &'f Fields<'_>,
+) -> (Metrics<'f>, Option<BuildWarning>) {
+    let Some(raw) = fields.get(Role::Metrics) else {
+        return (Metrics::Empty, None);
+    };
+    let decoded: Cow<[u8]> = match encoding {
+        MetricsEncoding::Json => Cow::Borrowed(raw),
+        MetricsEncoding::PercentJson => percent_encoding::percent_decode(raw).into(),
+    };
+    if needs_no_sanitising(&decoded) {
+        return (Metrics::Verbatim(decoded), None);
+    }
+    match serde_json::from_slice::<Value>(&decoded) {
+        Ok(mut v @ Value::Object(_)) => {
+            sanitize::sanitize(&mut v);
+            (Metrics::Sanitised(v), None)
         }
+        Ok(_) => (
+            Metrics::Empty,
+            Some(BuildWarning(
+                "metrics field is JSON but not an object; custom_data sent empty".into(),
+            )),
+        ),
+        Err(e) => (
+            Metrics::Empty,
+            Some(BuildWarning(format!(
+                "metrics field is not valid JSON ({e}); custom_data sent empty"
+            ))),
+        ),
+    }
+}
+
+/// True when `json` is a valid JSON object that sanitising would not change
+/// (no key fragment that could be sensitive, too few containers to be cut
+/// for depth): it can go out as written, without building a tree.
+fn needs_no_sanitising(json: &[u8]) -> bool {
+    let Some(start) = json.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return false;
+    };
+    if json[start] != b'{' || memchr::memchr2_iter(b'{', b'[', json).count() > sanitize::MAX_DEPTH {
+        return false;
+    }
+    let lower = json.to_ascii_lowercase();
+    if SENSITIVE_FRAGMENTS
+        .iter()
+        .any(|f| memchr::memmem::find(&lower, f).is_some())
+    {
+        return false;
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
+}
+
+/// Appends `n` as 16 lower-case hex digits.
+fn push_hex(out: &mut Vec<u8>, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(DIGITS[((n >> (shift * 4)) & 0xf) as usize]);
     }
 }
 
