@@ -305,3 +305,39 @@ fn readme_pattern_example_works() {
     assert_eq!(e["scheme"], true);
     assert_eq!(e["status"], 200);
 }
+
+/// The template example in README.md parses the nginx `log_format main`
+/// line it describes.
+#[test]
+fn readme_template_example_works() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme
+        .find("# /etc/cerberus/patterns.d/nginx_main.toml")
+        .expect("template example in README");
+    let body = &readme[start..];
+    let example = &body[..body.find("```").expect("end of example")];
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = dir.path().join("nginx_main.toml");
+    std::fs::write(&pattern, example).unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        &log,
+        "10.0.0.2 - alice [25/Nov/2026:10:04:05 +0100] \"POST /api/cart?x=1 HTTP/2.0\" 201 17 \"-\" \"curl/8.5.0\" 0.042\n",
+    )
+    .unwrap();
+    let out = agent(&[
+        "check",
+        "--format",
+        pattern.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let e = &json_lines(&out.stdout)[0];
+    assert_eq!(e["endpoint"], "/api/cart");
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["timestamp"], "2026-11-25T09:04:05+00:00");
+    assert_eq!(e["duration_ms"], 42.0);
+    assert_eq!(e["status"], 201);
+    assert_eq!(e["user_agent"], "curl/8.5.0");
+}

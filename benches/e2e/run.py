@@ -49,7 +49,7 @@ USER_AGENTS = [
     "python-requests/2.32.3",
 ]
 PATHS = [
-    "/", "/api/v1/products/{n}", "/api/v1/products?page={n}&sort=price", "/static/app.{n}.js",
+    "/?utm_source=newsletter&utm_medium=email", "/api/v1/products/{n}?include=stock", "/api/v1/products?page={n}&sort=price", "/static/app.{n}.js",
     "/search?q=caf%C3%A9+{n}&lang=de", "/account/orders/{n}/invoice.pdf", "/health",
     "/api/v1/cart/{n}/items", "/blog/2026/11/{n}-mon-article-%C3%A9t%C3%A9",
 ]
@@ -69,7 +69,7 @@ def generate(path, lines, seed=20261125):
             p = rng.choice(PATHS).format(n=rng.randint(1, 99999))
             status = rng.choice([200] * 17 + [301, 404, 500])
             size = rng.randint(0, 60000)
-            ref = "-" if rng.random() < 0.5 else f"https://shop.example.com/{rng.choice(['', 'cart', 'search?q=x'])}"
+            ref = "-" if rng.random() < 0.3 else f"https://shop.example.com/{rng.choice(['', 'cart', 'search?q=shoes&size=42'])}"
             ua = rng.choice(USER_AGENTS)
             f.write(f'{ip} - - [{ts}] "{method} {p} HTTP/1.1" {status} {size} "{ref}" "{ua}"\n')
 

@@ -104,6 +104,8 @@ struct TailedFile {
     state: State,
     /// (start, end) of lines handed out and not yet acknowledged, in order.
     in_flight: VecDeque<(u64, u64)>,
+    /// Size and modification time at the last truncation check.
+    last_seen: Option<(u64, Option<SystemTime>)>,
 }
 
 impl TailedFile {
@@ -125,6 +127,7 @@ impl TailedFile {
             reader: LineReader::new(file, offset, max_line),
             state: State::Live,
             in_flight: VecDeque::new(),
+            last_seen: None,
         })
     }
 
@@ -490,19 +493,29 @@ impl Tailer {
         // shrank below our offset, or it was truncated and written past our
         // offset again, and then its first line changed. Reading first would
         // hand out fragments of the new content.
-        let truncated: Vec<usize> = (0..self.files.len())
-            .filter(|&i| {
-                let f = &self.files[i];
-                if f.state == State::Finished {
-                    return false;
-                }
-                let len = f.head.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                let head_changed = f.identity.fingerprint.is_some()
-                    && FileIdentity::of(&f.head)
-                        .is_ok_and(|id| id.fingerprint != f.identity.fingerprint);
-                len < f.read_position() || head_changed
-            })
-            .collect();
+        let mut truncated = Vec::new();
+        for (i, f) in self.files.iter_mut().enumerate() {
+            if f.state == State::Finished {
+                continue;
+            }
+            let Ok(meta) = f.head.metadata() else {
+                continue;
+            };
+            // Only a file that changed since the last look can have been
+            // truncated; reading its head otherwise would be an inotify
+            // event (and a wake-up) for nothing.
+            let seen = (meta.len(), meta.modified().ok());
+            if f.last_seen == Some(seen) {
+                continue;
+            }
+            f.last_seen = Some(seen);
+            let head_changed = f.identity.fingerprint.is_some()
+                && FileIdentity::of(&f.head)
+                    .is_ok_and(|id| id.fingerprint != f.identity.fingerprint);
+            if meta.len() < f.read_position() || head_changed {
+                truncated.push(i);
+            }
+        }
         for i in truncated {
             self.truncated(i)?;
         }
