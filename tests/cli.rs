@@ -275,15 +275,8 @@ fn help_and_version() {
 /// line it claims to.
 #[test]
 fn readme_pattern_example_works() {
-    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
-    let start = readme
-        .find("# /etc/cerberus/patterns.d/haproxy_http.toml")
-        .expect("example in README");
-    let body = &readme[start..];
-    let example = &body[..body.find("```").expect("end of example")];
     let dir = tempfile::tempdir().unwrap();
-    let pattern = dir.path().join("haproxy_http.toml");
-    std::fs::write(&pattern, example).unwrap();
+    let pattern = readme_example(dir.path(), "haproxy_http");
     let log = dir.path().join("haproxy.log");
     std::fs::write(
         &log,
@@ -310,15 +303,8 @@ fn readme_pattern_example_works() {
 /// line it describes.
 #[test]
 fn readme_template_example_works() {
-    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
-    let start = readme
-        .find("# /etc/cerberus/patterns.d/nginx_main.toml")
-        .expect("template example in README");
-    let body = &readme[start..];
-    let example = &body[..body.find("```").expect("end of example")];
     let dir = tempfile::tempdir().unwrap();
-    let pattern = dir.path().join("nginx_main.toml");
-    std::fs::write(&pattern, example).unwrap();
+    let pattern = readme_example(dir.path(), "nginx_main");
     let log = dir.path().join("access.log");
     std::fs::write(
         &log,
@@ -340,4 +326,19 @@ fn readme_template_example_works() {
     assert_eq!(e["duration_ms"], 42.0);
     assert_eq!(e["status"], 201);
     assert_eq!(e["user_agent"], "curl/8.5.0");
+}
+
+/// Writes the pattern-file example of README.md that starts with the
+/// comment naming `NAME.toml` into `dir`; returns its path.
+fn readme_example(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let marker = format!("# /etc/cerberus/patterns.d/{name}.toml");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{marker} in README.md"));
+    let body = &readme[start..];
+    let example = &body[..body.find("```").expect("end of example")];
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, example).unwrap();
+    path
 }

@@ -542,15 +542,7 @@ impl Tailer {
                     f.identity = FileIdentity::of(&f.head)?;
                     f.source = f.identity.source_id();
                 }
-                let (start, end) = (line.offset, line.end);
-                let delivery = emit(TailedLine {
-                    path: &f.watched,
-                    source: f.source,
-                    line,
-                });
-                if delivery == Delivery::Pending {
-                    f.in_flight.push_back((start, end));
-                }
+                hand_out(&f.watched, f.source, &mut f.in_flight, line, emit);
             }
             if let State::Rotated { last_growth } = &mut f.state {
                 if read_any {
@@ -559,16 +551,8 @@ impl Tailer {
                     // The server writes no more to it: the held partial
                     // line, if any, is all there is.
                     if let Some(line) = f.reader.take_partial() {
-                        let (start, end) = (line.offset, line.end);
                         outcome.lines += 1;
-                        let delivery = emit(TailedLine {
-                            path: &f.watched,
-                            source: f.source,
-                            line,
-                        });
-                        if delivery == Delivery::Pending {
-                            f.in_flight.push_back((start, end));
-                        }
+                        hand_out(&f.watched, f.source, &mut f.in_flight, line, emit);
                     }
                     f.state = State::Finished;
                 }
@@ -643,5 +627,20 @@ impl Tailer {
     /// Whether checkpoints changed since the last save.
     pub fn checkpoints_dirty(&self) -> bool {
         self.checkpoints.is_dirty()
+    }
+}
+
+/// Gives `line` to the consumer, remembering it until acknowledged if the
+/// consumer sent it on.
+fn hand_out(
+    path: &Path,
+    source: u64,
+    in_flight: &mut VecDeque<(u64, u64)>,
+    line: Line<'_>,
+    emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+) {
+    let (start, end) = (line.offset, line.end);
+    if emit(TailedLine { path, source, line }) == Delivery::Pending {
+        in_flight.push_back((start, end));
     }
 }
