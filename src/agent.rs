@@ -392,7 +392,11 @@ pub fn run(settings: &Settings, mode: RunMode) -> anyhow::Result<()> {
             };
         }
         if phase == Phase::Running && (scan || last_scan.elapsed() >= RESCAN_EVERY) {
-            tailer.scan()?;
+            if scan {
+                tailer.scan()?;
+            } else {
+                tailer.rescan()?;
+            }
             if let Some(w) = &mut watcher {
                 w.watch(&tailer.watch_dirs());
             }

@@ -163,7 +163,14 @@ pub struct Tailer {
     /// When each path was last looked at: files rotated beside it since
     /// then were never seen.
     last_look: HashMap<PathBuf, SystemTime>,
+    /// Timer rescans since the last full scan.
+    quiet_rescans: u64,
 }
+
+/// On timer rescans (every 5 s), rotated siblings are looked for only every
+/// this many (about a minute): rotation shows as inotify structure events,
+/// which trigger a full [`Tailer::scan`] anyway.
+const SIBLING_LOOK_EVERY: u64 = 12;
 
 /// File modification times lag the clock by up to a timer tick; siblings
 /// this much older than our last look are still considered new.
@@ -186,6 +193,7 @@ impl Tailer {
             started: false,
             waiting_for: HashSet::new(),
             last_look: HashMap::new(),
+            quiet_rescans: 0,
         }
     }
 
@@ -203,11 +211,26 @@ impl Tailer {
     }
 
     /// Looks at every watched path: opens new files, notices rotation,
-    /// deletion and truncation. The first scan fails on folders the agent
-    /// may not read; later scans only report them.
+    /// deletion and truncation, and looks for rotated files it never saw.
+    /// The first scan fails on folders the agent may not read; later scans
+    /// only report problems. Call it when files were created, renamed or
+    /// deleted (inotify's structure events).
     pub fn scan(&mut self) -> io::Result<()> {
+        self.quiet_rescans = 0;
+        self.scan_paths(true)
+    }
+
+    /// The periodic look, for what inotify may have missed: as
+    /// [`Tailer::scan`], but looking for unseen rotated files only about once
+    /// a minute (reading a folder is reported by inotify: a wake-up).
+    pub fn rescan(&mut self) -> io::Result<()> {
+        self.quiet_rescans += 1;
+        self.scan_paths(self.quiet_rescans % SIBLING_LOOK_EVERY == 0)
+    }
+
+    fn scan_paths(&mut self, look_siblings: bool) -> io::Result<()> {
         let first = !self.started;
-        for dir in self.watch_dirs() {
+        for dir in self.watch_dirs().into_iter().filter(|_| first) {
             if let Err(e) = std::fs::read_dir(&dir) {
                 let msg = match e.kind() {
                     io::ErrorKind::PermissionDenied => format!(
@@ -217,16 +240,13 @@ impl Tailer {
                     io::ErrorKind::NotFound => continue,
                     _ => format!("cannot read folder {}: {e}", dir.display()),
                 };
-                if first {
-                    return Err(io::Error::new(e.kind(), msg));
-                }
-                tracing::error!("{msg}");
+                return Err(io::Error::new(e.kind(), msg));
             }
         }
         let logs = self.options.logs.clone();
         for value in &logs {
             for path in discover::expand(value) {
-                if let Err(e) = self.scan_path(&path, first) {
+                if let Err(e) = self.scan_path(&path, first, look_siblings || first) {
                     let msg = format!("{}: {e}", path.display());
                     if first && e.kind() == io::ErrorKind::PermissionDenied {
                         return Err(io::Error::new(
@@ -250,13 +270,13 @@ impl Tailer {
         Ok(())
     }
 
-    fn scan_path(&mut self, path: &Path, first: bool) -> io::Result<()> {
+    fn scan_path(&mut self, path: &Path, first: bool, look_siblings: bool) -> io::Result<()> {
         let looked = SystemTime::now();
         let result = self.look_at(path, first);
         // Files that appeared beside the path since we last looked, with
         // content we do not know, were rotated (or copied by copytruncate)
         // before we saw them: read them whole.
-        if let Some(t) = self.last_look.get(path).copied() {
+        if let Some(t) = self.last_look.get(path).copied().filter(|_| look_siblings) {
             self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))?;
         }
         self.last_look.insert(path.to_owned(), looked);
