@@ -225,7 +225,7 @@ impl Tailer {
     /// a minute (reading a folder is reported by inotify: a wake-up).
     pub fn rescan(&mut self) -> io::Result<()> {
         self.quiet_rescans += 1;
-        self.scan_paths(self.quiet_rescans % SIBLING_LOOK_EVERY == 0)
+        self.scan_paths(self.quiet_rescans.is_multiple_of(SIBLING_LOOK_EVERY))
     }
 
     fn scan_paths(&mut self, look_siblings: bool) -> io::Result<()> {
