@@ -134,12 +134,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
 }
 
 fn sigterm(child: &Child) {
-    // (Agent derefs to Child.)
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::agent_process::send_sigterm(child.id());
 }
 
 fn ws_config(url: &str, extra: &str) -> String {

@@ -111,6 +111,13 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Sends SIGTERM to `pid`.
+pub fn send_sigterm(pid: u32) {
+    // SAFETY: kill(2) on a pid the test started; no memory is involved.
+    let rc = unsafe { libc_kill(pid as i32, 15) };
+    assert_eq!(rc, 0, "kill({pid}, SIGTERM) failed");
+}
+
 /// An nginx combined line whose path carries `id`.
 pub fn access_line(id: usize) -> String {
     format!(
