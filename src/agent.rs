@@ -17,9 +17,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use crate::checkpoint::CheckpointStore;
 use crate::config::{ConfigError, Secret, Settings};
 use crate::diagnostics::{Counters, Reporter, excerpt};
-use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
-use crate::parse::detect::{self, DetectError, SAMPLE_LINES};
-use crate::parse::{Pattern, PatternSet, SplitError, resolve_format};
+use crate::event::{EventBuilder, EventOptions, LinePosition};
+use crate::parse::detect::{self, SAMPLE_LINES};
+use crate::parse::{Pattern, PatternSet, resolve_format};
 use crate::secret_key;
 use crate::send::{Sender, SenderConfig};
 use crate::sink::{EventSink, StdoutSink, WebSocketSink};
@@ -68,18 +68,12 @@ impl LineHandler {
         }
         let fields = match self.builder.pattern().split(line) {
             Ok(f) => f,
-            Err(e @ SplitError::NoMatch(_)) | Err(e @ SplitError::NotJson(_)) => {
-                return LineOutcome::Failed(e.to_string());
-            }
+            Err(e) => return LineOutcome::Failed(e.to_string()),
         };
         match self.builder.build(&fields, position, out) {
             Ok(None) => LineOutcome::Event,
             Ok(Some(w)) => LineOutcome::EventWithWarning(w.0),
-            Err(
-                e @ (BuildError::NoRequest
-                | BuildError::BadRequestLine(_)
-                | BuildError::BadTimestamp(_)),
-            ) => LineOutcome::Failed(e.to_string()),
+            Err(e) => LineOutcome::Failed(e.to_string()),
         }
     }
 }
@@ -183,7 +177,6 @@ pub fn pattern_for(
             }
             Ok(d.pattern)
         }
-        Err(e @ DetectError::NoLines) => Err(anyhow::anyhow!("{}: {e}", path.display())),
         Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
     }
 }

@@ -6,7 +6,7 @@
 //! unknown file shows which lines fit what.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use crate::agent::{LineHandler, LineOutcome};
@@ -119,9 +119,4 @@ pub fn check(
         writeln!(out, "  {name}: {n}")?;
     }
     Ok(summary)
-}
-
-/// Reads standard input for `check -`.
-pub fn stdin() -> io::Stdin {
-    io::stdin()
 }

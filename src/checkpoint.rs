@@ -152,11 +152,6 @@ impl CheckpointStore {
         Ok(store)
     }
 
-    /// Whether checkpoints are kept at all.
-    pub fn enabled(&self) -> bool {
-        self.file.is_some()
-    }
-
     /// The checkpoint of the file `id`, if any.
     pub fn get(&self, id: &FileIdentity) -> Option<&Checkpoint> {
         self.entries.values().find(|c| c.is_for(id))

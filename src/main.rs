@@ -117,7 +117,7 @@ fn run_check(
             )?
         }
         _ => check::check(
-            check::stdin(),
+            std::io::stdin(),
             &mut set,
             &args.format,
             &options,

@@ -9,6 +9,11 @@ use std::time::Duration;
 use cerberus_agent::tail::TailOptions;
 use common::tail_harness::{Harness, lines, quick};
 
+/// `lines(prefix, n)` for each part, one after the other.
+fn concat(parts: &[(&str, usize)]) -> Vec<String> {
+    parts.iter().flat_map(|(p, n)| lines(p, *n)).collect()
+}
+
 fn assert_exactly_once(h: &Harness, expected: &[String]) {
     let counts = h.counts();
     for l in expected {
@@ -30,8 +35,7 @@ fn appended_lines_come_out_in_order() {
     h.poll(true);
     h.append(&h.log.clone(), &lines("b", 3));
     h.poll(true);
-    let mut want = lines("a", 3);
-    want.extend(lines("b", 3));
+    let want = concat(&[("a", 3), ("b", 3)]);
     assert_eq!(h.out, want);
 }
 
@@ -89,15 +93,13 @@ fn rename_rotation_with_lines_before_and_after() {
     h.append(&h.rotated(1), &lines("late-old", 1));
     h.append(&log, &lines("new-file", 3));
     h.poll(true);
-    let mut want = lines("before", 3);
-    for (p, n) in [
+    let want = concat(&[
+        ("before", 3),
         ("unread", 2),
         ("after-rename", 2),
         ("late-old", 1),
         ("new-file", 3),
-    ] {
-        want.extend(lines(p, n));
-    }
+    ]);
     assert_exactly_once(&h, &want);
 }
 
@@ -113,9 +115,7 @@ fn copytruncate_with_unread_lines_reads_them_from_the_copy() {
     h.truncate(&log);
     h.append(&log, &lines("after", 2));
     h.poll(true);
-    let mut want = lines("first", 3);
-    want.extend(lines("unread", 3));
-    want.extend(lines("after", 2));
+    let want = concat(&[("first", 3), ("unread", 3), ("after", 2)]);
     assert_exactly_once(&h, &want);
 }
 
@@ -129,8 +129,7 @@ fn truncation_then_writes_past_the_old_offset_is_noticed() {
     h.truncate(&log);
     h.append(&log, &lines("longer-than-before", 5));
     h.poll(true);
-    let mut want = lines("x", 2);
-    want.extend(lines("longer-than-before", 5));
+    let want = concat(&[("x", 2), ("longer-than-before", 5)]);
     assert_exactly_once(&h, &want);
 }
 
@@ -194,8 +193,7 @@ fn restart_from_checkpoint_loses_and_repeats_nothing() {
     h.append(&log, &lines("while-stopped", 50));
     h.start();
     h.poll(true);
-    let mut want = lines("a", 100);
-    want.extend(lines("while-stopped", 50));
+    let want = concat(&[("a", 100), ("while-stopped", 50)]);
     assert_exactly_once(&h, &want);
 }
 
@@ -233,9 +231,7 @@ fn rename_rotation_while_stopped_is_finished_from_the_rotated_file() {
     h.append(&log, &lines("new", 5));
     h.start();
     h.poll(true);
-    let mut want = lines("a", 5);
-    want.extend(lines("unread", 5));
-    want.extend(lines("new", 5));
+    let want = concat(&[("a", 5), ("unread", 5), ("new", 5)]);
     assert_exactly_once(&h, &want);
 }
 
@@ -254,10 +250,7 @@ fn two_rotations_while_stopped_lose_nothing() {
     h.append(&log, &lines("new", 5));
     h.start();
     h.poll(true);
-    let mut want = lines("a", 5);
-    for p in ["unread", "middle", "new"] {
-        want.extend(lines(p, 5));
-    }
+    let want = concat(&[("a", 5), ("unread", 5), ("middle", 5), ("new", 5)]);
     assert_exactly_once(&h, &want);
 }
 
@@ -275,9 +268,7 @@ fn copytruncate_while_stopped_is_finished_from_the_copy() {
     h.append(&log, &lines("new", 2));
     h.start();
     h.poll(true);
-    let mut want = lines("a", 5);
-    want.extend(lines("unread", 5));
-    want.extend(lines("new", 2));
+    let want = concat(&[("a", 5), ("unread", 5), ("new", 2)]);
     assert_exactly_once(&h, &want);
 }
 

@@ -54,17 +54,11 @@ pub struct EventOptions {
 }
 
 /// Where a line is: which file (its identity) and at which byte it starts.
+/// The event's `event_id` is both as 16 hex digits each ([`push_hex`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LinePosition {
     pub source: u64,
     pub offset: u64,
-}
-
-impl LinePosition {
-    /// The event's `event_id`: 16 hex digits of file identity, 16 of offset.
-    pub fn event_id(&self) -> String {
-        format!("{:016x}{:016x}", self.source, self.offset)
-    }
 }
 
 /// Why a line's event could not be built.

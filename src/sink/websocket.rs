@@ -36,11 +36,6 @@ impl WebSocketSink {
             }
         }
     }
-
-    /// The sender's counters.
-    pub fn sender(&self) -> &Sender {
-        &self.sender
-    }
 }
 
 impl EventSink for WebSocketSink {

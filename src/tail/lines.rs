@@ -71,11 +71,6 @@ impl<R: Read> LineReader<R> {
         &self.buf[self.start..self.end]
     }
 
-    /// The underlying reader.
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
     /// The next complete line, or `None` when the input has no further
     /// complete line for now (a partial line stays held).
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {

@@ -604,11 +604,6 @@ impl Tailer {
             .retain(|f| !(f.state == State::Finished && f.in_flight.is_empty()));
     }
 
-    /// True when every line handed out has been acknowledged.
-    pub fn all_acknowledged(&self) -> bool {
-        self.files.iter().all(|f| f.in_flight.is_empty())
-    }
-
     /// Whether some rotated file is waiting out `rotate_wait`.
     pub fn has_rotated_files(&self) -> bool {
         self.files
