@@ -238,10 +238,15 @@ fn metrics<'f>(
     let Some(raw) = fields.get(Role::Metrics) else {
         return (Metrics::Empty, None);
     };
-    let decoded: Cow<[u8]> = match encoding {
+    let mut decoded: Cow<[u8]> = match encoding {
         MetricsEncoding::Json => Cow::Borrowed(raw),
         MetricsEncoding::PercentJson => percent_encoding::percent_decode(raw).into(),
     };
+    if std::str::from_utf8(&decoded).is_err() {
+        // Bytes that are not UTF-8 (a header sent in latin-1) become U+FFFD,
+        // as in every other text field, rather than costing the metrics.
+        decoded = Cow::Owned(String::from_utf8_lossy(&decoded).into_owned().into_bytes());
+    }
     if needs_no_sanitising(&decoded) {
         return (Metrics::Verbatim(decoded), None);
     }

@@ -3,7 +3,15 @@
 //! nginx (`escape=default`) writes `"`, `\`, control bytes and bytes ≥ 0x7f
 //! as `\xHH`. Apache writes `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\v` and
 //! other unprintable bytes as `\xhh`. gunicorn writes `"` as `\"` and
-//! everything else (backslashes, UTF-8) as it is.
+//! everything else (backslashes, tabs) as it is; and, like every WSGI server,
+//! it holds header values and the request target as latin-1 text, which it
+//! writes to the log as UTF-8, so `café` sent as UTF-8 is logged `cafÃ©`.
+//! [`Escape::unescape`] undoes both steps and gives the bytes the client or
+//! the application sent.
+//!
+//! [`Escape::can_write`] says whether a value could have been written by the
+//! server at all: the template splitter uses it to tell where a value ends
+//! when a line could be cut in more than one way.
 
 use std::borrow::Cow;
 
@@ -27,6 +35,37 @@ pub enum Escape {
 impl Escape {
     /// The value with escapes undone; borrowed when there was nothing to undo.
     pub fn unescape<'a>(self, raw: &'a [u8]) -> Cow<'a, [u8]> {
+        if self == Escape::Gunicorn {
+            return match self.unescape_backslashes(raw) {
+                Cow::Borrowed(b) => undo_latin1(b).map_or(Cow::Borrowed(b), Cow::Owned),
+                Cow::Owned(o) => Cow::Owned(undo_latin1(&o).unwrap_or(o)),
+            };
+        }
+        self.unescape_backslashes(raw)
+    }
+
+    /// Whether the server could have written `value` (as it appears in the
+    /// line, before [`Escape::unescape`]).
+    pub fn can_write(self, value: &[u8]) -> bool {
+        match self {
+            // Every `"`, `\`, control byte and byte >= 0x7f is `\xHH`.
+            Escape::Nginx => value
+                .iter()
+                .all(|b| (0x20..=0x7e).contains(b) && *b != b'"'),
+            // `"` and `\` are backslash-escaped, unprintable bytes `\xhh`.
+            Escape::Apache => {
+                value.iter().all(|b| (0x20..=0x7e).contains(b)) && !has_unescaped_quote(value)
+            }
+            // `"` is `\"`; backslashes are not escaped, so a `"` after any
+            // number of backslashes is an escaped quote.
+            Escape::Gunicorn => {
+                memchr::memchr_iter(b'"', value).all(|q| q > 0 && value[q - 1] == b'\\')
+            }
+            Escape::None => true,
+        }
+    }
+
+    fn unescape_backslashes<'a>(self, raw: &'a [u8]) -> Cow<'a, [u8]> {
         if self == Escape::None || !raw.contains(&b'\\') {
             return Cow::Borrowed(raw);
         }
@@ -41,6 +80,9 @@ impl Escape {
             }
             let next = raw[i + 1];
             if self == Escape::Gunicorn {
+                // Only `"` is escaped: a backslash before anything else is
+                // the value's own, and so is the first of `\\"` (the
+                // value held `\"`).
                 if next == b'"' {
                     out.push(b'"');
                     i += 2;
@@ -82,6 +124,27 @@ impl Escape {
     }
 }
 
+/// Whether `value` holds a `"` not escaped by an odd number of backslashes
+/// (Apache escapes both `"` and `\`).
+pub fn has_unescaped_quote(value: &[u8]) -> bool {
+    memchr::memchr_iter(b'"', value)
+        .any(|q| value[..q].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0)
+}
+
+/// gunicorn's text is latin-1 decoded bytes written as UTF-8: the bytes the
+/// client sent are the code points. `None` when there is nothing to undo
+/// (ASCII), or the text cannot have come that way (invalid UTF-8, or a code
+/// point above U+00FF): then the value is kept as it is.
+fn undo_latin1(text: &[u8]) -> Option<Vec<u8>> {
+    if text.is_ascii() {
+        return None;
+    }
+    let text = std::str::from_utf8(text).ok()?;
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect()
+}
+
 fn hex_byte(pair: &[u8]) -> Option<u8> {
     let hi = (pair[0] as char).to_digit(16)?;
     let lo = (pair[1] as char).to_digit(16)?;
@@ -114,6 +177,33 @@ mod tests {
             &*Escape::Gunicorn.unescape(br#"a \"q\" b\slash \x41"#),
             br#"a "q" b\slash \x41"#.as_slice()
         );
+    }
+
+    #[test]
+    fn gunicorn_backslash_before_an_escaped_quote_is_the_values_own() {
+        // The application sent `\"` (a JSON-escaped quote): gunicorn wrote
+        // `\\"`.
+        assert_eq!(
+            &*Escape::Gunicorn.unescape(br#"{\"a\":\"x \\"q\\" \\ y\"}"#),
+            br#"{"a":"x \"q\" \\ y"}"#.as_slice()
+        );
+        assert!(Escape::Gunicorn.can_write(br#"x \\"q\\" y"#));
+        assert!(!Escape::Gunicorn.can_write(br#"x "q" y"#));
+        assert!(!Escape::Gunicorn.can_write(br#""q"#));
+    }
+
+    #[test]
+    fn gunicorn_latin1_text_is_turned_back_into_the_bytes_sent() {
+        // `café` sent as UTF-8, logged as the UTF-8 of its latin-1 reading.
+        assert_eq!(
+            &*Escape::Gunicorn.unescape("caf\u{c3}\u{a9}".as_bytes()),
+            "café".as_bytes()
+        );
+        // A lone 0xE9 byte was logged as `é`.
+        assert_eq!(&*Escape::Gunicorn.unescape("é \\\"".as_bytes()), b"\xe9 \"");
+        // Not latin-1 text: kept.
+        assert_eq!(&*Escape::Gunicorn.unescape("€".as_bytes()), "€".as_bytes());
+        assert_eq!(&*Escape::Gunicorn.unescape(b"\xff"), b"\xff".as_slice());
     }
 
     #[test]

@@ -91,10 +91,10 @@ impl<'a> Fields<'a> {
         self.values[role.slot()] = Some(value);
     }
 
-    /// The same fields, owning their values.
-    pub fn into_owned(self) -> Fields<'static> {
+    /// The same fields, each value passed through `f` and owned.
+    pub fn map_values(self, mut f: impl FnMut(Cow<'a, [u8]>) -> Vec<u8>) -> Fields<'static> {
         Fields {
-            values: self.values.map(|v| v.map(|c| Cow::Owned(c.into_owned()))),
+            values: self.values.map(|v| v.map(|c| Cow::Owned(f(c)))),
         }
     }
 

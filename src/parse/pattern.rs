@@ -382,19 +382,60 @@ impl Pattern {
                     }
                     Err(_) => {
                         // nginx's escape=json writes bytes >= 0x80 as they
-                        // came, so a raw non-UTF-8 byte in a URL makes the
-                        // line invalid UTF-8. Replace those bytes and go on.
-                        let text = String::from_utf8_lossy(line).into_owned();
+                        // came, so a raw non-UTF-8 byte in a URL or header
+                        // makes the line invalid UTF-8. Carry each such byte
+                        // through the JSON parser as a private-use character
+                        // and put the byte back in the values: the event
+                        // builder then treats it as Django does (a path
+                        // keeps it percent-encoded, text gets U+FFFD).
+                        let text = RawBytes::smuggle(line);
                         let object: JsonObject<'_> = serde_json::from_str(&text)
                             .map_err(|e| SplitError::NotJson(e.to_string()))?;
-                        let mut borrowed = Fields::default();
-                        object.fill(paths, &mut borrowed);
-                        fields = borrowed.into_owned();
+                        let mut smuggled = Fields::default();
+                        object.fill(paths, &mut smuggled);
+                        fields = smuggled.map_values(RawBytes::restore);
                     }
                 }
             }
         }
         Ok(fields)
+    }
+}
+
+/// Invalid UTF-8 bytes carried through a JSON parser as the characters
+/// U+10FF00 + byte (the end of plane 16's private use area), like Python's
+/// `surrogateescape`. Used only for lines that are not valid UTF-8; a
+/// character of that range written in such a line itself would come out as
+/// a byte, which no server or application is known to log.
+struct RawBytes;
+
+impl RawBytes {
+    const BASE: u32 = 0x10_FF00;
+
+    fn smuggle(line: &[u8]) -> String {
+        let mut text = String::with_capacity(line.len() + 16);
+        for chunk in line.utf8_chunks() {
+            text.push_str(chunk.valid());
+            for &b in chunk.invalid() {
+                text.push(char::from_u32(Self::BASE + u32::from(b)).unwrap_or('\u{fffd}'));
+            }
+        }
+        text
+    }
+
+    fn restore(value: Cow<'_, [u8]>) -> Vec<u8> {
+        let Ok(text) = std::str::from_utf8(&value) else {
+            return value.into_owned();
+        };
+        let mut out = Vec::with_capacity(text.len());
+        let mut buf = [0u8; 4];
+        for c in text.chars() {
+            match u32::from(c).checked_sub(Self::BASE) {
+                Some(b) if b <= 0xff => out.push(b as u8),
+                _ => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+            }
+        }
+        out
     }
 }
 

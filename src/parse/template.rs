@@ -9,13 +9,13 @@
 //! (`cargo bench --bench parts`, `split/*`).
 //!
 //! A template is literals and `$name` (or `${name}`) fields. Each field
-//! ends where the literal after it begins. A field between quotes (or
-//! brackets) may hold spaces; any other field may not, and must not be
-//! empty. Inside quotes, the escape mode decides what a closing quote is
-//! (`\"` does not close under `apache` and `gunicorn`) and what may appear
-//! (printable ASCII only under `nginx` and `apache`, which escape the rest).
-//! Fields the pattern maps to numbers (status, bytes, response time) must
-//! be digits (or `-`). The whole line must be consumed.
+//! ends where the literal after it begins; where a value may hold that
+//! literal too, the rest of the line decides (see [`Template::split`]). A
+//! value holds only what its server writes (the escape mode: printable
+//! ASCII without a raw `"` under `nginx` and `apache`, every `"` escaped
+//! under `gunicorn`). Fields the pattern maps to numbers (status, bytes,
+//! response time) must be digits (or `-`); a field between brackets is not
+//! empty and holds no bracket. The whole line must be consumed.
 
 use memchr::memmem;
 
@@ -30,8 +30,6 @@ struct Field {
     /// The literal that ends the field; empty for a field at the end.
     after: Vec<u8>,
     finder: Option<memmem::Finder<'static>>,
-    /// Between quotes: spaces allowed, closing quote per escape mode.
-    quoted: bool,
     /// Between brackets: spaces allowed.
     bracketed: bool,
     numeric: bool,
@@ -104,14 +102,12 @@ impl Template {
             .map(|(k, name)| {
                 let before = &literals[k];
                 let after = literals[k + 1].clone();
-                let quoted = before.last() == Some(&b'"') && after.first() == Some(&b'"');
                 let bracketed = before.last() == Some(&b'[') && after.first() == Some(&b']');
                 Field {
                     numeric: numeric.contains(&name.as_str()),
                     finder: (!after.is_empty()).then(|| memmem::Finder::new(&after).into_owned()),
                     name,
                     after,
-                    quoted,
                     bracketed,
                 }
             })
@@ -135,86 +131,92 @@ impl Template {
 
     /// Cuts `line` into field spans; `None` when it does not fit.
     pub fn split(&self, line: &[u8], spans: &mut Spans) -> Option<()> {
-        let mut pos = self.prefix.len();
         if !line.starts_with(&self.prefix) {
             return None;
         }
-        let last = self.fields.len() - 1;
-        for (k, f) in self.fields.iter().enumerate() {
-            let end = if f.after.is_empty() {
-                line.len()
-            } else if k == last {
-                // The final literal closes the line: search from the end, so
-                // that a value may hold the literal itself (a quote in a
-                // user agent, under `none`).
-                let end = line.len().checked_sub(f.after.len())?;
-                if end < pos || &line[end..] != f.after.as_slice() {
-                    return None;
-                }
-                end
-            } else if f.quoted && matches!(self.escape, Escape::Apache | Escape::Gunicorn) {
-                unescaped_quote(line, pos, &f.after)?
-            } else {
-                pos + f.finder.as_ref()?.find(&line[pos..])?
-            };
-            let value = &line[pos..end];
-            if !self.valid(f, value) {
-                return None;
-            }
-            spans[k] = (pos, end);
-            pos = end + f.after.len();
-        }
-        (pos == line.len()).then_some(())
+        let mut budget = MAX_RETRIES;
+        self.fit(line, 0, self.prefix.len(), spans, &mut budget)
+            .then_some(())
     }
 
+    /// Fits fields `k..` to `line[pos..]`, filling their spans.
+    ///
+    /// A field ends where the literal after it begins. Usually the first
+    /// occurrence of that literal is the end, and this is one search per
+    /// field. But a value may hold the literal itself: gunicorn writes a
+    /// value ending in `\` before its closing quote as `\"`, exactly as it
+    /// writes an escaped quote; an unquoted `$remote_user` may hold a space;
+    /// under `escape = "none"` anything goes. So when the rest of the line
+    /// does not fit, the next occurrence is tried, as long as the longer
+    /// value is still one the server could write ([`Escape::can_write`]):
+    /// the structure of the whole line (the later literals and fields, the
+    /// end of the line) decides. Readings are tried shortest value first and
+    /// the first under which every field is valid wins.
+    ///
+    /// What stays ambiguous: under `gunicorn`, a quoted value that is
+    /// followed only by unquoted fields and holds `\"` plus that field's
+    /// literal (e.g. `x\" 200` before ` $status`) could end at that `\"`
+    /// too; the shorter reading is taken when the rest is valid under it.
+    /// Under `none`, a value holding the next literal is cut at its first
+    /// occurrence that leaves a valid rest. At most [`MAX_RETRIES`] other
+    /// readings are tried per line, so a hostile line costs a bounded time.
+    fn fit(&self, line: &[u8], k: usize, pos: usize, spans: &mut Spans, budget: &mut u32) -> bool {
+        let Some(f) = self.fields.get(k) else {
+            return pos == line.len();
+        };
+        let alen = f.after.len();
+        let Some(finder) = f.finder.as_ref().filter(|_| k + 1 < self.fields.len()) else {
+            // The last field runs to the final literal, which closes the
+            // line: search from the end, so that the value may hold the
+            // literal itself (a quote in a user agent, under `none`).
+            let Some(end) = line.len().checked_sub(alen) else {
+                return false;
+            };
+            if end < pos || line[end..] != f.after[..] || !self.valid(f, &line[pos..end]) {
+                return false;
+            }
+            spans[k] = (pos, end);
+            return true;
+        };
+        let mut from = pos;
+        loop {
+            let Some(end) = finder.find(&line[from..]).map(|i| from + i) else {
+                return false;
+            };
+            if self.valid(f, &line[pos..end]) {
+                spans[k] = (pos, end);
+                if self.fit(line, k + 1, end + alen, spans, budget) {
+                    return true;
+                }
+            }
+            // A longer value would hold this literal: give up when no value
+            // holding it can be valid, or when the line has cost enough.
+            if *budget == 0 || !self.valid(f, &line[pos..end + alen]) {
+                return false;
+            }
+            *budget -= 1;
+            from = end + 1;
+        }
+    }
+
+    /// Whether `value` can stand in field `f`: a number where the pattern
+    /// wants one, no brackets inside brackets (times never hold them), and
+    /// only what the server writes (see [`Escape::can_write`]).
     fn valid(&self, f: &Field, value: &[u8]) -> bool {
         if f.numeric {
             return value == b"-"
                 || (!value.is_empty() && value.iter().all(|b| b.is_ascii_digit() || *b == b'.'));
         }
-        if f.quoted {
-            // A value holds only what its server writes there: nginx
-            // escapes quotes and every byte outside printable ASCII, Apache
-            // escapes them with backslashes, gunicorn escapes quotes. A raw
-            // one means the line is in some other format.
-            let printable = || value.iter().all(|b| (0x20..=0x7e).contains(b));
-            return match self.escape {
-                Escape::Nginx => printable() && memchr::memchr(b'"', value).is_none(),
-                Escape::Apache => printable() && !has_unescaped_quote(value),
-                Escape::Gunicorn => !has_unescaped_quote(value),
-                Escape::None => true,
-            };
+        if f.bracketed && (value.is_empty() || memchr::memchr2(b'[', b']', value).is_some()) {
+            return false;
         }
-        if f.bracketed {
-            return !value.is_empty();
-        }
-        !value.is_empty() && !value.contains(&b' ')
+        self.escape.can_write(value)
     }
 }
 
-/// Whether `value` holds a `"` not escaped by a backslash.
-fn has_unescaped_quote(value: &[u8]) -> bool {
-    memchr::memchr_iter(b'"', value)
-        .any(|q| value[..q].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0)
-}
-
-/// The position of the first `"` at or after `from` that is not escaped by
-/// an odd number of backslashes and is followed by the rest of `after`.
-fn unescaped_quote(line: &[u8], from: usize, after: &[u8]) -> Option<usize> {
-    let mut at = from;
-    loop {
-        let q = at + memchr::memchr(b'"', &line[at..])?;
-        let backslashes = line[from..q]
-            .iter()
-            .rev()
-            .take_while(|&&b| b == b'\\')
-            .count();
-        if backslashes % 2 == 0 && line[q..].starts_with(after) {
-            return Some(q);
-        }
-        at = q + 1;
-    }
-}
+/// How many other ways to cut a line [`Template::split`] tries before it
+/// gives up on the line.
+const MAX_RETRIES: u32 = 64;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ its own JSON access log line per request, as many Python apps do.
 import json
 import os
 import time
+from urllib.parse import quote
 from datetime import datetime, timezone
 
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 404: "Not Found", 500: "Internal Server Error"}
@@ -33,7 +34,9 @@ def application(environ, start_response):
             "timestamp": datetime.now(timezone.utc).isoformat(),
             "remote_addr": environ.get("REMOTE_ADDR"),
             "method": environ["REQUEST_METHOD"],
-            "path": environ.get("RAW_URI", environ.get("PATH_INFO", "/")),
+            # The target as sent, non-ASCII and quotes percent-encoded, as
+            # Django's request.get_full_path() gives it.
+            "path": quote(environ.get("RAW_URI", "/").encode("latin-1"), safe="/?&=%:@!$'()*+,;~"),
             "status": status,
             "duration_ms": round((time.monotonic() - started) * 1000, 3),
             "bytes_sent": size,

@@ -9,6 +9,7 @@ compare the agent's events with these files field by field.
 
 Usage: recorder.py OUT_DIR NAME=HOST:PORT ...
 """
+import base64
 import http.client
 import json
 import sys
@@ -48,9 +49,65 @@ REQUESTS = [
     ("GET", "/unicode-metrics", {"User-Agent": "m"}, {"metrics": '{"city": "Z\\u00fcrich", "n": 1.5}'}),
 ]
 
+# Values that have broken log parsers: quotes, backslashes before quotes
+# (gunicorn writes `"` as `\"` but leaves `\` alone, so `\\"` in its log is
+# the value's own backslash and an escaped quote), a value ending in a
+# backslash (then `\"` is the closing quote), tabs, non-ASCII text and lone
+# non-UTF-8 bytes, long values. Each goes through every server; whatever a
+# server refuses shows up as its status, never faked.
+LONG = "L" * 2048
+ADVERSARIAL = [
+    ("GET", "/adv/quote", {"User-Agent": 'say "hi" now', "Referer": 'ref "q"'},
+     {"metrics": '{"note":"caf\\u00e9 \\"quoted\\" \\\\ back","lang":"en"}'}),
+    ("GET", "/adv/backslash-quote", {"User-Agent": 'back\\"slash', "Referer": 'r\\"'},
+     {"metrics": '{"path":"C:\\\\dir\\\\","q":"\\"","nested":{"a":{"b":[1,"x\\\\\\""]}}}'}),
+    ("GET", "/adv/two-backslashes", {"User-Agent": 'dbl\\\\"q\\\\', "Referer": "ends\\"},
+     {"metrics": '{"m":"tail\\\\"}'}),
+    ("GET", "/adv/trailing-backslash", {"User-Agent": "trailing\\", "Referer": "x\\"},
+     {"metrics": '{"a":"x\\" \\"y"}'}),
+    ("GET", "/adv/literal-hex", {"User-Agent": "lit \\x41 hex \\x22", "Referer": "\\x5C"},
+     {"metrics": '{"a": "unterminated \\"}'}),
+    ("GET", "/adv/tab", {"User-Agent": "tab\there\tand", "Referer": "a\tb"},
+     {"metrics": '{"t":"a\\tb","u":"\\u0001"}'}),
+    ("GET", "/adv/utf8", {"User-Agent": "Zürich 東京 bot".encode(), "Referer": "https://ex.com/café".encode()},
+     {"metrics": '{"city":"Zürich"}'.encode()}),
+    ("GET", "/adv/latin1-byte", {"User-Agent": b"caf\xe9 lone byte", "Referer": b"\xff"},
+     {"metrics": b'{"n":"\xe9"}'}),
+    ("GET", "/adv/long", {"User-Agent": LONG, "Referer": LONG},
+     {"metrics": '{"long":"' + LONG + '"}'}),
+    ("GET", "/adv/quote-space-quote", {"User-Agent": 'x" "y', "Referer": '\\" "'},
+     {"metrics": '{"a":"\\" \\""}'}),
+    ("GET", "/adv/invalid-json", {"User-Agent": "j"}, {"metrics": '{"a":1}\\'}),
+    ("GET", "/q%22uote/%5Cback/%20sp/caf%C3%A9?x=%22&y=%5C&z=a%20b&w=caf%C3%A9", {"User-Agent": "p"}, {}),
+    ("GET", '/raw"quote?a="b"', {"User-Agent": "p"}, {}),
+    ("GET", "/raw\\back\\", {"User-Agent": "p"}, {}),
+    ("GET", b"/raw-utf8/caf\xc3\xa9", {"User-Agent": "p"}, {}),
+    ("GET", b"/raw-byte/\xff?q=\xe9", {"User-Agent": "p"}, {}),
+    ("GET", "/user", {"User-Agent": "u", "Authorization": "Basic " + base64.b64encode(b'ann o\'neil [x] "q":pw').decode()}, {}),
+]
+
 
 def django_path(raw_path):
     return repercent_broken_unicode(unquote_to_bytes(raw_path)).decode()
+
+
+def as_sent(value):
+    """A header value as the client sent it, as text: UTF-8, invalid bytes
+    replaced (what the agent must send; see CONTRACT.md)."""
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class RawConnection(http.client.HTTPConnection):
+    """Sends the request line's bytes as given (a target passed as bytes may
+    hold any byte), where http.client would insist on ASCII."""
+
+    def _encode_request(self, request):
+        return request.encode("latin-1")
+
+    def _validate_path(self, url):
+        pass
 
 
 def django_query(raw_query):
@@ -72,14 +129,16 @@ def metrics_expectation(header):
     if header is None:
         return {}
     try:
-        parsed = json.loads(header)
+        parsed = json.loads(as_sent(header))
     except ValueError:
         return {}
     return sanitize_dict(parsed) if isinstance(parsed, dict) else {}
 
 
 def send(host, port, method, target, headers, extra):
-    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn = RawConnection(host, port, timeout=10)
+    if isinstance(target, bytes):
+        target = target.decode("latin-1")
     conn.putrequest(method, target, skip_accept_encoding=True)
     for k, v in headers.items():
         conn.putheader(k, v)
@@ -95,7 +154,9 @@ def send(host, port, method, target, headers, extra):
     conn.endheaders(body)
     resp = conn.getresponse()
     data = resp.read()
-    result = (resp.status, len(data), resp.getheader("X-Cerberus-Metrics"))
+    # http.client reads header values as latin-1: back to the bytes sent.
+    metrics = resp.getheader("X-Cerberus-Metrics")
+    result = (resp.status, len(data), None if metrics is None else metrics.encode("latin-1"))
     conn.close()
     return result
 
@@ -104,12 +165,16 @@ def main():
     out_dir = sys.argv[1]
     servers = [a.split("=", 1) for a in sys.argv[2:]]
     files = {name: open(f"{out_dir}/{name}.expected.jsonl", "w", encoding="utf-8") for name, _ in servers}
-    for method, target, headers, extra in REQUESTS:
-        path, _, query = target.partition("?")
+    for method, target, headers, extra in REQUESTS + ADVERSARIAL:
+        raw_target = target if isinstance(target, bytes) else target.encode("latin-1")
+        path, _, query = raw_target.partition(b"?")
+        query = query.decode("utf-8", "replace")
         ua = headers.get("User-Agent")
-        ua_text = ua.decode("utf-8") if isinstance(ua, bytes) else ua
-        # gunicorn (and the JSON log the app writes) keep header bytes as
-        # WSGI gives them: latin-1 decoded, as the middleware would see them.
+        ua_text = as_sent(ua)
+        # The JSON log the app writes keeps header values as WSGI gives
+        # them, latin-1 decoded (the agent cannot know better there).
+        # gunicorn's own log holds the same text, which the agent decodes
+        # back to the bytes sent.
         ua_wsgi = ua.decode("latin-1") if isinstance(ua, bytes) else ua
         by_addr = {}
         for name, addr in servers:
@@ -121,7 +186,7 @@ def main():
             time.sleep(0.002)
             after = datetime.now(timezone.utc)
             for name in names:
-                raw_ua = ua_wsgi if name.startswith(("gunicorn", "json")) else ua_text
+                raw_ua = ua_wsgi if name == "json" else ua_text
                 if name.startswith("apache"):
                     bytes_sent = size or None  # Apache's %b logs "-" for 0
                 else:
@@ -130,6 +195,9 @@ def main():
                     # nginx rejects the request line before reading headers.
                     raw_ua = None
                 metrics = metrics_seen
+                if name == "json" and metrics is not None:
+                    # The app logs the header as WSGI gave it to it.
+                    metrics = metrics.decode("latin-1")
                 if name not in ("nginx_json", "gunicorn_cerberus", "json"):
                     metrics = None  # the format has no metrics field
                 if name == "apache_common":
