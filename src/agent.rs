@@ -40,16 +40,48 @@ pub enum LineOutcome {
 }
 
 /// Turns lines of one pattern into events.
+///
+/// A detected pattern may have look-alikes: nginx's `combined`, Apache's
+/// and gunicorn's default formats write the same line for most requests and
+/// differ only in how they escape a quote or a non-ASCII byte, which the
+/// first lines of a file need not show. A line the pattern refuses is tried
+/// with the look-alikes, and the first that fits becomes the pattern from
+/// then on ([`LineHandler::switched`] says so once), so such a line is not
+/// lost to a detection made on plain lines.
 #[derive(Debug)]
 pub struct LineHandler {
     builder: EventBuilder,
+    /// Patterns that fitted the detection sample as well, best first.
+    alternatives: Vec<EventBuilder>,
+    /// Set when a look-alike took over: (from, to) pattern names.
+    switched: Option<(String, String)>,
 }
 
 impl LineHandler {
     pub fn new(pattern: Arc<Pattern>, options: &EventOptions) -> Self {
+        Self::with_alternatives(pattern, Vec::new(), options)
+    }
+
+    /// A handler that falls back to `alternatives` (see the type's doc).
+    pub fn with_alternatives(
+        pattern: Arc<Pattern>,
+        alternatives: Vec<Arc<Pattern>>,
+        options: &EventOptions,
+    ) -> Self {
         LineHandler {
             builder: EventBuilder::new(pattern, options),
+            alternatives: alternatives
+                .into_iter()
+                .map(|p| EventBuilder::new(p, options))
+                .collect(),
+            switched: None,
         }
+    }
+
+    /// The look-alike switch made by the last [`LineHandler::handle`], if
+    /// any: (from, to) pattern names.
+    pub fn switched(&mut self) -> Option<(String, String)> {
+        self.switched.take()
     }
 
     pub fn pattern(&self) -> &Arc<Pattern> {
@@ -66,15 +98,40 @@ impl LineHandler {
         if line.iter().all(u8::is_ascii_whitespace) {
             return LineOutcome::Blank;
         }
-        let fields = match self.builder.pattern().split(line) {
-            Ok(f) => f,
-            Err(e) => return LineOutcome::Failed(e.to_string()),
-        };
-        match self.builder.build(&fields, position, out) {
-            Ok(None) => LineOutcome::Event,
-            Ok(Some(w)) => LineOutcome::EventWithWarning(w.0),
-            Err(e) => LineOutcome::Failed(e.to_string()),
+        let outcome = build(&mut self.builder, line, position, out);
+        if !matches!(outcome, LineOutcome::Failed(_)) {
+            return outcome;
         }
+        for k in 0..self.alternatives.len() {
+            let alternative = build(&mut self.alternatives[k], line, position, out);
+            if !matches!(alternative, LineOutcome::Failed(_)) {
+                std::mem::swap(&mut self.builder, &mut self.alternatives[k]);
+                self.switched = Some((
+                    self.alternatives[k].pattern().name.clone(),
+                    self.builder.pattern().name.clone(),
+                ));
+                return alternative;
+            }
+        }
+        outcome
+    }
+}
+
+/// One line through one pattern: split, then build the event.
+fn build(
+    builder: &mut EventBuilder,
+    line: &[u8],
+    position: LinePosition,
+    out: &mut Vec<u8>,
+) -> LineOutcome {
+    let fields = match builder.pattern().split(line) {
+        Ok(f) => f,
+        Err(e) => return LineOutcome::Failed(e.to_string()),
+    };
+    match builder.build(&fields, position, out) {
+        Ok(None) => LineOutcome::Event,
+        Ok(Some(w)) => LineOutcome::EventWithWarning(w.0),
+        Err(e) => LineOutcome::Failed(e.to_string()),
     }
 }
 
@@ -105,7 +162,15 @@ fn handle_line(
         source: source_id,
         offset: line.offset,
     };
-    match handler.handle(line.bytes, position, event) {
+    let outcome = handler.handle(line.bytes, position, event);
+    if let Some((from, to)) = handler.switched() {
+        tracing::warn!(
+            "{}:{}: the line fits {to}, not {from} (detected from the first lines): reading the file as {to} from now on",
+            path.display(),
+            line.number
+        );
+    }
+    match outcome {
         LineOutcome::Event => Counters::add(&c.events, 1),
         LineOutcome::EventWithWarning(w) => {
             Counters::add(&c.events, 1);
@@ -143,15 +208,18 @@ pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<Vec<Vec<u8>>> {
     Ok(lines)
 }
 
-/// The pattern for `path` under the `format` setting.
+/// The pattern for `path` under the `format` setting, and the look-alikes
+/// that fitted its first lines as well (see [`LineHandler`]).
 pub fn pattern_for(
     set: &mut PatternSet,
     format: &str,
     path: &Path,
     max_line: usize,
-) -> anyhow::Result<Arc<Pattern>> {
+) -> anyhow::Result<(Arc<Pattern>, Vec<Arc<Pattern>>)> {
     if format != "auto" {
-        return resolve_format(set, format).map_err(|e| ConfigError::new(e).into());
+        return resolve_format(set, format)
+            .map(|p| (p, Vec::new()))
+            .map_err(|e| ConfigError::new(e).into());
     }
     let lines =
         sample_lines(path, max_line).with_context(|| format!("reading {}", path.display()))?;
@@ -175,7 +243,8 @@ pub fn pattern_for(
                     d.also_fitting.join(", ")
                 );
             }
-            Ok(d.pattern)
+            let alternatives = d.also_fitting.iter().filter_map(|n| set.get(n)).collect();
+            Ok((d.pattern, alternatives))
         }
         Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
     }
@@ -588,10 +657,9 @@ impl Pipeline<'_> {
     /// are counted as failed from then on.
     fn choose_pattern(&mut self, path: &Path) -> anyhow::Result<()> {
         let chosen = pattern_for(&mut self.patterns, &self.format, path, self.max_line);
-        let handler = chosen
-            .as_ref()
-            .ok()
-            .map(|p| LineHandler::new(p.clone(), &self.options));
+        let handler = chosen.as_ref().ok().map(|(p, alternatives)| {
+            LineHandler::with_alternatives(p.clone(), alternatives.clone(), &self.options)
+        });
         self.handlers.insert(path.to_owned(), handler);
         chosen.map(|_| ())
     }

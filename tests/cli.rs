@@ -362,3 +362,46 @@ fn readme_example(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     std::fs::write(&path, example).unwrap();
     path
 }
+
+#[test]
+fn a_look_alike_format_detected_from_plain_lines_gives_way_to_the_one_that_fits() {
+    // gunicorn's default format writes the same line as nginx's combined
+    // for plain requests: a gunicorn log that starts with such lines is
+    // detected as nginx_combined. Its later lines with an escaped quote or
+    // UTF-8 text (which nginx would have written as \x22 and \xC3...) must
+    // not be lost for it.
+    let recorded = std::fs::read_to_string(sample("gunicorn.log")).unwrap();
+    let plain = recorded.lines().next().unwrap();
+    let tricky: Vec<&str> = recorded
+        .lines()
+        .filter(|l| l.contains("/adv/quote ") || l.contains("/adv/utf8 "))
+        .collect();
+    assert_eq!(tricky.len(), 2, "the recorded sample has both lines");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut text = format!("{plain}\n").repeat(25);
+    for l in &tricky {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&log, text).unwrap();
+    let out = agent(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--once",
+        "--no-checkpoints",
+        "--pattern-dir",
+        "/nonexistent",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events = json_lines(&out.stdout);
+    assert_eq!(events.len(), 27, "every line has its event\n{stderr}");
+    assert_eq!(events[25]["user_agent"], "say \"hi\" now");
+    assert_eq!(events[26]["user_agent"], "Zürich 東京 bot");
+    assert!(
+        stderr.contains("format detected: nginx_combined")
+            && stderr.contains("reading the file as gunicorn from now on"),
+        "{stderr}"
+    );
+}
