@@ -139,7 +139,7 @@ fn build(
 /// any) is left in `event`.
 fn handle_line(
     path: &Path,
-    source_id: u64,
+    stream: u64,
     handler: &mut LineHandler,
     line: &Line<'_>,
     reporter: &Reporter,
@@ -159,7 +159,7 @@ fn handle_line(
         });
     }
     let position = LinePosition {
-        source: source_id,
+        source: stream,
         offset: line.offset,
     };
     let outcome = handler.handle(line.bytes, position, event);
@@ -679,7 +679,7 @@ impl Pipeline<'_> {
         };
         handle_line(
             tailed.path,
-            tailed.source,
+            tailed.stream,
             handler,
             &tailed.line,
             self.reporter,

@@ -273,6 +273,75 @@ fn copytruncate_while_stopped_is_finished_from_the_copy() {
 }
 
 #[test]
+fn a_line_sent_again_from_the_copytruncate_copy_keeps_its_event_id() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    // Delivered from the live file, but the agent dies before saving.
+    h.append(&log, &lines("b", 5));
+    h.poll(false);
+    h.kill();
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("new", 2));
+    h.start();
+    h.poll(true);
+    let counts = h.counts();
+    assert!(
+        lines("b", 5).iter().all(|l| counts.get(l) == Some(&2)),
+        "b lines are sent again, from the copy: {counts:?}"
+    );
+    assert_eq!(h.unstable_ids(), Vec::<String>::new());
+    // And two different lines never share an id.
+    let mut ids: Vec<(String, (u64, u64))> = h.out.iter().cloned().zip(h.ids.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut only_ids: Vec<(u64, u64)> = ids.iter().map(|(_, id)| *id).collect();
+    only_ids.sort();
+    only_ids.dedup();
+    assert_eq!(only_ids.len(), ids.len(), "one id per distinct line");
+}
+
+#[test]
+fn a_copy_reached_by_two_checkpoints_is_read_once() {
+    // The live file's lines b are in flight when copytruncate happens; the
+    // copy is then read in part before the agent dies. At restart both the
+    // old file's checkpoint (before b) and the copy's (in c) lead to the
+    // copy: it must be read once, from the lower one.
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("b", 5));
+    h.poll_acking(true, |l| !l.starts_with('b'));
+    h.append(&log, &lines("c", 20));
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("new", 2));
+    // The copy is read from after b; only c-0 … c-9 are acknowledged.
+    h.poll_acking(true, |l| {
+        !l.starts_with('b') && (!l.starts_with('c') || l.len() == 3)
+    });
+    h.kill();
+    h.start();
+    h.poll(true);
+    let counts = h.counts();
+    for l in concat(&[("b", 5), ("c", 20)]) {
+        assert!(
+            (1..=2).contains(counts.get(&l).unwrap_or(&0)),
+            "{l} comes out once or twice (once before the crash, once after): {counts:?}"
+        );
+    }
+    for l in lines("c", 20).iter().skip(10) {
+        assert_eq!(counts.get(l), Some(&2), "{l}: read once after the restart");
+    }
+    assert_eq!(h.unstable_ids(), Vec::<String>::new());
+}
+
+#[test]
 fn a_corrupt_checkpoint_file_is_set_aside_not_fatal() {
     let mut h = Harness::new(quick());
     let log = h.log.clone();

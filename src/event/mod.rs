@@ -53,8 +53,9 @@ pub struct EventOptions {
     pub default_https: Option<bool>,
 }
 
-/// Where a line is: which file (its identity) and at which byte it starts.
-/// The event's `event_id` is both as 16 hex digits each ([`push_hex`]).
+/// Where a line is: which file content (the tailer's stream id, the same
+/// in every copy of a file) and at which byte it starts. The event's
+/// `event_id` is both as 16 hex digits each ([`push_hex`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LinePosition {
     pub source: u64,

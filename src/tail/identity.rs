@@ -47,7 +47,25 @@ impl FileIdentity {
         })
     }
 
-    /// A 64-bit number for `event_id`, stable for the file's life.
+    /// The number `event_id` carries for lines of this file: a hash of the
+    /// fingerprint alone, so that the same line has the same id in every
+    /// copy of its file (the live file, the renamed file, the copy that
+    /// `copytruncate` leaves), before and after a restart. Two files whose
+    /// first lines are byte for byte the same share it; their lines at the
+    /// same offset then share an id (README, "The event").
+    pub fn stream_id(&self) -> u64 {
+        let mut h = Sha256::new();
+        h.update(b"cerberus-agent stream\0");
+        h.update(self.fingerprint.unwrap_or(0).to_le_bytes());
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    /// A 64-bit number naming this open file among the tailer's files (its
+    /// inode too, so two copies of one file are told apart): what
+    /// acknowledgements are routed by.
     pub fn source_id(&self) -> u64 {
         let mut h = Sha256::new();
         h.update(self.device.to_le_bytes());

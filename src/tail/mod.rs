@@ -65,8 +65,11 @@ impl Default for TailOptions {
 pub struct TailedLine<'a> {
     /// The watched path the file belongs to (for messages).
     pub path: &'a Path,
-    /// The file's identity as a number (goes into `event_id`).
+    /// The open file as a number: acknowledge with it.
     pub source: u64,
+    /// The file's content as a number, the same in every copy of the file:
+    /// goes into `event_id` (see [`FileIdentity::stream_id`]).
+    pub stream: u64,
     pub line: Line<'a>,
 }
 
@@ -99,8 +102,10 @@ struct TailedFile {
     /// fingerprint while the reader is busy.
     head: File,
     identity: FileIdentity,
-    /// `event_id` source; 0 until the file has a fingerprint.
+    /// Acknowledgement routing; 0 until the file has a fingerprint.
     source: u64,
+    /// `event_id` source; valid once `source` is not 0.
+    stream: u64,
     state: State,
     /// (start, end) of lines handed out and not yet acknowledged, in order.
     in_flight: VecDeque<(u64, u64)>,
@@ -123,6 +128,7 @@ impl TailedFile {
                 .fingerprint
                 .map(|_| identity.source_id())
                 .unwrap_or(0),
+            stream: identity.stream_id(),
             identity,
             reader: LineReader::new(file, offset, max_line),
             state: State::Live,
@@ -427,7 +433,7 @@ impl Tailer {
         // Checkpointed files of this path that are not this file were
         // rotated while the agent was stopped: finish them first.
         let open_ids: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
-        let others: Vec<Checkpoint> = self
+        let mut others: Vec<Checkpoint> = self
             .checkpoints
             .for_path(path)
             .into_iter()
@@ -435,6 +441,10 @@ impl Tailer {
                 !c.finished && !c.is_for(&identity) && !open_ids.iter().any(|id| c.is_for(id))
             })
             .collect();
+        // Several checkpoints can lead to one file: a file truncated by
+        // copytruncate and its copy, each read in part before a crash. The
+        // file is read once, from the lowest of them (see `recover`).
+        others.sort_by_key(|c| c.offset);
         let rotated_while_stopped = !others.is_empty();
         for c in &others {
             self.recover(path, c)?;
@@ -477,6 +487,18 @@ impl Tailer {
             .iter()
             .find(|s| fp(s).as_deref() == Some(&c.fingerprint) && s.len >= c.offset);
         match same_file.or(copy).cloned() {
+            Some(s)
+                if self
+                    .files
+                    .iter()
+                    .any(|f| f.identity.device == s.device && f.identity.inode == s.inode) =>
+            {
+                // Already being read, from a lower checkpoint of its
+                // content: reading it again would send its lines twice.
+                if !(s.device == c.device && s.inode == c.inode) {
+                    self.checkpoints.mark_finished(c);
+                }
+            }
             Some(s) => {
                 // While its checkpoint still marks it as known.
                 self.adopt_newer_siblings(path, s.modified)?;
@@ -561,8 +583,15 @@ impl Tailer {
                     // A complete line exists now, so does the fingerprint.
                     f.identity = FileIdentity::of(&f.head)?;
                     f.source = f.identity.source_id();
+                    f.stream = f.identity.stream_id();
                 }
-                hand_out(&f.watched, f.source, &mut f.in_flight, line, emit);
+                hand_out(
+                    &f.watched,
+                    (f.source, f.stream),
+                    &mut f.in_flight,
+                    line,
+                    emit,
+                );
             }
             if let State::Rotated { last_growth } = &mut f.state {
                 if read_any {
@@ -572,7 +601,13 @@ impl Tailer {
                     // line, if any, is all there is.
                     if let Some(line) = f.reader.take_partial() {
                         outcome.lines += 1;
-                        hand_out(&f.watched, f.source, &mut f.in_flight, line, emit);
+                        hand_out(
+                            &f.watched,
+                            (f.source, f.stream),
+                            &mut f.in_flight,
+                            line,
+                            emit,
+                        );
                     }
                     f.state = State::Finished;
                 }
@@ -646,16 +681,22 @@ impl Tailer {
 }
 
 /// Gives `line` to the consumer, remembering it until acknowledged if the
-/// consumer sent it on.
+/// consumer sent it on. `ids` are the file's source and stream.
 fn hand_out(
     path: &Path,
-    source: u64,
+    (source, stream): (u64, u64),
     in_flight: &mut VecDeque<(u64, u64)>,
     line: Line<'_>,
     emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
 ) {
     let (start, end) = (line.offset, line.end);
-    if emit(TailedLine { path, source, line }) == Delivery::Pending {
+    let tailed = TailedLine {
+        path,
+        source,
+        stream,
+        line,
+    };
+    if emit(tailed) == Delivery::Pending {
         in_flight.push_back((start, end));
     }
 }

@@ -18,6 +18,8 @@ pub struct Harness {
     pub tailer: Option<Tailer>,
     /// Every line that came out, in order.
     pub out: Vec<String>,
+    /// For each line in `out`, the `event_id` it got: (stream, offset).
+    pub ids: Vec<(u64, u64)>,
     pub options: TailOptions,
 }
 
@@ -35,6 +37,7 @@ impl Harness {
             log,
             tailer: None,
             out: Vec::new(),
+            ids: Vec::new(),
             options,
         }
     }
@@ -49,15 +52,26 @@ impl Harness {
     /// What the agent does when woken: scan, read everything, deliver,
     /// acknowledge; saves checkpoints when `save`.
     pub fn poll(&mut self, save: bool) {
+        self.poll_acking(save, |_| true);
+    }
+
+    /// As [`Harness::poll`], but acknowledges only the lines for which
+    /// `ack(line)` is true (the others stay in flight, as when a backend
+    /// has not answered yet).
+    pub fn poll_acking(&mut self, save: bool, mut ack: impl FnMut(&str) -> bool) {
         let t = self.tailer.as_mut().expect("started");
         t.scan().expect("scan");
         loop {
             let mut acks = Vec::new();
-            let out = &mut self.out;
+            let (out, ids) = (&mut self.out, &mut self.ids);
             let o = t
                 .poll(1000, &mut |l| {
-                    out.push(String::from_utf8_lossy(l.line.bytes).into_owned());
-                    acks.push((l.source, l.line.end));
+                    let text = String::from_utf8_lossy(l.line.bytes).into_owned();
+                    if ack(&text) {
+                        acks.push((l.source, l.line.end));
+                    }
+                    out.push(text);
+                    ids.push((l.stream, l.line.offset));
                     Delivery::Pending
                 })
                 .expect("poll");
@@ -127,6 +141,18 @@ impl Harness {
             *m.entry(l.clone()).or_insert(0) += 1;
         }
         m
+    }
+
+    /// Lines that came out more than once with different `event_id`s.
+    pub fn unstable_ids(&self) -> Vec<String> {
+        let mut first: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut bad = Vec::new();
+        for (line, id) in self.out.iter().zip(&self.ids) {
+            if *first.entry(line).or_insert(*id) != *id {
+                bad.push(line.clone());
+            }
+        }
+        bad
     }
 
     pub fn copy(&self, from: &Path, to: &Path) {
