@@ -80,6 +80,8 @@ pub struct CheckpointStore {
     entries: BTreeMap<Key, Checkpoint>,
     looked: BTreeMap<PathBuf, u64>,
     dirty: bool,
+    /// The saved store could not be read: what was delivered is unknown.
+    reset: bool,
 }
 
 /// Seconds since the epoch, now.
@@ -98,6 +100,7 @@ impl CheckpointStore {
             entries: BTreeMap::new(),
             looked: BTreeMap::new(),
             dirty: false,
+            reset: false,
         }
     }
 
@@ -119,6 +122,7 @@ impl CheckpointStore {
             entries: BTreeMap::new(),
             looked: BTreeMap::new(),
             dirty: false,
+            reset: false,
         };
         match fs::read(&file) {
             Ok(bytes) => match serde_json::from_slice::<StoreFile>(&bytes) {
@@ -131,8 +135,9 @@ impl CheckpointStore {
                 Err(e) => {
                     let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
                     let moved = fs::rename(&file, &aside);
+                    store.reset = true;
                     tracing::error!(
-                        "checkpoint file {} is unreadable ({e}); {}; starting without checkpoints",
+                        "checkpoint file {} is unreadable ({e}); {}; what was delivered is unknown, so the files are read again from their start (lines sent before keep their event_id, so the backend can drop the repeats)",
                         file.display(),
                         match moved {
                             Ok(()) => format!("moved it to {}", aside.display()),
@@ -150,6 +155,12 @@ impl CheckpointStore {
             }
         }
         Ok(store)
+    }
+
+    /// Whether the saved store was unreadable and set aside: nothing is
+    /// known of what was delivered before.
+    pub fn was_reset(&self) -> bool {
+        self.reset
     }
 
     /// The checkpoint of the file `id`, if any.

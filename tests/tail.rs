@@ -342,6 +342,36 @@ fn a_copy_reached_by_two_checkpoints_is_read_once() {
 }
 
 #[test]
+fn after_a_corrupt_checkpoint_file_nothing_undelivered_is_skipped() {
+    // Not reading from the beginning: a file found at start would begin at
+    // its end. But with the checkpoints lost, what was delivered is
+    // unknown: the file and its rotations are read again, whole.
+    let mut h = Harness::new(TailOptions {
+        rotate_wait: Duration::ZERO,
+        ..TailOptions::default()
+    });
+    let log = h.log.clone();
+    h.append(&log, &[]);
+    h.start();
+    h.append(&log, &lines("a", 3));
+    h.poll(true);
+    h.kill();
+    h.append(&log, &lines("b", 3));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("c", 3));
+    let saved = h.state.path().join("checkpoints.json");
+    let text = fs::read(&saved).unwrap();
+    fs::write(&saved, &text[..text.len() / 2]).unwrap();
+    h.start();
+    h.poll(true);
+    let counts = h.counts();
+    for l in concat(&[("a", 3), ("b", 3), ("c", 3)]) {
+        assert!(counts.contains_key(&l), "{l} is not lost: {counts:?}");
+    }
+    assert_eq!(h.unstable_ids(), Vec::<String>::new());
+}
+
+#[test]
 fn a_corrupt_checkpoint_file_is_set_aside_not_fatal() {
     let mut h = Harness::new(quick());
     let log = h.log.clone();
@@ -440,4 +470,95 @@ fn globs_pick_up_files_that_appear_later() {
     .unwrap();
     out.sort();
     assert_eq!(out, vec!["a1", "s1"]);
+}
+
+/// gzip the file at `path` into `path.gz` with the system's gzip, as
+/// logrotate's `compress` does.
+fn gzip(path: &std::path::Path) {
+    let status = std::process::Command::new("gzip")
+        .arg("-f")
+        .arg(path)
+        .status()
+        .expect("gzip runs");
+    assert!(status.success());
+}
+
+#[test]
+fn a_rotated_file_compressed_while_stopped_is_finished_from_its_compressed_copy() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("b", 5));
+    h.kill();
+    fs::rename(&log, h.rotated(1)).unwrap();
+    gzip(&h.rotated(1));
+    h.append(&log, &lines("new", 2));
+    h.start();
+    h.poll(true);
+    assert_exactly_once(&h, &concat(&[("a", 5), ("b", 5), ("new", 2)]));
+    // Read from the decompressed copy, the lines keep the ids of their file.
+    h.stop();
+    h.start();
+    h.poll(true);
+    assert_exactly_once(&h, &concat(&[("a", 5), ("b", 5), ("new", 2)]));
+}
+
+#[test]
+fn a_rotated_file_read_to_its_end_then_compressed_is_not_read_again() {
+    // Kept open after rotation (rotate_wait), read to its end, and the
+    // agent dies before it is closed: its checkpoint is not finished. Then
+    // delaycompress compresses it.
+    let mut h = Harness::new(TailOptions {
+        rotate_wait: Duration::from_secs(3600),
+        from_beginning: true,
+        ..TailOptions::default()
+    });
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("new", 2));
+    h.poll(true);
+    h.kill();
+    gzip(&h.rotated(1));
+    h.append(&log, &lines("more", 2));
+    let said = logged_during(|| {
+        h.start();
+        h.poll(true);
+    });
+    assert_exactly_once(&h, &concat(&[("a", 5), ("new", 2), ("more", 2)]));
+    assert!(
+        !said.contains("WARN") && !said.contains("ERROR"),
+        "no alarm for a file read to its end: {said}"
+    );
+}
+
+/// What the tailer logged (at debug and above) while `f` ran on this
+/// thread.
+fn logged_during(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8_lossy(&bytes).into_owned()
 }

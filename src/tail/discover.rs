@@ -5,6 +5,9 @@
 //! files that appear later are picked up. Rotated siblings of a path are the
 //! files beside it whose name starts with its name (`access.log.1`,
 //! `access.log-20261125`), except compressed ones, which cannot be tailed.
+//! Gzip-compressed rotations are looked into only to finish a file that was
+//! compressed before the agent had read it to its end
+//! ([`compressed_copy`]).
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -130,6 +133,65 @@ pub fn head_fingerprint(path: &Path) -> Option<u64> {
         }
     }
     fingerprint(&head[..filled])
+}
+
+/// A gzip-compressed rotated sibling of `path` whose content starts with
+/// the first line `wanted` is the fingerprint of (logrotate's `compress`,
+/// `delaycompress`): its path and its length once decompressed.
+pub fn compressed_copy(path: &Path, wanted: impl Fn(u64) -> bool) -> Option<(PathBuf, u64)> {
+    let (dir, name) = (path.parent()?, path.file_name()?.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "gz")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(name.as_ref()))
+        })
+        .collect();
+    candidates.sort();
+    candidates.into_iter().find_map(|gz| {
+        let len = gzip_len_if(&gz, &wanted).ok()??;
+        Some((gz, len))
+    })
+}
+
+/// The decompressed length of the gzip file at `path`, if the fingerprint
+/// of its content satisfies `wanted` (decompressing no further otherwise).
+fn gzip_len_if(path: &Path, wanted: impl Fn(u64) -> bool) -> io::Result<Option<u64>> {
+    use std::io::Read;
+    let mut unzipped = flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?);
+    let mut head = [0u8; FINGERPRINT_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        match unzipped.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    if !fingerprint(&head[..filled]).is_some_and(wanted) {
+        return Ok(None);
+    }
+    let rest = io::copy(&mut unzipped, &mut io::sink())?;
+    Ok(Some(filled as u64 + rest))
+}
+
+/// The content of the gzip file at `path`, decompressed into an unnamed
+/// temporary file (gone once closed), positioned at its start.
+pub fn decompress(path: &Path) -> io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let mut out = tempfile::tempfile()?;
+    io::copy(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?),
+        &mut out,
+    )?;
+    out.seek(SeekFrom::Start(0))?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -449,7 +449,12 @@ impl Tailer {
         for c in &others {
             self.recover(path, c)?;
         }
-        if first {
+        let reset = first && self.checkpoints.was_reset();
+        if reset {
+            // The checkpoints were lost: every line beside the path may be
+            // undelivered. At least once means reading them all again.
+            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
+        } else if first {
             // Files rotated beside the path after the agent last looked at
             // it (before it stopped) were never seen.
             let updated = self
@@ -464,7 +469,7 @@ impl Tailer {
             }
         }
         let start = start.unwrap_or(
-            if rotated_while_stopped || !first || self.options.from_beginning {
+            if rotated_while_stopped || !first || reset || self.options.from_beginning {
                 0
             } else {
                 len
@@ -512,16 +517,51 @@ impl Tailer {
                     self.checkpoints.mark_finished(c);
                 }
             }
-            None => {
-                tracing::warn!(
-                    "{}: the file read up to offset {} before (inode {}) was not found beside it; lines written to it after that offset, if any, are lost",
-                    path.display(),
-                    c.offset,
-                    c.inode
-                );
-                self.checkpoints.mark_finished(c);
-            }
+            None => self.recover_compressed(path, c)?,
         }
+        Ok(())
+    }
+
+    /// The file checkpoint `c` describes is not beside `path` as it was:
+    /// logrotate may have compressed it (`compress`, `delaycompress`). If it
+    /// was read to its end, nothing is left to do; if lines were written to
+    /// it after the checkpoint, they are read from its decompressed content.
+    /// Only a file found nowhere is reported as possibly lost.
+    fn recover_compressed(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
+        let found = discover::compressed_copy(path, |fp| fingerprint_hex(fp) == c.fingerprint);
+        match found {
+            Some((gz, len)) if len <= c.offset => {
+                tracing::debug!(
+                    "{}: {} holds the file read to its end (offset {}); nothing left to read",
+                    path.display(),
+                    gz.display(),
+                    c.offset
+                );
+            }
+            Some((gz, len)) => {
+                tracing::info!(
+                    "{}: reading {} (compressed since the agent stopped) from offset {} to {len}",
+                    path.display(),
+                    gz.display(),
+                    c.offset
+                );
+                let content = discover::decompress(&gz)?;
+                let mut f = TailedFile::from_file(path, content, c.offset, self.options.max_line)?;
+                f.state = State::Rotated {
+                    last_growth: Instant::now(),
+                };
+                self.files.push(f);
+            }
+            None => tracing::warn!(
+                "{}: the file read up to offset {} before (inode {}) is gone (deleted, or compressed in a format the agent does not read); lines written to it after that offset, if any, were not read",
+                path.display(),
+                c.offset,
+                c.inode
+            ),
+        }
+        // Read to its end, or handed over to the decompressed copy (which
+        // has a checkpoint of its own from now on).
+        self.checkpoints.mark_finished(c);
         Ok(())
     }
 

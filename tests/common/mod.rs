@@ -12,13 +12,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/vectors/NAME`, failing loudly when the contract's vectors are
-/// not beside the repository (they are what proves parity with Python).
+/// `tests/vectors/NAME`: test vectors produced by the real Python
+/// packages (copied from the contract's `shared/vectors/`), which prove
+/// parity with the middleware.
 pub fn vector_file(name: &str) -> PathBuf {
-    let path = repo().join("..").join("shared").join("vectors").join(name);
+    let path = repo().join("tests").join("vectors").join(name);
     assert!(
         path.is_file(),
-        "test vectors {} are missing: the repository must be checked out beside shared/",
+        "test vectors {} are missing",
         path.display()
     );
     path
