@@ -118,6 +118,7 @@ impl LineHandler {
 }
 
 /// One line through one pattern: split, then build the event.
+#[inline]
 fn build(
     builder: &mut EventBuilder,
     line: &[u8],

@@ -239,19 +239,22 @@ fn metrics<'f>(
     let Some(raw) = fields.get(Role::Metrics) else {
         return (Metrics::Empty, None);
     };
-    let mut decoded: Cow<[u8]> = match encoding {
+    let decoded: Cow<[u8]> = match encoding {
         MetricsEncoding::Json => Cow::Borrowed(raw),
         MetricsEncoding::PercentJson => percent_encoding::percent_decode(raw).into(),
     };
-    if std::str::from_utf8(&decoded).is_err() {
-        // Bytes that are not UTF-8 (a header sent in latin-1) become U+FFFD,
-        // as in every other text field, rather than costing the metrics.
-        decoded = Cow::Owned(String::from_utf8_lossy(&decoded).into_owned().into_bytes());
-    }
     if needs_no_sanitising(&decoded) {
         return (Metrics::Verbatim(decoded), None);
     }
-    match serde_json::from_slice::<Value>(&decoded) {
+    let parsed = match serde_json::from_slice::<Value>(&decoded) {
+        // Bytes that are not UTF-8 (a header sent in latin-1) become U+FFFD,
+        // as in every other text field, rather than costing the metrics.
+        Err(_) if std::str::from_utf8(&decoded).is_err() => {
+            serde_json::from_str::<Value>(&String::from_utf8_lossy(&decoded))
+        }
+        parsed => parsed,
+    };
+    match parsed {
         Ok(mut v @ Value::Object(_)) => {
             sanitize::sanitize(&mut v);
             (Metrics::Sanitised(v), None)
@@ -288,7 +291,10 @@ fn needs_no_sanitising(json: &[u8]) -> bool {
     {
         return false;
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok()
+    // IgnoredAny skips strings without checking their UTF-8: `from_str`
+    // makes sure what goes out as written is text.
+    std::str::from_utf8(json)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
 
 /// Appends `n` as 16 lower-case hex digits.

@@ -34,8 +34,16 @@ pub enum Escape {
 
 impl Escape {
     /// The value with escapes undone; borrowed when there was nothing to undo.
+    #[inline]
     pub fn unescape<'a>(self, raw: &'a [u8]) -> Cow<'a, [u8]> {
         if self == Escape::Gunicorn {
+            // The usual value (ASCII, no backslash) in one pass.
+            if !raw
+                .iter()
+                .fold(false, |seen, &b| seen | (b == b'\\') | (b >= 0x80))
+            {
+                return Cow::Borrowed(raw);
+            }
             return match self.unescape_backslashes(raw) {
                 Cow::Borrowed(b) => undo_latin1(b).map_or(Cow::Borrowed(b), Cow::Owned),
                 Cow::Owned(o) => Cow::Owned(undo_latin1(&o).unwrap_or(o)),
@@ -46,21 +54,29 @@ impl Escape {
 
     /// Whether the server could have written `value` (as it appears in the
     /// line, before [`Escape::unescape`]).
+    #[inline]
     pub fn can_write(self, value: &[u8]) -> bool {
+        // Every value of every line goes through here: the checks are
+        // written to run over the whole value without branching per byte
+        // (the compiler vectorises `printable`), with memchr for quotes.
         match self {
             // Every `"`, `\`, control byte and byte >= 0x7f is `\xHH`.
-            Escape::Nginx => value
-                .iter()
-                .all(|b| (0x20..=0x7e).contains(b) && *b != b'"'),
+            Escape::Nginx => value.iter().fold(true, |ok, &b| {
+                ok & (b.wrapping_sub(0x20) < 0x5f) & (b != b'"')
+            }),
             // `"` and `\` are backslash-escaped, unprintable bytes `\xhh`.
             Escape::Apache => {
-                value.iter().all(|b| (0x20..=0x7e).contains(b)) && !has_unescaped_quote(value)
+                let (printable, quote) = value.iter().fold((true, false), |(ok, q), &b| {
+                    (ok & (b.wrapping_sub(0x20) < 0x5f), q | (b == b'"'))
+                });
+                printable && (!quote || !has_unescaped_quote(value))
             }
             // `"` is `\"`; backslashes are not escaped, so a `"` after any
             // number of backslashes is an escaped quote.
-            Escape::Gunicorn => {
-                memchr::memchr_iter(b'"', value).all(|q| q > 0 && value[q - 1] == b'\\')
-            }
+            Escape::Gunicorn => match memchr::memchr(b'"', value) {
+                None => true,
+                Some(_) => memchr::memchr_iter(b'"', value).all(|q| q > 0 && value[q - 1] == b'\\'),
+            },
             Escape::None => true,
         }
     }

@@ -134,9 +134,50 @@ impl Template {
         if !line.starts_with(&self.prefix) {
             return None;
         }
+        // Nearly every line fits at the first occurrence of each literal:
+        // one straight pass. Only a line that does not is cut again with
+        // the search for other readings.
+        if self.fit_first(line, spans) {
+            return Some(());
+        }
         let mut budget = MAX_RETRIES;
         self.fit(line, 0, self.prefix.len(), spans, &mut budget)
             .then_some(())
+    }
+
+    /// Cuts every field at the first occurrence of its literal (the last at
+    /// the final literal): [`Template::fit`]'s first reading, without the
+    /// recursion.
+    fn fit_first(&self, line: &[u8], spans: &mut Spans) -> bool {
+        let mut pos = self.prefix.len();
+        let last = self.fields.len() - 1;
+        for (k, f) in self.fields.iter().enumerate() {
+            let (end, quote_free) = match f.finder.as_ref().filter(|_| k < last) {
+                Some(_) => match find_literal(line, pos, &f.after) {
+                    // Found at the first quote after `pos`: none inside.
+                    Some((i, first)) => (i, first && f.after[0] == b'"'),
+                    None => return false,
+                },
+                None => match line.len().checked_sub(f.after.len()) {
+                    Some(end) if end >= pos && line[end..] == f.after[..] => (end, false),
+                    _ => return false,
+                },
+            };
+            let value = &line[pos..end];
+            // gunicorn's only rule is about quotes: a value without one
+            // needs no look (most values, on the hot path).
+            let valid = if quote_free && self.escape == Escape::Gunicorn {
+                self.valid_shape(f, value)
+            } else {
+                self.valid(f, value)
+            };
+            if !valid {
+                return false;
+            }
+            spans[k] = (pos, end);
+            pos = end + f.after.len();
+        }
+        pos == line.len()
     }
 
     /// Fits fields `k..` to `line[pos..]`, filling their spans.
@@ -203,14 +244,36 @@ impl Template {
     /// wants one, no brackets inside brackets (times never hold them), and
     /// only what the server writes (see [`Escape::can_write`]).
     fn valid(&self, f: &Field, value: &[u8]) -> bool {
+        self.valid_shape(f, value) && (f.numeric || self.escape.can_write(value))
+    }
+
+    /// [`Template::valid`] without the escape mode's rules.
+    fn valid_shape(&self, f: &Field, value: &[u8]) -> bool {
         if f.numeric {
             return value == b"-"
                 || (!value.is_empty() && value.iter().all(|b| b.is_ascii_digit() || *b == b'.'));
         }
-        if f.bracketed && (value.is_empty() || memchr::memchr2(b'[', b']', value).is_some()) {
-            return false;
+        !(f.bracketed && (value.is_empty() || memchr::memchr2(b'[', b']', value).is_some()))
+    }
+}
+
+/// The first occurrence of `literal` in `line` at or after `from`. The
+/// literals of access-log formats are short and start with a byte that is
+/// rare in the value before them (a quote, a bracket, a space after a
+/// field that holds none), so a memchr for that byte and a comparison beat
+/// a general substring search on these 200-byte lines.
+///
+/// Also says whether it is the first occurrence of the literal's first byte
+/// (then the value before it holds no such byte).
+fn find_literal(line: &[u8], from: usize, literal: &[u8]) -> Option<(usize, bool)> {
+    let (&first, rest) = literal.split_first()?;
+    let mut at = from;
+    loop {
+        let i = at + memchr::memchr(first, &line[at..])?;
+        if rest.is_empty() || line[i + 1..].starts_with(rest) {
+            return Some((i, at == from));
         }
-        self.escape.can_write(value)
+        at = i + 1;
     }
 }
 
