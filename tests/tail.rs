@@ -562,3 +562,48 @@ fn logged_during(f: impl FnOnce()) -> String {
     let bytes = buffer.0.lock().unwrap().clone();
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+#[test]
+fn a_copytruncate_copy_compressed_before_the_truncation_was_seen_is_read_from_the_gz() {
+    // The agent reads nothing while the backend is away; meanwhile
+    // copytruncate copied and truncated the log, and the next rotation
+    // (delaycompress) compressed that copy. The unread lines are only in
+    // the .gz now.
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("b", 5));
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("c", 3));
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    gzip(&h.rotated(2));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("d", 2));
+    h.poll(true);
+    assert_exactly_once(&h, &concat(&[("a", 5), ("b", 5), ("c", 3), ("d", 2)]));
+    assert_eq!(h.unstable_ids(), Vec::<String>::new());
+}
+
+#[test]
+fn a_rotated_file_the_read_budget_did_not_reach_is_not_closed_unread() {
+    // After copytruncate and a rename, the copy (many unread lines) comes
+    // before the renamed file in the read order: one poll's budget ends in
+    // the copy. The renamed file was not read at all; it must not count as
+    // "stopped growing" and be closed with its lines unread.
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("b", 2500));
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("c", 3));
+    fs::rename(&log, h.dir.path().join("access.log-renamed")).unwrap();
+    h.append(&log, &lines("d", 2));
+    h.poll(true);
+    assert_exactly_once(&h, &concat(&[("a", 5), ("b", 2500), ("c", 3), ("d", 2)]));
+}

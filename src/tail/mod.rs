@@ -364,8 +364,15 @@ impl Tailer {
             let copy = discover::siblings(&watched)?
                 .into_iter()
                 .find(|s| s.fingerprint == Some(fp) && s.inode != inode && s.len >= offset);
-            if let Some(copy) = copy {
-                self.open_rotated_sibling(&watched, &copy, offset)?;
+            match copy {
+                Some(copy) => self.open_rotated_sibling(&watched, &copy, offset)?,
+                // Rotated again and compressed before the agent saw the
+                // truncation (it reads nothing while the backend is away).
+                None if self.open_compressed_copy(&watched, |x| x == fp, offset)? => {}
+                None => tracing::warn!(
+                    "{}: truncated, and no copy of its content was found beside it (not even compressed); lines written after offset {offset} before the truncation, if any, were not read",
+                    watched.display()
+                ),
             }
         }
         let state = self.files[i].state;
@@ -528,41 +535,55 @@ impl Tailer {
     /// it after the checkpoint, they are read from its decompressed content.
     /// Only a file found nowhere is reported as possibly lost.
     fn recover_compressed(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
-        let found = discover::compressed_copy(path, |fp| fingerprint_hex(fp) == c.fingerprint);
-        match found {
-            Some((gz, len)) if len <= c.offset => {
-                tracing::debug!(
-                    "{}: {} holds the file read to its end (offset {}); nothing left to read",
-                    path.display(),
-                    gz.display(),
-                    c.offset
-                );
-            }
-            Some((gz, len)) => {
-                tracing::info!(
-                    "{}: reading {} (compressed since the agent stopped) from offset {} to {len}",
-                    path.display(),
-                    gz.display(),
-                    c.offset
-                );
-                let content = discover::decompress(&gz)?;
-                let mut f = TailedFile::from_file(path, content, c.offset, self.options.max_line)?;
-                f.state = State::Rotated {
-                    last_growth: Instant::now(),
-                };
-                self.files.push(f);
-            }
-            None => tracing::warn!(
+        let found =
+            self.open_compressed_copy(path, |fp| fingerprint_hex(fp) == c.fingerprint, c.offset)?;
+        if !found {
+            tracing::warn!(
                 "{}: the file read up to offset {} before (inode {}) is gone (deleted, or compressed in a format the agent does not read); lines written to it after that offset, if any, were not read",
                 path.display(),
                 c.offset,
                 c.inode
-            ),
+            );
         }
         // Read to its end, or handed over to the decompressed copy (which
         // has a checkpoint of its own from now on).
         self.checkpoints.mark_finished(c);
         Ok(())
+    }
+
+    /// Looks for a gzip-compressed rotation of `watched` whose content
+    /// starts with the first line `wanted` is the fingerprint of: if it is
+    /// longer than `offset`, reads it from there (decompressed into an
+    /// unnamed temporary file). False when there is no such rotation.
+    fn open_compressed_copy(
+        &mut self,
+        watched: &Path,
+        wanted: impl Fn(u64) -> bool,
+        offset: u64,
+    ) -> io::Result<bool> {
+        let Some((gz, len)) = discover::compressed_copy(watched, wanted) else {
+            return Ok(false);
+        };
+        if len <= offset {
+            tracing::debug!(
+                "{}: {} holds the file read to its end (offset {offset}); nothing left to read",
+                watched.display(),
+                gz.display()
+            );
+            return Ok(true);
+        }
+        tracing::info!(
+            "{}: reading {} (compressed meanwhile) from offset {offset} to {len}",
+            watched.display(),
+            gz.display()
+        );
+        let content = discover::decompress(&gz)?;
+        let mut f = TailedFile::from_file(watched, content, offset, self.options.max_line)?;
+        f.state = State::Rotated {
+            last_growth: Instant::now(),
+        };
+        self.files.push(f);
+        Ok(true)
     }
 
     /// Reads up to `budget` lines in all, handing each to `emit`.
@@ -608,6 +629,7 @@ impl Tailer {
                 continue;
             }
             let mut read_any = false;
+            let mut at_end = false;
             loop {
                 if outcome.lines >= budget {
                     outcome.more = true;
@@ -615,7 +637,10 @@ impl Tailer {
                 }
                 let line = match f.reader.next_line()? {
                     Some(l) => l,
-                    None => break,
+                    None => {
+                        at_end = true;
+                        break;
+                    }
                 };
                 read_any = true;
                 outcome.lines += 1;
@@ -636,7 +661,9 @@ impl Tailer {
             if let State::Rotated { last_growth } = &mut f.state {
                 if read_any {
                     *last_growth = now;
-                } else if now.duration_since(*last_growth) >= self.options.rotate_wait {
+                } else if at_end && now.duration_since(*last_growth) >= self.options.rotate_wait {
+                    // Only a file read to its end is done: one the budget
+                    // did not reach this time still has lines to give.
                     // The server writes no more to it: the held partial
                     // line, if any, is all there is.
                     if let Some(line) = f.reader.take_partial() {
