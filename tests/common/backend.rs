@@ -26,7 +26,7 @@ pub struct Behaviour {
     /// Delay every acknowledgement (a slow backend).
     pub ack_delay: Option<Duration>,
     /// Close the connection, without acknowledging, when this many messages
-    /// in all have arrived (once).
+    /// in all have arrived.
     pub close_at_message: Option<usize>,
     /// Refuse the first N batches with an error reply.
     pub refuse_first: usize,
@@ -45,7 +45,6 @@ pub struct Seen {
     pub handshakes: Mutex<Vec<HashMap<String, String>>>,
     pub behaviour: Mutex<Behaviour>,
     refused: AtomicUsize,
-    closed_once: AtomicUsize,
     delayed_once: AtomicUsize,
 }
 
@@ -194,9 +193,8 @@ where
         let Message::Text(text) = msg else { continue };
         let behaviour = seen.behaviour.lock().unwrap().clone();
         let n = seen.messages.fetch_add(1, Ordering::SeqCst) + 1;
-        if behaviour.close_at_message == Some(n)
-            && seen.closed_once.fetch_add(1, Ordering::SeqCst) == 0
-        {
+        // Message numbers only grow: each setting closes at most once.
+        if behaviour.close_at_message == Some(n) {
             return; // dropped mid-batch, unacknowledged
         }
         let value: Value = match serde_json::from_str(&text) {
