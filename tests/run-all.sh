@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 # Benchmarks run once each as a smoke test (they must keep working)...
 cargo test --benches --locked
-# ...then the unit and integration tests, whose summary ends the output.
-cargo test --lib --bins --tests --locked "$@"
+# ...a short fuzzing run of every target (fuzz/run.sh; longer runs locally)...
+fuzz/run.sh "${CERBERUS_FUZZ_SECONDS:-15}"
+# ...then the unit and integration tests, every test binary even when one
+# fails, whose summary ends the output.
+cargo test --lib --bins --tests --locked --no-fail-fast "$@"
