@@ -40,7 +40,12 @@ impl RunningAgent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line).expect("event is JSON");
+                // A killed agent may leave half a line: the events stop
+                // there (a live agent's bad line shows as missing events).
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    eprintln!("not an event (the agent was killed mid-line?): {line}");
+                    break;
+                };
                 if tx.send(v).is_err() {
                     break;
                 }
