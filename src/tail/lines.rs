@@ -24,6 +24,10 @@ pub struct Line<'a> {
     pub number: u64,
     /// The line was longer than the limit and was cut.
     pub truncated: bool,
+    /// Bytes of this line came from a read made since the previous line
+    /// was handed out (the tailer checks then that the file was not
+    /// truncated under it).
+    pub fresh: bool,
 }
 
 /// Reads lines from `R` with byte offsets and a length limit.
@@ -41,6 +45,8 @@ pub struct LineReader<R> {
     /// Discarding the rest of a line that was cut.
     skipping: bool,
     number: u64,
+    /// A read happened since the last line was handed out.
+    fresh: bool,
 }
 
 impl<R: Read> LineReader<R> {
@@ -57,6 +63,7 @@ impl<R: Read> LineReader<R> {
             max_line,
             skipping: false,
             number: 0,
+            fresh: false,
         }
     }
 
@@ -103,6 +110,7 @@ impl<R: Read> LineReader<R> {
                     end: self.offset,
                     number: self.number,
                     truncated,
+                    fresh: std::mem::take(&mut self.fresh),
                 }));
             }
             let held = self.end - self.start;
@@ -144,6 +152,7 @@ impl<R: Read> LineReader<R> {
             end: self.offset,
             number: self.number,
             truncated: false,
+            fresh: std::mem::take(&mut self.fresh),
         })
     }
 
@@ -164,6 +173,7 @@ impl<R: Read> LineReader<R> {
             end: self.offset,
             number: self.number,
             truncated: true,
+            fresh: std::mem::take(&mut self.fresh),
         }
     }
 
@@ -181,6 +191,7 @@ impl<R: Read> LineReader<R> {
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
+                    self.fresh |= n > 0;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -349,9 +349,12 @@ impl Tailer {
     /// File `i` shrank below our offset, or got a new first line:
     /// copytruncate, or a truncation by hand. It is read again from 0
     /// through the same open file (it may have been renamed since).
-    fn truncated(&mut self, i: usize) -> io::Result<()> {
+    ///
+    /// `at` is where the lines not handed out start, when not the reader's
+    /// offset (a truncation found after a read, see `poll`).
+    fn truncated(&mut self, i: usize, at: Option<u64>) -> io::Result<()> {
         let watched = self.files[i].watched.clone();
-        let offset = self.files[i].reader.offset();
+        let offset = at.unwrap_or(self.files[i].reader.offset());
         let fp = self.files[i].identity.fingerprint;
         tracing::info!(
             "{}: truncated below offset {offset}; reading it again from the start",
@@ -620,11 +623,14 @@ impl Tailer {
             }
         }
         for i in truncated {
-            self.truncated(i)?;
+            self.truncated(i, None)?;
         }
         let mut outcome = PollOutcome::default();
         let now = Instant::now();
-        for f in self.files.iter_mut() {
+        // Files found truncated after a read, and where their lines not
+        // handed out start.
+        let mut torn: Vec<(usize, u64)> = Vec::new();
+        for (i, f) in self.files.iter_mut().enumerate() {
             if f.state == State::Finished {
                 continue;
             }
@@ -642,6 +648,21 @@ impl Tailer {
                         break;
                     }
                 };
+                // The check before reading cannot see a truncation that
+                // happens between it and the read: the read would then
+                // give bytes of the new content at the old offset (a torn
+                // line, then lines out of place). So after every read, and
+                // before any line holding its bytes goes out, the file's
+                // first line must still be the one it was.
+                if line.fresh
+                    && f.identity.fingerprint.is_some()
+                    && FileIdentity::of(&f.head)
+                        .is_ok_and(|id| id.fingerprint != f.identity.fingerprint)
+                {
+                    torn.push((i, line.offset));
+                    outcome.more = true;
+                    break;
+                }
                 read_any = true;
                 outcome.lines += 1;
                 if f.source == 0 {
@@ -679,6 +700,9 @@ impl Tailer {
                     f.state = State::Finished;
                 }
             }
+        }
+        for (i, at) in torn {
+            self.truncated(i, Some(at))?;
         }
         self.update_checkpoints();
         Ok(outcome)
