@@ -1,8 +1,8 @@
 //! Build the backend's event from a parsed line.
 //!
 //! [`EventBuilder`] turns [`Fields`] into the JSON object described in
-//! `../shared/CONTRACT.md` and writes it straight into an output buffer
-//! (no intermediate `serde_json::Value`): the constant part (`api_key`,
+//! the backend contract (`CONTRACT.md` in the shared folder) and writes it
+//! straight into an output buffer (no intermediate `serde_json::Value`): the constant part (`api_key`,
 //! `client_id`, `token`) is encoded once, IPs go through the
 //! [`IpPseudonymiser`], timestamps through a per-second cache. Fields the
 //! middleware cannot know (`status`, `duration_ms`, `bytes_sent`) follow, and

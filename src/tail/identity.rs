@@ -57,10 +57,7 @@ impl FileIdentity {
         let mut h = Sha256::new();
         h.update(b"cerberus-agent stream\0");
         h.update(self.fingerprint.unwrap_or(0).to_le_bytes());
-        let digest = h.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        u64::from_le_bytes(first)
+        first_u64(&h.finalize())
     }
 
     /// A 64-bit number naming this open file among the tailer's files (its
@@ -71,10 +68,7 @@ impl FileIdentity {
         h.update(self.device.to_le_bytes());
         h.update(self.inode.to_le_bytes());
         h.update(self.fingerprint.unwrap_or(0).to_le_bytes());
-        let digest = h.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        u64::from_le_bytes(first)
+        first_u64(&h.finalize())
     }
 }
 
@@ -86,8 +80,12 @@ pub fn fingerprint(head: &[u8]) -> Option<u64> {
         None if head.len() >= FINGERPRINT_BYTES => head,
         None => return None,
     };
-    let digest = Sha256::digest(first_line);
+    Some(first_u64(&Sha256::digest(first_line)))
+}
+
+/// The first 8 bytes of a digest as a number.
+fn first_u64(digest: &[u8]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    Some(u64::from_le_bytes(first))
+    u64::from_le_bytes(first)
 }
