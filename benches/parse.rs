@@ -14,10 +14,10 @@
 
 use std::hint::black_box;
 
-use cerberus_agent::agent::LineHandler;
-use cerberus_agent::config::Secret;
 use cerberus_agent::event::{EventOptions, Identity, LinePosition};
 use cerberus_agent::parse::PatternSet;
+use cerberus_agent::pipeline::LineHandler;
+use cerberus_agent::secret::Secret;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LINES: usize = 8192;
@@ -178,7 +178,7 @@ fn per_pattern(c: &mut Criterion) {
             );
             assert_eq!(
                 o,
-                cerberus_agent::agent::LineOutcome::Event,
+                cerberus_agent::pipeline::LineOutcome::Event,
                 "{name}: {}",
                 String::from_utf8_lossy(line)
             );

@@ -13,8 +13,8 @@ use std::hint::black_box;
 
 use cerberus_agent::event::endpoint::{decode_path, query_params};
 use cerberus_agent::event::push_json_str;
-use cerberus_agent::event::timestamp::{TimestampConverter, TimestampFormat};
 use cerberus_agent::parse::PatternSet;
+use cerberus_agent::parse::timestamp::{TimestampConverter, TimestampFormat};
 use cerberus_agent::pseudonymise::IpPseudonymiser;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use crate::agent::{LineHandler, LineOutcome};
+use crate::config::ConfigError;
 use crate::diagnostics::excerpt;
 use crate::event::{EventOptions, LinePosition};
-use crate::parse::{Pattern, PatternSet, resolve_format};
+use crate::parse::{Format, Pattern, PatternSet};
+use crate::pipeline::{LineHandler, LineOutcome};
 use crate::tail::LineReader;
 
 /// What `check` counted.
@@ -30,15 +31,14 @@ pub struct CheckSummary {
 pub fn check(
     input: impl Read,
     patterns: &mut PatternSet,
-    format: &str,
+    format: &Format,
     options: &EventOptions,
     max_line: usize,
     out: &mut impl Write,
 ) -> anyhow::Result<CheckSummary> {
-    let candidates: Vec<Arc<Pattern>> = if format == "auto" {
-        patterns.iter().cloned().collect()
-    } else {
-        vec![resolve_format(patterns, format).map_err(crate::config::ConfigError::new)?]
+    let candidates: Vec<Arc<Pattern>> = match patterns.resolve(format).map_err(ConfigError::new)? {
+        Some(p) => vec![p],
+        None => patterns.iter().cloned().collect(),
     };
     let mut handlers: Vec<LineHandler> = candidates
         .into_iter()

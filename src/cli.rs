@@ -2,10 +2,20 @@
 //!
 //! Flags override the configuration file and `CERBERUS_*` environment
 //! variables (see [`crate::config`]); only flags that were given take part.
+//! A flag that is a setting serialises under the setting's key (its field
+//! name, or the `rename` beside it); flags that are not settings are
+//! skipped. The key is thus written once, here.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::deliver::backend::Wire;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
 /// Ship web access logs to the Cerberus analytics backend.
 ///
@@ -36,26 +46,30 @@ pub enum Command {
 }
 
 /// Settings shared by every command.
-#[derive(Debug, Args, Default, Clone)]
+#[derive(Debug, Args, Default, Clone, Serialize)]
 pub struct CommonArgs {
     /// Configuration file (TOML). Default: /etc/cerberus/agent.toml if present.
     #[arg(long, value_name = "FILE", env = "CERBERUS_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// A folder of user pattern files (*.toml); repeatable. They add to the
     /// bundled patterns and replace bundled ones of the same name.
     /// Default: /etc/cerberus/patterns.d
     #[arg(long = "pattern-dir", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pattern_dirs: Vec<PathBuf>,
 
     /// Secret key for the HMAC-SHA256 of client IPs. Prefer the config file
     /// or CERBERUS_SECRET_KEY: flags are visible to other users in `ps`.
     #[arg(long, value_name = "KEY", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
 
     /// Send query parameters (sanitised) in `query_params`; by default query
     /// strings are dropped.
     #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
     pub query_params: bool,
 }
 
@@ -76,69 +90,83 @@ pub struct CheckArgs {
 }
 
 /// Running the agent.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Serialize)]
 pub struct RunArgs {
     /// A log file or glob to follow; repeatable.
     #[arg(long = "log", value_name = "PATH")]
+    #[serde(rename = "log", skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
 
     /// The log format: a pattern name (see `cerberus-agent patterns`), a
     /// path to a pattern file, or `auto` to detect it from the first lines.
     #[arg(long, value_name = "NAME|FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
 
     /// The backend's WebSocket URL (wss://… or ws://…).
     #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ws_url: Option<String>,
 
     /// The exchange with the backend: `batch` (default; one acknowledgement
     /// per batch) or `single` (one event per message, as the middleware
     /// sends them; for backends that know only that).
-    #[arg(long, value_name = "batch|single")]
-    pub wire: Option<String>,
+    #[arg(long, value_name = "WIRE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire: Option<Wire>,
 
     /// The API token. Prefer the config file or CERBERUS_TOKEN: flags are
     /// visible to other users in `ps`.
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 
     /// The client id sent in every event.
     #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 
     /// The backend's HTTP URL, from which the secret key is fetched when
     /// none is configured.
     #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_url: Option<String>,
 
     /// Where checkpoints are kept. Default: /var/lib/cerberus-agent
     #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
 
     /// Print events as JSON lines instead of sending them (the default when
     /// no ws_url is configured).
     #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
     pub stdout: bool,
 
     /// Read files that have no checkpoint from their beginning instead of
     /// their end.
     #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
     pub from_beginning: bool,
 
     /// Read the given files to their end, deliver every event, and exit.
     /// Files without a checkpoint are read from their beginning.
     #[arg(long)]
+    #[serde(skip)]
     pub once: bool,
 
     /// Neither resume from nor save checkpoints (for trying the agent out:
     /// every run reads the files afresh).
     #[arg(long)]
+    #[serde(skip)]
     pub no_checkpoints: bool,
 
     /// Longest line kept whole, in bytes; longer lines are cut and counted.
     #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_line_bytes: Option<usize>,
 
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: CommonArgs,
 }

@@ -6,6 +6,11 @@
 //! `CERBERUS_` (`CERBERUS_WS_URL`, `CERBERUS_SECRET_KEY`; lists
 //! comma-separated). Unknown keys and bad values are errors that name the
 //! key; the binary exits with status 2 on them.
+//!
+//! Settings are typed here ([`Format`], [`Scheme`], [`Wire`], durations in
+//! milliseconds); what each component needs is worked out from them once,
+//! in [`crate::plan`]. The flags' layer is the flags themselves, serialised
+//! under their own field names, so a key is named once, in [`crate::cli`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::{CommonArgs, RunArgs};
+pub use crate::deliver::backend::Wire;
+use crate::deliver::backend::batch::BatchLimits;
+pub use crate::parse::Format;
+use crate::secret::Secret;
+use crate::tail::lines::{DEFAULT_MAX_LINE, MAX_LINE_LIMIT};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/cerberus/agent.toml";
@@ -21,27 +31,14 @@ pub const DEFAULT_PATTERN_DIR: &str = "/etc/cerberus/patterns.d";
 /// Where checkpoints live by default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cerberus-agent";
 /// Longest line kept whole by default.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_LINE_BYTES: usize = DEFAULT_MAX_LINE;
 
-/// A value that must never be printed (token, secret key).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
+/// `http` or `https`, for lines that do not log the scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
 }
 
 /// Every setting, after layering.
@@ -53,7 +50,7 @@ pub struct Settings {
     pub log: Vec<String>,
     /// Pattern name, pattern file path, or `auto`.
     #[serde(default = "default_format")]
-    pub format: String,
+    pub format: Format,
     pub ws_url: Option<String>,
     pub token: Option<Secret>,
     pub client_id: Option<String>,
@@ -68,7 +65,7 @@ pub struct Settings {
     pub query_params: bool,
     /// `http` or `https`: overrides the pattern's default scheme for lines
     /// that do not log it.
-    pub default_scheme: Option<String>,
+    pub default_scheme: Option<Scheme>,
     /// Debug logging (`CERBERUS_DEBUG=true|1|yes`, as the middleware reads it).
     #[serde(default)]
     pub debug: bool,
@@ -82,7 +79,7 @@ pub struct Settings {
     pub from_beginning: bool,
     /// The exchange with the backend: `batch` or `single`.
     #[serde(default)]
-    pub wire: crate::send::wire::Wire,
+    pub wire: Wire,
     /// A batch closes at this many events…
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
@@ -115,13 +112,13 @@ pub struct Settings {
 }
 
 fn default_batch_max_events() -> usize {
-    crate::batch::BatchLimits::default().max_events
+    BatchLimits::default().max_events
 }
 fn default_batch_max_bytes() -> usize {
-    crate::batch::BatchLimits::default().max_bytes
+    BatchLimits::default().max_bytes
 }
 fn default_batch_linger_ms() -> u64 {
-    crate::batch::BatchLimits::default().linger.as_millis() as u64
+    BatchLimits::default().linger.as_millis() as u64
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000
@@ -133,8 +130,8 @@ fn default_shutdown_timeout_ms() -> u64 {
     10_000
 }
 
-fn default_format() -> String {
-    "auto".into()
+fn default_format() -> Format {
+    Format::Auto
 }
 fn default_state_dir() -> PathBuf {
     DEFAULT_STATE_DIR.into()
@@ -164,17 +161,8 @@ pub struct Layers {
     pub file: Option<(PathBuf, bool)>,
     /// `CERBERUS_*` variables (the full names).
     pub env: HashMap<String, String>,
-    /// Flags that were given, as key → value.
-    pub flags: Vec<(&'static str, FlagValue)>,
-}
-
-/// A flag's value, typed as the setting it overrides.
-#[derive(Debug, Clone)]
-pub enum FlagValue {
-    Str(String),
-    Bool(bool),
-    Int(u64),
-    List(Vec<String>),
+    /// Flags that were given, by setting key.
+    pub flags: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Environment variables that are not settings keys.
@@ -198,49 +186,16 @@ impl Layers {
             }
             None => None,
         };
-        let mut flags: Vec<(&'static str, FlagValue)> = Vec::new();
-        if !common.pattern_dirs.is_empty() {
-            let dirs = common.pattern_dirs.iter().map(|p| p.display().to_string());
-            flags.push(("pattern_dirs", FlagValue::List(dirs.collect())));
-        }
-        if let Some(k) = &common.secret_key {
-            flags.push(("secret_key", FlagValue::Str(k.clone())));
-        }
-        if common.query_params {
-            flags.push(("query_params", FlagValue::Bool(true)));
-        }
-        if let Some(run) = run {
-            if !run.logs.is_empty() {
-                flags.push(("log", FlagValue::List(run.logs.clone())));
-            }
-            let strings = [
-                ("format", &run.format),
-                ("ws_url", &run.ws_url),
-                ("token", &run.token),
-                ("client_id", &run.client_id),
-                ("backend_url", &run.backend_url),
-            ];
-            for (key, value) in strings {
-                if let Some(v) = value {
-                    flags.push((key, FlagValue::Str(v.clone())));
-                }
-            }
-            if let Some(d) = &run.state_dir {
-                flags.push(("state_dir", FlagValue::Str(d.display().to_string())));
-            }
-            if run.stdout {
-                flags.push(("stdout", FlagValue::Bool(true)));
-            }
-            if run.from_beginning {
-                flags.push(("from_beginning", FlagValue::Bool(true)));
-            }
-            if let Some(n) = run.max_line_bytes {
-                flags.push(("max_line_bytes", FlagValue::Int(n as u64)));
-            }
-            if let Some(w) = &run.wire {
-                flags.push(("wire", FlagValue::Str(w.clone())));
-            }
-        }
+        // Flags serialise under their settings keys, leaving out those not
+        // given (see `crate::cli`); `run` holds `common` flattened.
+        let given = match run {
+            Some(run) => serde_json::to_value(run),
+            None => serde_json::to_value(common),
+        };
+        let flags = match given {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
         Layers { file, env, flags }
     }
 
@@ -275,16 +230,10 @@ impl Layers {
                 .with_list_parse_key("pattern_dirs")
                 .source(Some(env)),
         );
-        for (key, value) in &self.flags {
-            let v: config::Value = match value {
-                FlagValue::Str(s) => s.clone().into(),
-                FlagValue::Bool(b) => (*b).into(),
-                FlagValue::Int(n) => (*n).into(),
-                FlagValue::List(l) => l.clone().into(),
-            };
-            builder = builder
-                .set_override(*key, v)
-                .map_err(|e| ConfigError::new(e.to_string()))?;
+        if !self.flags.is_empty() {
+            let flags = config::Config::try_from(&self.flags)
+                .map_err(|e| ConfigError::new(format!("flags: {e}")))?;
+            builder = builder.add_source(flags);
         }
         let layered = builder
             .build()
@@ -323,17 +272,9 @@ impl Settings {
                 "key `backend_url` is {url:?}: expected a URL starting with https:// or http://"
             )));
         }
-        if let Some(s) = &self.default_scheme
-            && s != "http"
-            && s != "https"
-        {
+        if !(256..=MAX_LINE_LIMIT).contains(&self.max_line_bytes) {
             return Err(ConfigError::new(format!(
-                "key `default_scheme` is {s:?}: expected \"http\" or \"https\""
-            )));
-        }
-        if self.max_line_bytes < 256 {
-            return Err(ConfigError::new(format!(
-                "key `max_line_bytes` is {}: expected at least 256",
+                "key `max_line_bytes` is {}: expected 256 to {MAX_LINE_LIMIT}",
                 self.max_line_bytes
             )));
         }
@@ -349,45 +290,11 @@ impl Settings {
                 )));
             }
         }
-        if self.format.is_empty() {
+        if self.format == Format::Named(String::new()) {
             return Err(ConfigError::new(
                 "key `format` is empty: expected a pattern name, a pattern file, or \"auto\"",
             ));
         }
         Ok(())
-    }
-
-    /// Messages in flight at most.
-    pub fn window(&self) -> usize {
-        self.max_in_flight.unwrap_or(match self.wire {
-            crate::send::wire::Wire::Batch => 8,
-            crate::send::wire::Wire::Single => 256,
-        })
-    }
-
-    /// When batches close.
-    pub fn batch_limits(&self) -> crate::batch::BatchLimits {
-        crate::batch::BatchLimits {
-            max_events: self.batch_max_events,
-            max_bytes: self.batch_max_bytes,
-            linger: std::time::Duration::from_millis(self.batch_linger_ms),
-        }
-    }
-
-    /// What the event builder needs from the settings.
-    pub fn event_options(&self) -> crate::event::EventOptions {
-        crate::event::EventOptions {
-            identity: crate::event::Identity {
-                token: self
-                    .token
-                    .as_ref()
-                    .map(|t| t.expose().to_owned())
-                    .unwrap_or_default(),
-                client_id: self.client_id.clone().unwrap_or_default(),
-            },
-            secret_key: self.secret_key.clone(),
-            query_params: self.query_params,
-            default_https: self.default_scheme.as_deref().map(|s| s == "https"),
-        }
     }
 }

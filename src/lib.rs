@@ -1,27 +1,40 @@
 //! cerberus-agent: ship web access logs to the Cerberus analytics backend.
 //!
-//! The pipeline, one module per stage:
+//! The pipeline, one module per stage, each depending only on those listed
+//! before it:
 //!
-//! - [`tail`]: read log files as lines with byte offsets and file identity;
-//! - [`parse`]: split lines into fields with pattern files ([`parse::PatternSet`]);
+//! - [`tail`]: follow log files through rotation as lines with byte offsets
+//!   and file identity; it owns the checkpoints, moved by acknowledgements;
+//! - [`parse`]: split lines into fields with pattern files
+//!   ([`parse::PatternSet`]), and read their timestamps;
 //! - [`pseudonymise`]: normalise and HMAC client IPs as the middleware does;
 //! - [`event`]: build the backend's event JSON from the fields;
-//! - [`sink`]: deliver events (standard output for now).
+//! - [`pipeline`]: the per-line stage (pattern choice and detection, parse,
+//!   event), shared by the agent and `check`;
+//! - [`deliver`]: where events go and when they count as delivered:
+//!   standard output, or the backend (batches over a WebSocket).
 //!
-//! [`agent`] wires the stages; [`check`] is the `check` command; [`config`]
-//! and [`cli`] hold the settings; [`diagnostics`] counts and reports bad input.
+//! Around them: [`config`] layers the settings and [`plan`] turns them into
+//! each component's options; [`agent`] is the loop that drives the stages;
+//! [`check`] is the `check` command; [`cli`] defines the flags. Leaf modules
+//! everyone may use: [`secret`] (values never printed), [`wake`] (the loop's
+//! coalesced wake-ups), [`diagnostics`] (counters, rate-limited messages).
+//!
+//! Threads: one runs the agent's loop and owns the tailer, the pipeline and
+//! the sink. The sender thread (a small tokio runtime) owns the backend
+//! connection; the inotify thread and the signal thread only wake the loop.
 
 pub mod agent;
-pub mod batch;
 pub mod check;
-pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod diagnostics;
 pub mod event;
 pub mod parse;
+pub mod pipeline;
+pub mod plan;
 pub mod pseudonymise;
-pub mod secret_key;
-pub mod send;
-pub mod sink;
+pub mod secret;
 pub mod tail;
+pub mod wake;

@@ -1,14 +1,19 @@
-//! The `cerberus-agent` binary: parse flags, layer settings, run a command.
-//! All real work lives in the library.
+//! The `cerberus-agent` binary: parse flags, layer settings, make a plan,
+//! install the signal handlers, run a command. All real work lives in the
+//! library.
 
 use std::fs::File;
+use std::io;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
-use cerberus_agent::cli::{Cli, Command};
-use cerberus_agent::config::{Layers, Settings};
-use cerberus_agent::parse::PatternSet;
+use cerberus_agent::cli::{CheckArgs, Cli, Command};
+use cerberus_agent::config::{ConfigError, Layers, Settings};
+use cerberus_agent::parse::{Format, Origin, PatternError};
+use cerberus_agent::plan::{self, Plan, RunMode};
+use cerberus_agent::wake::{Wake, Wakes};
 use cerberus_agent::{agent, check};
 
 /// Exit status for configuration errors.
@@ -30,18 +35,20 @@ fn main() -> ExitCode {
     };
     init_logging(&settings);
     let result = match &cli.command {
-        None => {
-            let mode = agent::RunMode {
+        None => run_agent(
+            &settings,
+            RunMode {
                 once: cli.run.once,
                 no_checkpoints: cli.run.no_checkpoints,
-            };
-            agent::run(&settings, mode).map(|_| ExitCode::SUCCESS)
-        }
+            },
+        ),
         Some(Command::Patterns(_)) => list_patterns(&settings),
         Some(Command::Check(args)) => run_check(&settings, args),
     };
     match result {
         Ok(code) => code,
+        // `cerberus-agent … | head` is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cerberus-agent: {e:#}");
             if is_config_error(&e) {
@@ -53,13 +60,42 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_agent(settings: &Settings, mode: RunMode) -> anyhow::Result<ExitCode> {
+    let plan = Plan::from_settings(settings, mode)?;
+    let wakes = Wakes::new();
+    forward_signals(&wakes)?;
+    agent::run(plan, &wakes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM and SIGINT wake the agent's loop to stop.
+fn forward_signals(wakes: &Wakes) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    let waker = wakes.waker();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                waker.wake(Wake::Shutdown);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Errors in what the operator configured (as opposed to the world) exit 2.
 fn is_config_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<cerberus_agent::config::ConfigError>()
-            .is_some()
-            || c.downcast_ref::<cerberus_agent::parse::PatternError>()
-                .is_some()
+        c.downcast_ref::<ConfigError>().is_some() || c.downcast_ref::<PatternError>().is_some()
     })
 }
 
@@ -77,55 +113,37 @@ fn init_logging(settings: &Settings) {
 }
 
 fn list_patterns(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let set = PatternSet::load(&settings.pattern_dirs)?;
+    let set = plan::load_patterns(settings)?;
     for p in set.iter() {
-        println!(
-            "{:<20} {:<8} {}",
-            p.name,
-            short_origin(&p.origin),
-            p.description
-        );
+        let origin = match &p.origin {
+            Origin::Bundled => "bundled".into(),
+            Origin::File(path) => format!("user ({})", path.display()),
+        };
+        println!("{:<20} {:<8} {}", p.name, origin, p.description);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn short_origin(origin: &cerberus_agent::parse::Origin) -> String {
-    match origin {
-        cerberus_agent::parse::Origin::Bundled => "bundled".into(),
-        cerberus_agent::parse::Origin::File(p) => format!("user ({})", p.display()),
-    }
-}
-
-fn run_check(
-    settings: &Settings,
-    args: &cerberus_agent::cli::CheckArgs,
-) -> anyhow::Result<ExitCode> {
-    let mut set = PatternSet::load(&settings.pattern_dirs)?;
-    let options = settings.event_options();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let summary = match args.file.as_deref() {
+fn run_check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut set = plan::load_patterns(settings)?;
+    let options = plan::event_options(settings);
+    let format = Format::from(args.format.as_str());
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let input: Box<dyn io::Read> = match args.file.as_deref() {
         Some(p) if p.as_os_str() != "-" => {
-            let file =
-                File::open(p).map_err(|e| anyhow::anyhow!("opening {}: {e}", p.display()))?;
-            check::check(
-                file,
-                &mut set,
-                &args.format,
-                &options,
-                settings.max_line_bytes,
-                &mut out,
-            )?
+            Box::new(File::open(p).map_err(|e| anyhow::anyhow!("opening {}: {e}", p.display()))?)
         }
-        _ => check::check(
-            std::io::stdin(),
-            &mut set,
-            &args.format,
-            &options,
-            settings.max_line_bytes,
-            &mut out,
-        )?,
+        _ => Box::new(io::stdin()),
     };
-    std::io::Write::flush(&mut out)?;
+    let summary = check::check(
+        input,
+        &mut set,
+        &format,
+        &options,
+        settings.max_line_bytes,
+        &mut out,
+    )?;
+    io::Write::flush(&mut out)?;
     Ok(if summary.parsed == 0 {
         ExitCode::FAILURE
     } else {

@@ -6,9 +6,9 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use cerberus_agent::agent::{LineHandler, LineOutcome};
 use cerberus_agent::event::{EventOptions, LinePosition};
 use cerberus_agent::parse::PatternSet;
+use cerberus_agent::pipeline::{LineHandler, LineOutcome};
 use serde_json::Value;
 
 const GOOD: &[u8] =

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use cerberus_agent::cli::{CommonArgs, RunArgs};
-use cerberus_agent::config::{Layers, Settings};
+use cerberus_agent::config::{Format, Layers, Settings};
 
 fn settings(file: Option<&str>, env: &[(&str, &str)], run: RunArgs) -> Result<Settings, String> {
     let dir = tempfile::tempdir().unwrap();
@@ -32,7 +32,7 @@ fn file_then_env_then_flags() {
     let s = settings(Some(file), &[], RunArgs::default()).unwrap();
     assert_eq!(s.ws_url.as_deref(), Some("wss://file.example/ws"));
     assert_eq!(s.client_id.as_deref(), Some("from-file"));
-    assert_eq!(s.format, "nginx_json");
+    assert_eq!(s.format, Format::Named("nginx_json".into()));
     assert!(s.query_params);
 
     let env = [
@@ -43,7 +43,8 @@ fn file_then_env_then_flags() {
     assert_eq!(s.ws_url.as_deref(), Some("wss://env.example/ws"));
     assert_eq!(s.client_id.as_deref(), Some("from-env"));
     assert_eq!(
-        s.format, "nginx_json",
+        s.format,
+        Format::Named("nginx_json".into()),
         "file value kept where env is silent"
     );
 
@@ -59,7 +60,7 @@ fn file_then_env_then_flags() {
 #[test]
 fn defaults_when_nothing_is_given() {
     let s = settings(None, &[], RunArgs::default()).unwrap();
-    assert_eq!(s.format, "auto");
+    assert_eq!(s.format, Format::Auto);
     assert_eq!(
         s.state_dir,
         std::path::PathBuf::from("/var/lib/cerberus-agent")
@@ -119,7 +120,7 @@ fn secrets_never_print() {
         RunArgs::default(),
     )
     .unwrap();
-    let shown = format!("{s:?} {:?}", s.event_options());
+    let shown = format!("{s:?} {:?}", cerberus_agent::plan::event_options(&s));
     assert!(!shown.contains("SECRET"), "{shown}");
     assert_eq!(s.token.as_ref().unwrap().expose(), "tok-SECRET-1");
 }

@@ -6,11 +6,11 @@ mod common;
 
 use std::sync::Arc;
 
-use cerberus_agent::agent::{LineHandler, LineOutcome};
-use cerberus_agent::config::Secret;
 use cerberus_agent::event::{EventOptions, Identity, LinePosition};
 use cerberus_agent::parse::PatternSet;
-use cerberus_agent::parse::detect::detect;
+use cerberus_agent::pipeline::detect::detect;
+use cerberus_agent::pipeline::{LineHandler, LineOutcome};
+use cerberus_agent::secret::Secret;
 use chrono::DateTime;
 use serde_json::Value;
 

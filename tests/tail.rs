@@ -455,7 +455,7 @@ fn globs_pick_up_files_that_appear_later() {
         logs: vec![format!("{}/*access.log", dir.path().display())],
         ..quick()
     };
-    let store = cerberus_agent::checkpoint::CheckpointStore::open(state.path()).unwrap();
+    let store = cerberus_agent::tail::CheckpointStore::open(state.path()).unwrap();
     let mut t = cerberus_agent::tail::Tailer::new(options, store);
     t.scan().unwrap();
     fs::write(dir.path().join("shop-access.log"), "s1\n").unwrap();

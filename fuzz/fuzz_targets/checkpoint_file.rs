@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use cerberus_agent::checkpoint::CheckpointStore;
+use cerberus_agent::tail::CheckpointStore;
 use libfuzzer_sys::fuzz_target;
 
 fn state_dir() -> &'static std::path::Path {

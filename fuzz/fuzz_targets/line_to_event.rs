@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cerberus_agent::agent::{LineHandler, LineOutcome};
-use cerberus_agent::config::Secret;
+use cerberus_agent::pipeline::{LineHandler, LineOutcome};
+use cerberus_agent::secret::Secret;
 use cerberus_agent::event::{EventOptions, Identity, LinePosition};
 use cerberus_agent::parse::PatternSet;
 use libfuzzer_sys::fuzz_target;

@@ -11,19 +11,18 @@
 
 pub mod endpoint;
 pub mod sanitize;
-pub mod timestamp;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::Secret;
 use crate::parse::pattern::MetricsEncoding;
+use crate::parse::timestamp::TimestampConverter;
 use crate::parse::{Fields, Pattern, Role};
 use crate::pseudonymise::IpPseudonymiser;
+use crate::secret::Secret;
 use endpoint::{Target, decode_path, query_params};
-use timestamp::TimestampConverter;
 
 /// Who the agent is to the backend; goes into every event.
 #[derive(Clone, Default)]
@@ -128,13 +127,16 @@ impl EventBuilder {
         // Everything that can fail is worked out before anything is written.
         let (method, target) = request_of(fields)?;
         let target = Target::split(target);
+        // A log that keeps the query apart (nginx's `$uri` and `$args`) has
+        // a path without `?` and the query in its own field.
+        let query = target.query.or_else(|| fields.get(Role::Query));
         let now;
         let timestamp: &str = match (&mut self.timestamps, fields.text(Role::Timestamp)) {
             (Some(conv), Some(text)) => conv.convert(&text).map_err(BuildError::BadTimestamp)?,
             // A pattern without a timestamp gets the time it was read, as the
             // middleware stamps the time it handled the request.
             _ => {
-                now = timestamp::isoformat(&chrono::Utc::now());
+                now = crate::parse::timestamp::isoformat(&chrono::Utc::now());
                 &now
             }
         };
@@ -167,11 +169,7 @@ impl EventBuilder {
             Metrics::Empty => out.extend_from_slice(b"{}"),
         }
         out.extend_from_slice(b",\"headers\":null,\"query_params\":");
-        match target
-            .query
-            .filter(|_| self.send_query)
-            .and_then(query_params)
-        {
+        match query.filter(|_| self.send_query).and_then(query_params) {
             Some(v) => push_json_value(out, &v),
             None => out.extend_from_slice(b"null"),
         }

@@ -5,11 +5,11 @@
 //! file with the same name overrides a bundled one. Each [`Pattern`] is
 //! compiled once at start and splits lines into [`Fields`].
 
-pub mod detect;
 pub mod escape;
 pub mod fields;
 pub mod pattern;
 pub mod template;
+pub mod timestamp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,18 +134,74 @@ fn toml_files_in(dir: &Path) -> Result<Vec<PathBuf>, PatternError> {
     Ok(files)
 }
 
-/// Resolves a `--format` value: a known pattern name, or a pattern file to
-/// compile and add. `auto` is not resolved here (see [`detect`]).
-pub fn resolve_format(set: &mut PatternSet, format: &str) -> Result<Arc<Pattern>, String> {
-    if let Some(p) = set.get(format) {
-        return Ok(p);
+/// The `format` setting: which pattern a log is read with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "String")]
+pub enum Format {
+    /// Detect the pattern from the file's first lines.
+    Auto,
+    /// A bundled or user pattern, by name.
+    Named(String),
+    /// A pattern file, compiled at start.
+    File(PathBuf),
+}
+
+impl From<String> for Format {
+    fn from(s: String) -> Self {
+        if s == "auto" {
+            Format::Auto
+        } else if s.contains('/') || s.ends_with(".toml") {
+            Format::File(PathBuf::from(s))
+        } else {
+            Format::Named(s)
+        }
     }
-    let path = Path::new(format);
-    if path.is_file() {
-        return set.add_file(path).map_err(|e| e.to_string());
+}
+
+impl From<&str> for Format {
+    fn from(s: &str) -> Self {
+        Format::from(s.to_owned())
     }
-    Err(format!(
-        "format {format:?} is neither a known pattern nor a pattern file; known patterns: {}, or \"auto\"",
-        set.names().join(", ")
-    ))
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Format::Auto => f.write_str("auto"),
+            Format::Named(n) => f.write_str(n),
+            Format::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl PatternSet {
+    /// The pattern a `Named` or `File` format names (compiling and adding a
+    /// pattern file); `None` for `Auto`, which is decided per file.
+    pub fn resolve(&mut self, format: &Format) -> Result<Option<Arc<Pattern>>, String> {
+        let unknown = |set: &PatternSet, what: &str| {
+            format!(
+                "format {what:?} is neither a known pattern nor a pattern file; known patterns: {}, or \"auto\"",
+                set.names().join(", ")
+            )
+        };
+        match format {
+            Format::Auto => Ok(None),
+            Format::Named(name) => match self.get(name) {
+                Some(p) => Ok(Some(p)),
+                // A pattern file in the working folder, named without a path.
+                None if Path::new(name).is_file() => self
+                    .add_file(Path::new(name))
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                None => Err(unknown(self, name)),
+            },
+            Format::File(path) if path.is_file() => {
+                self.add_file(path).map(Some).map_err(|e| e.to_string())
+            }
+            Format::File(path) => match self.get(&path.display().to_string()) {
+                Some(p) => Ok(Some(p)),
+                None => Err(unknown(self, &path.display().to_string())),
+            },
+        }
+    }
 }

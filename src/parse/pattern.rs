@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::escape::Escape;
 use super::fields::{Fields, Role};
 use super::template::{MAX_FIELDS, Template};
-use crate::event::timestamp::TimestampFormat;
+use super::timestamp::TimestampFormat;
 
 /// Where a pattern came from, for `cerberus-agent patterns` and messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,16 @@
 
 use std::io::{self, Read};
 
-/// How much is read from the file at a time.
+/// How much is read from the file at a time; the buffer's size until a
+/// line longer than this needs more.
 pub const READ_BLOCK: usize = 256 * 1024;
+
+/// Longest line kept whole by default.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// The largest `max_line_bytes` accepted: a buffer per open file may grow
+/// to this.
+pub const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
 
 /// One line, without its newline.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,10 +60,11 @@ pub struct LineReader<R> {
 impl<R: Read> LineReader<R> {
     /// A reader whose first byte is at file offset `offset`.
     pub fn new(inner: R, offset: u64, max_line: usize) -> Self {
-        let max_line = max_line.max(1);
+        let max_line = max_line.clamp(1, MAX_LINE_LIMIT);
         LineReader {
             inner,
-            buf: vec![0; READ_BLOCK.max(max_line + 1)],
+            // Grown in `fill` when a line needs more, up to `max_line + 1`.
+            buf: vec![0; READ_BLOCK],
             start: 0,
             end: 0,
             scanned: 0,
@@ -186,6 +195,14 @@ impl<R: Read> LineReader<R> {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+            if self.end == self.buf.len() {
+                // One line fills the buffer and is shorter than max_line
+                // (`next_line` cuts it otherwise): make room for more of it.
+                let grown = (self.buf.len() * 2)
+                    .min(self.max_line + 1)
+                    .max(self.end + 1);
+                self.buf.resize(grown, 0);
+            }
         }
         loop {
             match self.inner.read(&mut self.buf[self.end..]) {
@@ -204,6 +221,29 @@ impl<R: Read> LineReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_buffer_grows_with_long_lines_not_with_the_limit() {
+        let long = vec![b'a'; 3 * READ_BLOCK];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nshort\n");
+        let mut r = LineReader::new(&input[..], 0, MAX_LINE_LIMIT);
+        assert!(
+            r.buf.len() <= READ_BLOCK,
+            "nothing large is allocated up front"
+        );
+        let first = r.next_line().unwrap().unwrap();
+        assert_eq!(
+            first.bytes,
+            &long[..],
+            "a line longer than a read block stays whole"
+        );
+        assert!(!first.truncated);
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"short");
+
+        let r = LineReader::new(&b""[..], 0, usize::MAX);
+        assert_eq!(r.max_line, MAX_LINE_LIMIT, "the limit is bounded");
+    }
 
     fn collect(input: &[u8], max: usize) -> Vec<(Vec<u8>, u64, u64, bool)> {
         let mut r = LineReader::new(input, 0, max);

@@ -14,6 +14,7 @@
 //! that was rotated while the agent was stopped is looked for among the
 //! rotated siblings of its path and finished from its checkpoint.
 
+pub mod checkpoint;
 pub mod discover;
 pub mod identity;
 pub mod lines;
@@ -29,7 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use identity::FileIdentity;
 pub use lines::{Line, LineReader};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, fingerprint_hex};
+pub use checkpoint::CheckpointStore;
+
+use checkpoint::{Checkpoint, fingerprint_hex};
 use discover::Sibling;
 
 /// How the tailer behaves.
@@ -53,7 +56,7 @@ impl Default for TailOptions {
         TailOptions {
             logs: Vec::new(),
             from_beginning: false,
-            max_line: crate::config::DEFAULT_MAX_LINE_BYTES,
+            max_line: lines::DEFAULT_MAX_LINE,
             rotate_wait: Duration::from_secs(5),
             max_rotated_open: 64,
         }
@@ -201,6 +204,11 @@ impl Tailer {
             last_look: HashMap::new(),
             quiet_rescans: 0,
         }
+    }
+
+    /// Longest line kept whole.
+    pub fn max_line(&self) -> usize {
+        self.options.max_line
     }
 
     /// The folders to watch for changes.

@@ -2,40 +2,27 @@
 //!
 //! Folders are watched rather than files: a folder sees its files being
 //! written, created, renamed and deleted, which covers every way of
-//! rotation. Events are reduced to [`Wake`] messages; the agent's loop
-//! blocks on them, so an idle agent uses no CPU. Access events (opens,
+//! rotation. Events are reduced to [`Wake`] reasons, coalesced by the
+//! [`Waker`] (a burst of writes is one wake-up); the agent's loop blocks on
+//! them, so an idle agent uses no CPU. Access events (opens,
 //! reads, including the agent's own) are ignored, or the agent would wake
 //! itself.
 
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 
-/// Why the agent's loop woke up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// A watched file was written to.
-    Data,
-    /// Files were created, renamed or deleted: scan the paths again.
-    Structure,
-    /// SIGTERM or SIGINT.
-    Shutdown,
-    /// The sender has acknowledgements to hand over.
-    Acked,
-    /// The sender took a batch: there is room to send again.
-    Space,
-}
+use crate::wake::{Wake, Waker};
 
-/// Watches folders and sends [`Wake`]s.
+/// Watches folders and wakes the agent's loop.
 pub struct DirWatcher {
     watcher: notify::RecommendedWatcher,
     watched: Vec<PathBuf>,
 }
 
 impl DirWatcher {
-    pub fn new(tx: Sender<Wake>) -> notify::Result<Self> {
+    pub fn new(waker: Waker) -> notify::Result<Self> {
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let wake = match res {
                 Ok(event) => match event.kind {
@@ -47,7 +34,7 @@ impl DirWatcher {
                 // Queue overflow and the like: a scan finds what was missed.
                 Err(_) => Wake::Structure,
             };
-            let _ = tx.send(wake);
+            waker.wake(wake);
         })?;
         Ok(DirWatcher {
             watcher,

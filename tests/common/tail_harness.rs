@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cerberus_agent::checkpoint::CheckpointStore;
+use cerberus_agent::tail::CheckpointStore;
 use cerberus_agent::tail::{Delivery, TailOptions, Tailer};
 
 pub struct Harness {

@@ -1,6 +1,6 @@
 //! Checkpoints: per file, the offset below which every line is delivered.
 //!
-//! A checkpoint moves only when the sink acknowledges (see [`crate::tail`]);
+//! A checkpoint moves only when the sink acknowledges (see [`super::Tailer`]);
 //! it is the only thing that survives a restart. The store is one JSON file,
 //! `checkpoints.json` in the state folder, replaced atomically (write a temp
 //! file, fsync, rename, fsync the folder) about once a second while things
@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tail::FileIdentity;
+use super::FileIdentity;
 
 /// The store's file name inside the state folder.
 pub const FILE_NAME: &str = "checkpoints.json";

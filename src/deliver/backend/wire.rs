@@ -7,26 +7,28 @@
 
 use serde::Deserialize;
 
-use crate::batch::Batch;
+use super::batch::Batch;
+use crate::deliver::Origin;
 
-/// Which exchange to speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// Which exchange to speak (the `wire` setting, `--wire`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Wire {
+    /// One acknowledgement per batch of events.
     #[default]
     Batch,
+    /// One event per message, as the middleware sends them.
     Single,
-}
-
-impl std::str::FromStr for Wire {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "batch" => Ok(Wire::Batch),
-            "single" => Ok(Wire::Single),
-            other => Err(format!("wire {other:?}: expected \"batch\" or \"single\"")),
-        }
-    }
 }
 
 /// One message's worth of events, waiting for its acknowledgement.
@@ -35,7 +37,7 @@ pub struct Unit {
     /// The events' JSON, comma-separated (one event in `single`).
     pub events: Vec<u8>,
     /// Where each event's line ends, for the checkpoints.
-    pub origins: Vec<crate::batch::Origin>,
+    pub origins: Vec<Origin>,
 }
 
 impl Wire {
@@ -106,7 +108,7 @@ mod tests {
     fn batch_message_wraps_the_events() {
         let unit = Unit {
             events: b"{\"a\":1},{\"b\":2}".to_vec(),
-            origins: vec![(1, 2), (1, 3)],
+            origins: vec![Origin { source: 1, end: 2 }, Origin { source: 1, end: 3 }],
         };
         let m = Wire::Batch.message(&unit, 17);
         let v: serde_json::Value = serde_json::from_str(&m).unwrap();
@@ -117,12 +119,14 @@ mod tests {
 
     #[test]
     fn single_sends_each_event_alone() {
-        let mut b = crate::batch::BatchBuilder::new(crate::batch::BatchLimits {
-            max_events: 2,
-            ..Default::default()
-        });
-        b.push(b"{\"a\":1}", (1, 1));
-        let batch = b.push(b"{\"b\":2}", (1, 2)).unwrap();
+        let mut b = crate::deliver::backend::batch::BatchBuilder::new(
+            crate::deliver::backend::batch::BatchLimits {
+                max_events: 2,
+                ..Default::default()
+            },
+        );
+        b.push(b"{\"a\":1}", Origin { source: 1, end: 1 });
+        let batch = b.push(b"{\"b\":2}", Origin { source: 1, end: 2 }).unwrap();
         let units = Wire::Single.units(batch);
         assert_eq!(units.len(), 2);
         assert_eq!(Wire::Single.message(&units[1], 9), "{\"b\":2}");

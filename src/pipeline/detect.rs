@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use super::{Pattern, PatternSet};
 use crate::diagnostics::excerpt;
 use crate::event::{EventBuilder, EventOptions, LinePosition};
+use crate::parse::{Pattern, PatternSet};
 
 /// How many lines from the start of a file are used to detect its format.
 pub const SAMPLE_LINES: usize = 20;

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use crate::config::Secret;
-use crate::send::redact_url;
+use super::sender::redact_url;
+use crate::secret::Secret;
 
 /// How long one fetch may take (the middleware's 5 s).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);

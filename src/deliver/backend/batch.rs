@@ -8,8 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Where an event's line ends: which file (source id) and at which byte.
-pub type Origin = (u64, u64);
+use crate::deliver::Origin;
 
 /// When a batch closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +112,10 @@ impl BatchBuilder {
 mod tests {
     use super::*;
 
+    fn o(source: u64, end: u64) -> Origin {
+        Origin { source, end }
+    }
+
     #[test]
     fn closes_at_count_bytes_or_time() {
         let mut b = BatchBuilder::new(BatchLimits {
@@ -120,17 +123,17 @@ mod tests {
             max_bytes: 20,
             linger: Duration::from_millis(50),
         });
-        assert!(b.push(b"{\"a\":1}", (1, 10)).is_none());
-        assert!(b.push(b"{\"a\":2}", (1, 20)).is_none());
-        let full = b.push(b"{}", (1, 30)).expect("three events close it");
+        assert!(b.push(b"{\"a\":1}", o(1, 10)).is_none());
+        assert!(b.push(b"{\"a\":2}", o(1, 20)).is_none());
+        let full = b.push(b"{}", o(1, 30)).expect("three events close it");
         assert_eq!(full.body, b"{\"a\":1},{\"a\":2},{}");
         assert_eq!(full.event(1), b"{\"a\":2}");
-        assert_eq!(full.origins, vec![(1, 10), (1, 20), (1, 30)]);
+        assert_eq!(full.origins, vec![o(1, 10), o(1, 20), o(1, 30)]);
 
-        let big = b.push(&[b'x'; 25], (2, 5)).expect("bytes close it");
+        let big = b.push(&[b'x'; 25], o(2, 5)).expect("bytes close it");
         assert_eq!(big.len(), 1);
 
-        b.push(b"{}", (3, 1));
+        b.push(b"{}", o(3, 1));
         assert!(b.close_if_due(Instant::now(), false).is_none());
         let later = Instant::now() + Duration::from_millis(60);
         assert_eq!(b.close_if_due(later, false).map(|x| x.len()), Some(1));

@@ -1,15 +1,34 @@
-//! The backend sink: events into batches, batches to the [`Sender`].
+//! The backend: events into batches, batches over a WebSocket, and the
+//! secret key fetched from the backend's HTTP API.
+//!
+//! [`BackendSink`] is the agent's [`EventSink`] for the backend: it closes
+//! batches ([`batch`]) and offers them to the [`Sender`] thread
+//! ([`sender`]), which delivers them on a [`connection`] in the exchange the
+//! `wire` setting names ([`wire`]), over TLS for `wss://` ([`tls`]).
+//! Failures are [`SendError`]s, retried by reconnecting. [`secret_key`]
+//! fetches the key the client IPs are hashed with.
+
+pub mod batch;
+mod connection;
+pub mod error;
+pub mod secret_key;
+pub mod sender;
+pub mod tls;
+pub mod wire;
+
+pub use error::SendError;
+pub use sender::{Sender, SenderConfig, redact_url};
+pub use wire::Wire;
 
 use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use super::EventSink;
-use crate::batch::{Batch, BatchBuilder, BatchLimits, Origin};
-use crate::send::Sender;
+use super::{EventSink, Origin};
+use batch::{Batch, BatchBuilder, BatchLimits};
 
 /// Batches events and hands them to the sender thread.
-pub struct WebSocketSink {
+pub struct BackendSink {
     builder: BatchBuilder,
     sender: Sender,
     /// Closed batches the sender's queue had no room for yet.
@@ -17,9 +36,9 @@ pub struct WebSocketSink {
     closed: bool,
 }
 
-impl WebSocketSink {
+impl BackendSink {
     pub fn new(limits: BatchLimits, sender: Sender) -> Self {
-        WebSocketSink {
+        BackendSink {
             builder: BatchBuilder::new(limits),
             sender,
             waiting: VecDeque::new(),
@@ -38,7 +57,7 @@ impl WebSocketSink {
     }
 }
 
-impl EventSink for WebSocketSink {
+impl EventSink for BackendSink {
     fn push(&mut self, event: &[u8], origin: Origin) -> io::Result<()> {
         if let Some(batch) = self.builder.push(event, origin) {
             self.waiting.push_back(batch);
@@ -47,10 +66,8 @@ impl EventSink for WebSocketSink {
         Ok(())
     }
 
-    fn flush(&mut self, now: Instant, all: bool) -> io::Result<()> {
-        // Clears the sender's wake-up flag too: room freed later wakes us.
-        self.sender.rearm();
-        if let Some(batch) = self.builder.close_if_due(now, all) {
+    fn flush(&mut self, now: Instant) -> io::Result<()> {
+        if let Some(batch) = self.builder.close_if_due(now, false) {
             self.waiting.push_back(batch);
         }
         self.offer_waiting();

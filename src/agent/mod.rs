@@ -1,0 +1,367 @@
+//! The agent: the loop that drives tail → pipeline → deliver and moves
+//! checkpoints by acknowledgements.
+//!
+//! [`run`] takes a [`Plan`] and the loop's [`Wakes`] (the caller installs
+//! signal handlers that wake it; tests wake it themselves), decides the
+//! secret key, builds the sink, and runs an [`Agent`] to the end.
+//! [`Agent::start`] takes any [`EventSink`], so tests drive the whole agent
+//! in-process with a sink of their own.
+//!
+//! One thread runs the loop and owns the tailer, the pipeline and the sink;
+//! the sender (with a backend), the file watcher and the signal thread only
+//! wake it. The loop reads while the sink has room, hands acknowledgements
+//! to the tailer, saves checkpoints about once a second, and sleeps when
+//! there is nothing to read. At a stop it drains: reads no more and waits
+//! (up to `shutdown_timeout_ms`) for what is in flight.
+
+mod key;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::deliver::{BackendSink, EventSink, Origin, StdoutSink};
+use crate::diagnostics::Counters;
+use crate::pipeline::Pipeline;
+use crate::plan::{Delivery, Plan};
+use crate::tail::watch::DirWatcher;
+use crate::tail::{self, CheckpointStore, Delivery as LineDelivery, Tailer};
+use crate::wake::{Wake, WakeSet, Wakes};
+use key::KeyDecision;
+
+/// Lines read per file before the loop delivers and acknowledges.
+const POLL_BUDGET: usize = 8192;
+/// How often the watched paths are scanned even without inotify events.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How often changed checkpoints are saved.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a run did, for the final message and the exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub lines_read: u64,
+    pub events: u64,
+    pub lines_failed: u64,
+    /// Events the sink acknowledged.
+    pub acknowledged: u64,
+    /// Events handed to the sink and not acknowledged when the agent
+    /// stopped (sent again at the next start).
+    pub unacknowledged: u64,
+}
+
+/// Runs the agent until the files are read and delivered (`once`), or
+/// until a [`Wake::Shutdown`].
+pub fn run(plan: Plan, wakes: &Wakes) -> anyhow::Result<Report> {
+    let mut plan = plan;
+    // No IP is pseudonymised, and no event built, before the key decision.
+    plan.event.secret_key = match key::decide(&plan.key, wakes) {
+        KeyDecision::Key(key) => Some(key),
+        KeyDecision::Plain => None,
+        KeyDecision::Stopped => return Ok(Report::default()),
+    };
+    if plan.event.secret_key.is_none() {
+        tracing::warn!(
+            "no secret_key configured: client IPs go out in plain text (set secret_key, or backend_url to fetch it)"
+        );
+    }
+    let sink: Box<dyn EventSink> = match &plan.delivery {
+        Delivery::Stdout => Box::new(StdoutSink::new()),
+        Delivery::Backend { sender, batches } => {
+            let sender = crate::deliver::backend::Sender::spawn((**sender).clone(), wakes.waker())
+                .context("starting the sender thread")?;
+            Box::new(BackendSink::new(*batches, sender))
+        }
+    };
+    Agent::start(plan, sink, wakes)?.run()
+}
+
+/// Where the loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and delivering.
+    Running,
+    /// Not reading any more; waiting for what is in flight (until a time,
+    /// at shutdown; for ever with `--once`).
+    Draining { until: Option<Instant> },
+}
+
+/// The running agent: its components and the loop's state.
+pub struct Agent<'w> {
+    tailer: Tailer,
+    pipeline: Pipeline,
+    sink: Box<dyn EventSink>,
+    /// `None` with `--once`: nothing is followed.
+    watcher: Option<DirWatcher>,
+    wakes: &'w Wakes,
+    phase: Phase,
+    once: bool,
+    shutdown_timeout: Duration,
+    last_scan: Instant,
+    last_save: Instant,
+    acks: Vec<Origin>,
+    /// Events pushed into the sink, and acknowledged by it.
+    pushed: u64,
+    acknowledged: u64,
+    /// The sink failed: the agent must stop.
+    fatal: Option<anyhow::Error>,
+}
+
+impl<'w> Agent<'w> {
+    /// Opens the checkpoints, finds the files, and chooses their patterns.
+    /// The plan's event options must hold the decided secret key.
+    pub fn start(plan: Plan, sink: Box<dyn EventSink>, wakes: &'w Wakes) -> anyhow::Result<Self> {
+        let checkpoints = match &plan.state_dir {
+            None => CheckpointStore::disabled(),
+            Some(dir) => CheckpointStore::open(dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (choose another folder with --state-dir, or run with --no-checkpoints)"
+                )
+            })?,
+        };
+        let logs = plan.tail.logs.clone();
+        let mut tailer = Tailer::new(plan.tail, checkpoints);
+        let mut watcher = match plan.once {
+            true => None,
+            false => Some(
+                DirWatcher::new(wakes.waker()).context("starting the file watcher (inotify)")?,
+            ),
+        };
+        tailer.scan()?;
+        if let Some(w) = &mut watcher {
+            for (dir, e) in w.watch(&tailer.watch_dirs()) {
+                tracing::warn!(
+                    "cannot watch {} ({e}); relying on the periodic scan",
+                    dir.display()
+                );
+            }
+        }
+        let max_line = tailer.max_line();
+        let mut pipeline = Pipeline::new(plan.patterns, plan.fixed_pattern, plan.event, max_line);
+        // The files there now must have a known format: a wrong guess is an
+        // error the operator sees at once, not a stream of failed lines.
+        for value in &logs {
+            for path in tail::discover::expand(value) {
+                let has_lines = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+                if has_lines {
+                    pipeline.choose_pattern(&path)?;
+                }
+            }
+        }
+        Ok(Agent {
+            tailer,
+            pipeline,
+            sink,
+            watcher,
+            wakes,
+            phase: Phase::Running,
+            once: plan.once,
+            shutdown_timeout: plan.shutdown_timeout,
+            last_scan: Instant::now(),
+            last_save: Instant::now(),
+            acks: Vec::new(),
+            pushed: 0,
+            acknowledged: 0,
+            fatal: None,
+        })
+    }
+
+    /// Runs the loop to its end and saves the checkpoints.
+    pub fn run(mut self) -> anyhow::Result<Report> {
+        loop {
+            let more = self.step()?;
+            if self.drained()? {
+                break;
+            }
+            if more && self.phase == Phase::Running {
+                continue;
+            }
+            let woken = self.wait();
+            if woken.contains(Wake::Shutdown) {
+                if self.phase != Phase::Running {
+                    // A second signal: stop waiting.
+                    break;
+                }
+                self.begin_drain(Some(self.shutdown_timeout));
+            }
+            if self.phase == Phase::Running {
+                self.scan(woken.contains(Wake::Structure))?;
+            }
+        }
+        Ok(self.finish())
+    }
+
+    /// One round: read what the sink has room for, send what is due, take
+    /// acknowledgements, save checkpoints when due. True when there is more
+    /// to read at once.
+    fn step(&mut self) -> anyhow::Result<bool> {
+        let mut more = false;
+        let mut read_to_end = false;
+        if self.phase == Phase::Running && !self.sink.is_full() {
+            more = self.read()?;
+            read_to_end = !more;
+        }
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        self.sink
+            .flush(Instant::now())
+            .context("delivering events")?;
+        self.take_acks();
+        if self.tailer.checkpoints_dirty() && self.last_save.elapsed() >= SAVE_EVERY {
+            self.save_checkpoints(false);
+            self.last_save = Instant::now();
+        }
+        if self.phase == Phase::Running
+            && self.once
+            && read_to_end
+            && !self.tailer.has_rotated_files()
+            && !self.sink.is_full()
+        {
+            self.begin_drain(None);
+        }
+        Ok(more)
+    }
+
+    /// Hands lines from the tailer through the pipeline into the sink.
+    fn read(&mut self) -> anyhow::Result<bool> {
+        let Agent {
+            tailer,
+            pipeline,
+            sink,
+            fatal,
+            pushed,
+            ..
+        } = self;
+        let outcome = tailer.poll(POLL_BUDGET, &mut |tailed| {
+            if fatal.is_some() {
+                return LineDelivery::Pending;
+            }
+            let Some(event) = pipeline.line(&tailed) else {
+                return LineDelivery::Done;
+            };
+            let origin = Origin {
+                source: tailed.source,
+                end: tailed.line.end,
+            };
+            if let Err(e) = sink.push(event, origin) {
+                *fatal = Some(anyhow::Error::new(e).context("delivering events"));
+            }
+            *pushed += 1;
+            LineDelivery::Pending
+        })?;
+        Ok(outcome.more)
+    }
+
+    /// Moves what the sink acknowledged into the tailer and its checkpoints.
+    fn take_acks(&mut self) {
+        self.sink.take_acks(&mut self.acks);
+        self.acknowledged += self.acks.len() as u64;
+        for origin in self.acks.drain(..) {
+            self.tailer.acknowledge(origin.source, origin.end);
+        }
+        self.tailer.update_checkpoints();
+    }
+
+    /// Stops reading; waits for what is in flight, for at most `grace`.
+    fn begin_drain(&mut self, grace: Option<Duration>) {
+        if grace.is_some() {
+            tracing::info!("shutting down: delivering what is in flight and saving checkpoints");
+        }
+        self.phase = Phase::Draining {
+            until: grace.map(|g| Instant::now() + g),
+        };
+    }
+
+    /// While draining: whether everything is delivered, or the time is up.
+    fn drained(&mut self) -> anyhow::Result<bool> {
+        let Phase::Draining { until } = self.phase else {
+            return Ok(false);
+        };
+        self.sink.close().context("delivering events")?;
+        if self.sink.is_finished() {
+            self.take_acks();
+            return Ok(true);
+        }
+        if until.is_some_and(|t| Instant::now() >= t) {
+            tracing::warn!(
+                "shutdown: gave up waiting for acknowledgements after {} ms; unacknowledged lines are sent again at the next start",
+                self.shutdown_timeout.as_millis()
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Sleeps until something happens or something is due. While draining
+    /// nothing is scanned: the loop waits for acknowledgements only.
+    fn wait(&self) -> WakeSet {
+        let mut timeout = match self.phase {
+            Phase::Running => RESCAN_EVERY.saturating_sub(self.last_scan.elapsed()),
+            Phase::Draining { .. } => SAVE_EVERY,
+        };
+        if self.tailer.checkpoints_dirty() || self.tailer.has_rotated_files() || self.sink.is_full()
+        {
+            timeout = timeout.min(SAVE_EVERY);
+        }
+        if let Some(d) = self.sink.deadline() {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        if let Phase::Draining { until: Some(t) } = self.phase {
+            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        }
+        self.wakes.wait(timeout)
+    }
+
+    /// Looks at the watched paths: at once when files were created,
+    /// renamed or deleted (`structure`), else every [`RESCAN_EVERY`].
+    fn scan(&mut self, structure: bool) -> anyhow::Result<()> {
+        if !structure && self.last_scan.elapsed() < RESCAN_EVERY {
+            return Ok(());
+        }
+        if structure {
+            self.tailer.scan()?;
+        } else {
+            self.tailer.rescan()?;
+        }
+        if let Some(w) = &mut self.watcher {
+            w.watch(&self.tailer.watch_dirs());
+        }
+        self.last_scan = Instant::now();
+        Ok(())
+    }
+
+    fn save_checkpoints(&mut self, force: bool) {
+        if let Err(e) = self.tailer.save_checkpoints(force) {
+            tracing::error!("cannot save checkpoints: {e}");
+        }
+    }
+
+    /// Saves the checkpoints for the last time and says what was done.
+    fn finish(mut self) -> Report {
+        self.tailer.update_checkpoints();
+        self.save_checkpoints(true);
+        for (path, bytes) in self.tailer.partial_lines() {
+            tracing::info!(
+                "{}: ends with an incomplete line ({bytes} bytes); it is read once its newline is written",
+                path.display()
+            );
+        }
+        let reporter = self.pipeline.reporter();
+        reporter.flush_suppressed();
+        let c = &reporter.counters;
+        let report = Report {
+            lines_read: Counters::get(&c.lines_read),
+            events: Counters::get(&c.events),
+            lines_failed: Counters::get(&c.lines_failed),
+            acknowledged: self.acknowledged,
+            unacknowledged: self.pushed.saturating_sub(self.acknowledged),
+        };
+        tracing::info!(
+            "done: {} lines read, {} events, {} failed",
+            report.lines_read,
+            report.events,
+            report.lines_failed
+        );
+        report
+    }
+}

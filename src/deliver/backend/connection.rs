@@ -1,0 +1,279 @@
+//! One WebSocket connection to the backend and the window of messages in
+//! flight on it.
+//!
+//! [`Outbox`] outlives connections: the units the agent handed over and the
+//! backend has not acknowledged, oldest first. A [`Connection`] sends them
+//! (up to the window), matches acknowledgements in order, and pops what is
+//! acknowledged; when it ends with an error, the next connection sends the
+//! rest again from the oldest.
+
+use std::collections::VecDeque;
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::batch::Batch;
+use super::error::SendError;
+use super::sender::SenderConfig;
+use super::wire::{self, Reply, Unit, Wire};
+use crate::deliver::Origin;
+use crate::wake::{Wake, Waker};
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The sender's work, across connections.
+pub(super) struct Outbox {
+    /// Units taken from the queue and not acknowledged, oldest first.
+    pending: VecDeque<Unit>,
+    queue: mpsc::Receiver<Batch>,
+    /// The agent closed the queue: nothing more will come.
+    closed: bool,
+    acks: std_mpsc::Sender<Vec<Origin>>,
+    waker: Waker,
+    /// Events acknowledged so far.
+    pub acked: u64,
+}
+
+impl Outbox {
+    pub fn new(
+        queue: mpsc::Receiver<Batch>,
+        acks: std_mpsc::Sender<Vec<Origin>>,
+        waker: Waker,
+    ) -> Self {
+        Outbox {
+            pending: VecDeque::new(),
+            queue,
+            closed: false,
+            acks,
+            waker,
+            acked: 0,
+        }
+    }
+
+    /// Everything handed over is acknowledged and nothing more will come.
+    pub fn is_done(&self) -> bool {
+        self.closed && self.pending.is_empty()
+    }
+
+    pub fn unacknowledged(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The oldest unit is acknowledged: its origins go back to the agent.
+    fn acknowledge_oldest(&mut self) {
+        if let Some(unit) = self.pending.pop_front() {
+            self.acked += unit.origins.len() as u64;
+            let _ = self.acks.send(unit.origins);
+            self.waker.wake(Wake::Acked);
+        }
+    }
+}
+
+/// An open connection and what is in flight on it.
+pub(super) struct Connection<'c> {
+    config: &'c SenderConfig,
+    sink: SplitSink<Ws, Message>,
+    stream: SplitStream<Ws>,
+    /// The sequence number of the last message sent on this connection.
+    seq: u64,
+    /// The first `in_flight.len()` units of the outbox are sent on this
+    /// connection, with their sequence numbers and when they went out.
+    in_flight: VecDeque<(u64, Instant)>,
+    last_heard: Instant,
+}
+
+impl<'c> Connection<'c> {
+    /// Connects and completes the WebSocket handshake (TLS for `wss://`).
+    pub async fn open(config: &'c SenderConfig) -> Result<Self, SendError> {
+        let request = handshake_request(config)?;
+        let connector = match &config.tls {
+            Some(tls) if config.url.starts_with("wss://") => Connector::Rustls(tls.clone()),
+            _ => Connector::Plain,
+        };
+        let ws_config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+        let attempt = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config),
+            true,
+            Some(connector),
+        );
+        let ws = match tokio::time::timeout(config.connect_timeout, attempt).await {
+            Err(_) => {
+                return Err(SendError::ConnectTimeout(
+                    config.connect_timeout.as_millis(),
+                ));
+            }
+            Ok(result) => result?.0,
+        };
+        let (sink, stream) = ws.split();
+        Ok(Connection {
+            config,
+            sink,
+            stream,
+            seq: 0,
+            in_flight: VecDeque::new(),
+            last_heard: Instant::now(),
+        })
+    }
+
+    /// Delivers the outbox until the agent closed it and everything is
+    /// acknowledged (`Ok`), or the connection fails.
+    pub async fn deliver(&mut self, outbox: &mut Outbox) -> Result<(), SendError> {
+        let mut ping = tokio::time::interval(self.config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            self.send_window(&outbox.pending).await?;
+            if outbox.is_done() {
+                let _ = self.sink.send(Message::Close(None)).await;
+                return Ok(());
+            }
+            let deadline = self
+                .in_flight
+                .front()
+                .map(|(_, sent)| tokio::time::Instant::from_std(*sent + self.config.ack_timeout));
+            let room = !outbox.closed && outbox.pending.len() < self.config.window;
+            tokio::select! {
+                message = self.stream.next() => {
+                    self.last_heard = Instant::now();
+                    if self.is_acknowledgement(message)? {
+                        self.in_flight.pop_front();
+                        outbox.acknowledge_oldest();
+                    }
+                }
+                batch = outbox.queue.recv(), if room => match batch {
+                    Some(b) => {
+                        outbox.pending.extend(self.config.wire.units(b));
+                        outbox.waker.wake(Wake::Space);
+                    }
+                    None => outbox.closed = true,
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let seq = self.in_flight.front().map(|(s, _)| *s).unwrap_or_default();
+                    return Err(SendError::AckTimeout { seq, ms: self.config.ack_timeout.as_millis() });
+                }
+                _ = ping.tick() => self.keep_alive().await?,
+            }
+        }
+    }
+
+    /// Queues every message the window allows, then writes them out with
+    /// one flush: one system call for many small messages.
+    async fn send_window(&mut self, pending: &VecDeque<Unit>) -> Result<(), SendError> {
+        let mut queued = false;
+        while self.in_flight.len() < self.config.window && self.in_flight.len() < pending.len() {
+            self.seq += 1;
+            let text = self
+                .config
+                .wire
+                .message(&pending[self.in_flight.len()], self.seq);
+            self.sink.feed(Message::text(text)).await?;
+            self.in_flight.push_back((self.seq, Instant::now()));
+            queued = true;
+        }
+        if queued {
+            self.sink.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `message` acknowledges the oldest message in flight; an
+    /// error when it ends the connection.
+    fn is_acknowledgement(
+        &self,
+        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<bool, SendError> {
+        let text = match message {
+            Some(Ok(Message::Text(t))) => t.to_string(),
+            Some(Ok(Message::Binary(b))) if self.config.wire == Wire::Single => {
+                String::from_utf8_lossy(&b).into_owned()
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame
+                    .map(|f| format!(" (code {} {})", u16::from(f.code), f.reason))
+                    .unwrap_or_default();
+                return Err(SendError::Closed(why));
+            }
+            Some(Ok(_)) => return Ok(false),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(SendError::Closed(String::new())),
+        };
+        let oldest = self.in_flight.front().map(|(seq, _)| *seq);
+        match self.config.wire {
+            // The middleware's exchange: any reply acknowledges the oldest
+            // message in flight.
+            Wire::Single => Ok(oldest.is_some()),
+            Wire::Batch => match wire::parse_reply(&text) {
+                Reply::Ack(n) => match oldest {
+                    Some(expected) if expected == n => Ok(true),
+                    Some(expected) if n > expected => {
+                        Err(SendError::AckOutOfOrder { got: n, expected })
+                    }
+                    _ => Ok(false),
+                },
+                Reply::Error { seq, message } => Err(SendError::BatchRefused {
+                    seq: seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    message,
+                }),
+                Reply::Unknown(t) => {
+                    tracing::debug!("ignoring a reply that is not an acknowledgement: {t}");
+                    Ok(false)
+                }
+            },
+        }
+    }
+
+    /// Pings the backend; a backend silent for three periods is dead.
+    async fn keep_alive(&mut self) -> Result<(), SendError> {
+        let silent = self.last_heard.elapsed();
+        if silent > self.config.ping_interval * 3 {
+            return Err(SendError::Silent(silent.as_secs()));
+        }
+        self.sink.send(Message::Ping(Bytes::new())).await?;
+        Ok(())
+    }
+}
+
+/// The handshake request with the token and client id headers.
+fn handshake_request(
+    config: &SenderConfig,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, SendError> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(SendError::BadUrl)?;
+    let headers = request.headers_mut();
+    if let Some(token) = &config.token {
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| SendError::BadToken)?;
+        headers.insert("Authorization", bearer);
+        let key = HeaderValue::from_str(token.expose()).map_err(|_| SendError::BadToken)?;
+        headers.insert("X-API-Key", key);
+    }
+    if let Some(id) = &config.client_id
+        && let Ok(v) = HeaderValue::from_str(id)
+    {
+        headers.insert("X-Client-Id", v);
+    }
+    headers.insert(
+        "User-Agent",
+        HeaderValue::from_static(concat!("cerberus-agent/", env!("CARGO_PKG_VERSION"))),
+    );
+    Ok(request)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,219 @@
+//! The sender thread: delivers batches over a WebSocket that reconnects by
+//! itself.
+//!
+//! [`Sender`] is the agent's handle on a thread running a small tokio
+//! runtime. The agent's loop offers it closed [`Batch`]es through a bounded
+//! queue (when the queue is full the agent stops reading: the log file is
+//! the buffer, not memory). The thread keeps a window of messages in flight
+//! on one [`Connection`], matches acknowledgements in order, and hands the
+//! acknowledged events' origins back, waking the agent's loop, which moves
+//! the checkpoints. A missing acknowledgement, a silent peer, an error
+//! reply or a closed connection means: reconnect with exponential backoff
+//! and jitter, and send again everything not acknowledged (at least once;
+//! `event_id` lets the backend drop repeats).
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::mpsc;
+
+use super::batch::Batch;
+use super::connection::{Connection, Outbox};
+use super::wire::Wire;
+use crate::deliver::Origin;
+use crate::secret::Secret;
+use crate::wake::{Wake, Waker};
+
+/// How the sender talks to the backend.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub url: String,
+    pub token: Option<Secret>,
+    pub client_id: Option<String>,
+    pub wire: Wire,
+    /// Messages in flight before waiting for acknowledgements.
+    pub window: usize,
+    /// A message not acknowledged within this means reconnect and resend.
+    pub ack_timeout: Duration,
+    /// Keep-alive ping period; a peer silent for three periods is dead.
+    pub ping_interval: Duration,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// For `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl SenderConfig {
+    /// The URL without user info or query, safe for messages (a token in
+    /// the query string must not reach the log).
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `scheme://host[:port]/path` of a URL.
+pub fn redact_url(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map(|(_, host)| host).unwrap_or(rest);
+            format!("{scheme}://{rest}")
+        }
+        None => no_query.to_owned(),
+    }
+}
+
+/// The agent's side of the sender.
+pub struct Sender {
+    queue: Option<mpsc::Sender<Batch>>,
+    acks: std_mpsc::Receiver<Vec<Origin>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Closed batches the queue holds at most (beyond those in flight).
+const QUEUE_BATCHES: usize = 2;
+
+impl Sender {
+    /// Starts the sender thread; it wakes the agent's loop through `waker`
+    /// when acknowledgements arrive or the queue has room.
+    pub fn spawn(config: SenderConfig, waker: Waker) -> std::io::Result<Self> {
+        let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BATCHES);
+        let (ack_tx, ack_rx) = std_mpsc::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("sender".into())
+            .spawn(move || {
+                let finished = waker.clone();
+                let outbox = Outbox::new(queue_rx, ack_tx, waker);
+                runtime.block_on(run(config, outbox));
+                // The agent may be waiting for exactly this (draining at exit).
+                finished.wake(Wake::Space);
+            })?;
+        Ok(Sender {
+            queue: Some(queue_tx),
+            acks: ack_rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Offers a batch; gives it back when the queue is full.
+    pub fn offer(&mut self, batch: Batch) -> Result<(), Batch> {
+        let Some(q) = &self.queue else {
+            return Err(batch);
+        };
+        q.try_send(batch).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+        })
+    }
+
+    /// Origins of events acknowledged since the last call.
+    pub fn take_acks(&self, out: &mut Vec<Origin>) {
+        for origins in self.acks.try_iter() {
+            out.extend(origins);
+        }
+    }
+
+    /// No more batches: the sender delivers what it has, then stops.
+    pub fn close(&mut self) {
+        self.queue = None;
+    }
+
+    /// Whether the sender thread has finished (everything acknowledged
+    /// after [`Sender::close`]).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take()
+            && t.is_finished()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects, delivers, reconnects, until the agent closed the queue and
+/// everything is acknowledged.
+async fn run(config: SenderConfig, mut outbox: Outbox) {
+    let url = config.display_url();
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(config.backoff_min)
+            .with_max_delay(config.backoff_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
+    let mut failures: u64 = 0;
+    let mut connects: u64 = 0;
+    // With nothing to send and the agent gone, do not connect at all.
+    while !outbox.is_done() {
+        let mut connection = match Connection::open(&config).await {
+            Ok(c) => c,
+            Err(e) => {
+                failures += 1;
+                let delay = delays.next().unwrap_or(config.backoff_max);
+                // Every failure while few, then one in ten: a backend away
+                // for hours must not flood the journal.
+                if failures <= 5 || failures.is_multiple_of(10) {
+                    tracing::warn!(
+                        "cannot connect to {url}: {e}; retrying in {} ms (attempt {failures})",
+                        delay.as_millis()
+                    );
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        connects += 1;
+        if connects > 1 || failures > 0 {
+            tracing::info!(
+                "connected to {url}; sending {} unacknowledged messages again",
+                outbox.unacknowledged()
+            );
+        } else {
+            tracing::info!("connected to {url}");
+        }
+        failures = 0;
+        let acked_before = outbox.acked;
+        let Err(why) = connection.deliver(&mut outbox).await else {
+            return;
+        };
+        if outbox.acked > acked_before {
+            // The connection worked for a while: start backing off from
+            // the beginning again.
+            delays = backoff();
+        }
+        let delay = delays.next().unwrap_or(config.backoff_max);
+        tracing::warn!(
+            "connection to {url} lost: {why}; reconnecting in {} ms",
+            delay.as_millis()
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_lose_credentials_and_query() {
+        assert_eq!(
+            redact_url("wss://user:pw@h.example:443/ws?token=abc"),
+            "wss://h.example:443/ws"
+        );
+        assert_eq!(redact_url("ws://127.0.0.1:9/x"), "ws://127.0.0.1:9/x");
+    }
+}

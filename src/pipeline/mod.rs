@@ -1,0 +1,323 @@
+//! Pipeline: the per-line stage, parse → pseudonymise → event.
+//!
+//! [`LineHandler`] turns one file's lines into events with its pattern:
+//! split, build the event (hashing the client IP) into a buffer, and say
+//! what failed. [`Pipeline`] keeps a handler per watched path, choosing
+//! each path's pattern when its first line arrives (detecting it from the
+//! file's first lines with `--format auto`, see [`detect`]), and counts and
+//! reports bad lines (rate-limited, naming file and line). The agent and
+//! `check` both use it, so what `check` shows is what the agent sends.
+
+pub mod detect;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::diagnostics::{Counters, Reporter, excerpt};
+use crate::event::{EventBuilder, EventOptions, LinePosition};
+use crate::parse::{Pattern, PatternSet};
+use crate::tail::{Line, LineReader, TailedLine};
+use detect::SAMPLE_LINES;
+
+/// What became of one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// An event was appended to the buffer.
+    Event,
+    /// An event was appended, without a part that was bad.
+    EventWithWarning(String),
+    /// Nothing to send (a blank line).
+    Blank,
+    /// The line could not be turned into an event.
+    Failed(String),
+}
+
+/// Turns lines of one pattern into events.
+///
+/// A detected pattern may have look-alikes: nginx's `combined`, Apache's
+/// and gunicorn's default formats write the same line for most requests and
+/// differ only in how they escape a quote or a non-ASCII byte, which the
+/// first lines of a file need not show. A line the pattern refuses is tried
+/// with the look-alikes, and the first that fits becomes the pattern from
+/// then on ([`LineHandler::switched`] says so once), so such a line is not
+/// lost to a detection made on plain lines.
+#[derive(Debug)]
+pub struct LineHandler {
+    builder: EventBuilder,
+    /// Patterns that fitted the detection sample as well, best first.
+    alternatives: Vec<EventBuilder>,
+    /// Set when a look-alike took over: (from, to) pattern names.
+    switched: Option<(String, String)>,
+}
+
+impl LineHandler {
+    pub fn new(pattern: Arc<Pattern>, options: &EventOptions) -> Self {
+        Self::with_alternatives(pattern, Vec::new(), options)
+    }
+
+    /// A handler that falls back to `alternatives` (see the type's doc).
+    pub fn with_alternatives(
+        pattern: Arc<Pattern>,
+        alternatives: Vec<Arc<Pattern>>,
+        options: &EventOptions,
+    ) -> Self {
+        LineHandler {
+            builder: EventBuilder::new(pattern, options),
+            alternatives: alternatives
+                .into_iter()
+                .map(|p| EventBuilder::new(p, options))
+                .collect(),
+            switched: None,
+        }
+    }
+
+    /// The look-alike switch made by the last [`LineHandler::handle`], if
+    /// any: (from, to) pattern names.
+    pub fn switched(&mut self) -> Option<(String, String)> {
+        self.switched.take()
+    }
+
+    pub fn pattern(&self) -> &Arc<Pattern> {
+        self.builder.pattern()
+    }
+
+    /// Appends the event for `line` to `out` (nothing on failure).
+    pub fn handle(
+        &mut self,
+        line: &[u8],
+        position: LinePosition,
+        out: &mut Vec<u8>,
+    ) -> LineOutcome {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return LineOutcome::Blank;
+        }
+        let outcome = build(&mut self.builder, line, position, out);
+        if !matches!(outcome, LineOutcome::Failed(_)) {
+            return outcome;
+        }
+        for k in 0..self.alternatives.len() {
+            let alternative = build(&mut self.alternatives[k], line, position, out);
+            if !matches!(alternative, LineOutcome::Failed(_)) {
+                std::mem::swap(&mut self.builder, &mut self.alternatives[k]);
+                self.switched = Some((
+                    self.alternatives[k].pattern().name.clone(),
+                    self.builder.pattern().name.clone(),
+                ));
+                return alternative;
+            }
+        }
+        outcome
+    }
+}
+
+/// One line through one pattern: split, then build the event.
+#[inline]
+fn build(
+    builder: &mut EventBuilder,
+    line: &[u8],
+    position: LinePosition,
+    out: &mut Vec<u8>,
+) -> LineOutcome {
+    let fields = match builder.pattern().split(line) {
+        Ok(f) => f,
+        Err(e) => return LineOutcome::Failed(e.to_string()),
+    };
+    match builder.build(&fields, position, out) {
+        Ok(None) => LineOutcome::Event,
+        Ok(Some(w)) => LineOutcome::EventWithWarning(w.0),
+        Err(e) => LineOutcome::Failed(e.to_string()),
+    }
+}
+
+/// Runs one line through `handler`, counting and reporting; the event (if
+/// any) is left in `event`.
+fn handle_line(
+    path: &Path,
+    stream: u64,
+    handler: &mut LineHandler,
+    line: &Line<'_>,
+    reporter: &Reporter,
+    event: &mut Vec<u8>,
+) {
+    let c = &reporter.counters;
+    Counters::add(&c.lines_read, 1);
+    if line.truncated {
+        Counters::add(&c.lines_truncated, 1);
+        reporter.warn("long line", || {
+            format!(
+                "{}:{}: line longer than max_line_bytes ({} bytes kept); the rest was skipped",
+                path.display(),
+                line.number,
+                line.bytes.len()
+            )
+        });
+    }
+    let position = LinePosition {
+        source: stream,
+        offset: line.offset,
+    };
+    let outcome = handler.handle(line.bytes, position, event);
+    if let Some((from, to)) = handler.switched() {
+        tracing::warn!(
+            "{}:{}: the line fits {to}, not {from} (detected from the first lines): reading the file as {to} from now on",
+            path.display(),
+            line.number
+        );
+    }
+    match outcome {
+        LineOutcome::Event => Counters::add(&c.events, 1),
+        LineOutcome::EventWithWarning(w) => {
+            Counters::add(&c.events, 1);
+            Counters::add(&c.metrics_invalid, 1);
+            reporter.warn("bad metrics", || {
+                format!("{}:{}: {w}", path.display(), line.number)
+            });
+        }
+        LineOutcome::Blank => Counters::add(&c.lines_blank, 1),
+        LineOutcome::Failed(reason) => {
+            Counters::add(&c.lines_failed, 1);
+            reporter.warn("unparsed line", || {
+                format!(
+                    "{}:{}: {reason}: {}",
+                    path.display(),
+                    line.number,
+                    excerpt(line.bytes, 160)
+                )
+            });
+        }
+    }
+}
+
+/// Reads up to [`SAMPLE_LINES`] lines from the start of `path`.
+pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<Vec<Vec<u8>>> {
+    let file = File::open(path)?;
+    let mut reader = LineReader::new(file.take(4 * 1024 * 1024), 0, max_line);
+    let mut lines = Vec::new();
+    while lines.len() < SAMPLE_LINES {
+        match reader.next_line()? {
+            Some(l) => lines.push(l.bytes.to_vec()),
+            None => break,
+        }
+    }
+    Ok(lines)
+}
+
+/// The pattern for `path`: `fixed`, or else the one detected from its first
+/// lines, with the look-alikes
+/// that fitted its first lines as well (see [`LineHandler`]).
+pub fn pattern_for(
+    set: &PatternSet,
+    fixed: Option<&Arc<Pattern>>,
+    path: &Path,
+    max_line: usize,
+) -> anyhow::Result<(Arc<Pattern>, Vec<Arc<Pattern>>)> {
+    if let Some(p) = fixed {
+        return Ok((p.clone(), Vec::new()));
+    }
+    let lines =
+        sample_lines(path, max_line).with_context(|| format!("reading {}", path.display()))?;
+    match detect::detect(set, &lines) {
+        Ok(d) => {
+            if d.fitted < d.sampled {
+                tracing::warn!(
+                    "{}: {} of the first {} lines fit no pattern; they will be counted as failed",
+                    path.display(),
+                    d.sampled - d.fitted,
+                    d.sampled
+                );
+            }
+            if d.also_fitting.is_empty() {
+                tracing::info!("{}: format detected: {}", path.display(), d.pattern.name);
+            } else {
+                tracing::info!(
+                    "{}: format detected: {} (also fitting: {}; give --format to choose another)",
+                    path.display(),
+                    d.pattern.name,
+                    d.also_fitting.join(", ")
+                );
+            }
+            let alternatives = d.also_fitting.iter().filter_map(|n| set.get(n)).collect();
+            Ok((d.pattern, alternatives))
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
+/// Lines from the tailer into events: one [`LineHandler`] per watched path.
+#[derive(Debug)]
+pub struct Pipeline {
+    patterns: PatternSet,
+    /// The pattern every file is read with; `None` detects it per file.
+    fixed: Option<Arc<Pattern>>,
+    options: EventOptions,
+    max_line: usize,
+    /// One handler per watched path, made when its first line arrives;
+    /// `None` when no pattern could be chosen.
+    handlers: HashMap<PathBuf, Option<LineHandler>>,
+    reporter: Reporter,
+    event: Vec<u8>,
+}
+
+impl Pipeline {
+    pub fn new(
+        patterns: PatternSet,
+        fixed: Option<Arc<Pattern>>,
+        options: EventOptions,
+        max_line: usize,
+    ) -> Self {
+        Pipeline {
+            patterns,
+            fixed,
+            options,
+            max_line,
+            handlers: HashMap::new(),
+            reporter: Reporter::new(),
+            event: Vec::with_capacity(1024),
+        }
+    }
+
+    /// What was counted so far, and the rate limits of messages.
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
+    /// Picks the pattern for the file at `path` (detecting it from the
+    /// file's first lines with `--format auto`). On failure the path's lines
+    /// are counted as failed from then on.
+    pub fn choose_pattern(&mut self, path: &Path) -> anyhow::Result<()> {
+        let chosen = pattern_for(&self.patterns, self.fixed.as_ref(), path, self.max_line);
+        let handler = chosen.as_ref().ok().map(|(p, alternatives)| {
+            LineHandler::with_alternatives(p.clone(), alternatives.clone(), &self.options)
+        });
+        self.handlers.insert(path.to_owned(), handler);
+        chosen.map(|_| ())
+    }
+
+    /// Turns a tailed line into its event, if it has one.
+    pub fn line(&mut self, tailed: &TailedLine<'_>) -> Option<&[u8]> {
+        self.event.clear();
+        if !self.handlers.contains_key(tailed.path)
+            && let Err(e) = self.choose_pattern(tailed.path)
+        {
+            tracing::error!("{e:#}; its lines are counted as failed");
+        }
+        let Some(Some(handler)) = self.handlers.get_mut(tailed.path) else {
+            Counters::add(&self.reporter.counters.lines_failed, 1);
+            return None;
+        };
+        handle_line(
+            tailed.path,
+            tailed.stream,
+            handler,
+            &tailed.line,
+            &self.reporter,
+            &mut self.event,
+        );
+        (!self.event.is_empty()).then_some(self.event.as_slice())
+    }
+}

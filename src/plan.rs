@@ -1,0 +1,207 @@
+//! Plan: what the agent will do, worked out once from the settings.
+//!
+//! [`crate::config`] gives typed [`Settings`] (what the operator wrote);
+//! [`Plan::from_settings`] turns them into each component's own options
+//! (the tailer's, the event builder's, the sink's, the key source) and
+//! checks everything that can be checked before any file is opened: the
+//! pattern files compile, `--format` names a pattern, TLS can be set up.
+//! Components take their options from here and never read settings
+//! themselves, so a reload can build a new plan and apply the difference.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{ConfigError, Scheme, Settings};
+use crate::deliver::backend::batch::BatchLimits;
+use crate::deliver::backend::{SenderConfig, Wire};
+use crate::event::{EventOptions, Identity};
+use crate::parse::{Pattern, PatternError, PatternSet};
+use crate::secret::Secret;
+use crate::tail::TailOptions;
+
+/// How the agent runs, beyond the settings (flags of the run itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunMode {
+    /// Read to the end of the files, deliver, and exit.
+    pub once: bool,
+    /// Neither resume from nor save checkpoints.
+    pub no_checkpoints: bool,
+}
+
+/// Where the key for `remote_addr` comes from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Configured: hash with it.
+    Configured(Secret),
+    /// Fetched from the backend before any event is built.
+    Fetch {
+        backend_url: String,
+        token: Option<Secret>,
+        /// Wait (retrying) for the key, or send plain IPs when it cannot
+        /// be fetched.
+        wait: bool,
+    },
+    /// No key: client IPs go out normalised but in plain text.
+    None,
+}
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// JSON lines on standard output.
+    Stdout,
+    /// The backend, in batches.
+    Backend {
+        sender: Box<SenderConfig>,
+        batches: BatchLimits,
+    },
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug)]
+pub struct Plan {
+    pub patterns: PatternSet,
+    /// The pattern every file is read with; `None` detects it per file.
+    pub fixed_pattern: Option<Arc<Pattern>>,
+    pub tail: TailOptions,
+    /// Where checkpoints are kept; `None` with `--no-checkpoints`.
+    pub state_dir: Option<PathBuf>,
+    /// Event options; `secret_key` is set once the [`KeySource`] decided.
+    pub event: EventOptions,
+    pub key: KeySource,
+    pub delivery: Delivery,
+    /// Read to the end, deliver, and stop.
+    pub once: bool,
+    /// At shutdown, how long to wait for what is in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl Plan {
+    /// The plan for running the agent.
+    pub fn from_settings(settings: &Settings, mode: RunMode) -> anyhow::Result<Plan> {
+        if settings.log.is_empty() {
+            return Err(ConfigError::new(
+                "no log files given: use --log PATH (or `log` in the config file)",
+            )
+            .into());
+        }
+        let mut patterns = load_patterns(settings)?;
+        // A bad --format is a configuration error, whatever the files hold.
+        let fixed_pattern = patterns
+            .resolve(&settings.format)
+            .map_err(ConfigError::new)?;
+        let defaults = TailOptions::default();
+        let tail = TailOptions {
+            logs: settings.log.clone(),
+            from_beginning: settings.from_beginning || mode.once,
+            max_line: settings.max_line_bytes,
+            rotate_wait: if mode.once {
+                Duration::ZERO
+            } else {
+                defaults.rotate_wait
+            },
+            ..defaults
+        };
+        Ok(Plan {
+            patterns,
+            fixed_pattern,
+            tail,
+            state_dir: (!mode.no_checkpoints).then(|| settings.state_dir.clone()),
+            event: event_options(settings),
+            key: key_source(settings),
+            delivery: delivery(settings)?,
+            once: mode.once,
+            shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
+        })
+    }
+}
+
+/// The bundled patterns and the user's pattern folders.
+pub fn load_patterns(settings: &Settings) -> Result<PatternSet, PatternError> {
+    PatternSet::load(&settings.pattern_dirs)
+}
+
+/// What the event builder needs; the secret key as configured (a key to
+/// fetch is not known yet).
+pub fn event_options(settings: &Settings) -> EventOptions {
+    EventOptions {
+        identity: Identity {
+            token: settings
+                .token
+                .as_ref()
+                .map(|t| t.expose().to_owned())
+                .unwrap_or_default(),
+            client_id: settings.client_id.clone().unwrap_or_default(),
+        },
+        secret_key: settings.secret_key.clone(),
+        query_params: settings.query_params,
+        default_https: settings.default_scheme.map(|s| s == Scheme::Https),
+    }
+}
+
+fn key_source(settings: &Settings) -> KeySource {
+    match (&settings.secret_key, &settings.backend_url) {
+        (Some(key), _) => KeySource::Configured(key.clone()),
+        (None, Some(url)) => KeySource::Fetch {
+            backend_url: url.clone(),
+            token: settings.token.clone(),
+            wait: settings.wait_for_secret_key,
+        },
+        (None, None) => KeySource::None,
+    }
+}
+
+/// Standard output, or the backend with its TLS set up.
+fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
+    let Some(url) = settings.ws_url.as_ref().filter(|_| !settings.stdout) else {
+        if !settings.stdout {
+            tracing::info!(
+                "no ws_url configured: printing events to standard output as JSON lines"
+            );
+        }
+        return Ok(Delivery::Stdout);
+    };
+    if url.starts_with("ws://") {
+        tracing::warn!(
+            "ws_url uses unencrypted ws://: events and the token travel in clear text; use wss://"
+        );
+    }
+    let tls = if url.starts_with("wss://") {
+        if !settings.tls_verify {
+            tracing::warn!(
+                "tls_verify = false: the backend's certificate is NOT checked; anyone on the path can read and change what is sent"
+            );
+        }
+        Some(crate::deliver::backend::tls::client_config(
+            settings.tls_ca_file.as_deref(),
+            settings.tls_verify,
+        )?)
+    } else {
+        None
+    };
+    let window = settings.max_in_flight.unwrap_or(match settings.wire {
+        Wire::Batch => 8,
+        Wire::Single => 256,
+    });
+    Ok(Delivery::Backend {
+        sender: Box::new(SenderConfig {
+            url: url.clone(),
+            token: settings.token.clone(),
+            client_id: settings.client_id.clone(),
+            wire: settings.wire,
+            window,
+            ack_timeout: Duration::from_millis(settings.ack_timeout_ms),
+            ping_interval: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            tls,
+        }),
+        batches: BatchLimits {
+            max_events: settings.batch_max_events,
+            max_bytes: settings.batch_max_bytes,
+            linger: Duration::from_millis(settings.batch_linger_ms),
+        },
+    })
+}
