@@ -174,3 +174,42 @@ fn the_agent_goes_on_through_a_file_of_garbage() {
         "says it held messages back: {stderr}"
     );
 }
+
+/// A format that logs the query apart from the path (nginx's `$uri` and
+/// `$args`) sends it in `query_params` as one that logs `$request_uri`.
+#[test]
+fn a_query_logged_apart_reaches_query_params() {
+    let text = r#"
+description = "method, path and query apart"
+[split]
+kind = "template"
+escape = "none"
+template = '$ip $method $uri $args'
+[fields]
+client_ip = "ip"
+method = "method"
+path = "uri"
+query = "args"
+"#;
+    let pattern = cerberus_agent::parse::Pattern::from_toml(
+        text,
+        "apart",
+        cerberus_agent::parse::Origin::Bundled,
+    )
+    .unwrap();
+    let options = EventOptions {
+        query_params: true,
+        ..EventOptions::default()
+    };
+    let mut h = LineHandler::new(std::sync::Arc::new(pattern), &options);
+    let (o, v) = outcome(&mut h, b"10.0.0.1 GET /search q=rust&page=2");
+    assert_eq!(o, LineOutcome::Event);
+    let v = v.unwrap();
+    assert_eq!(v["endpoint"], "/search");
+    assert_eq!(v["query_params"]["q"], "rust", "{v}");
+    assert_eq!(v["query_params"]["page"], "2", "{v}");
+
+    // No query logged: null, as for a request without one.
+    let (_, v) = outcome(&mut h, b"10.0.0.1 GET /search -");
+    assert!(v.unwrap()["query_params"].is_null());
+}

@@ -1,6 +1,6 @@
-//! The agent binary following files in real time: new lines, SIGTERM with
-//! checkpoints, restart without repeats, and the real logrotate with a
-//! writer appending throughout.
+//! The agent binary following files in real time while the real logrotate
+//! rotates them under a writer appending throughout. (Following, stopping
+//! and resuming without repeats is tested in-process in `tests/agent.rs`.)
 
 mod common;
 
@@ -18,17 +18,6 @@ use common::agent_process::{RunningAgent, access_line, id_of};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn append(path: &Path, ids: std::ops::Range<usize>) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    for id in ids {
-        f.write_all(access_line(id).as_bytes()).unwrap();
-    }
-}
-
 fn log_args(log: &Path) -> Vec<String> {
     vec![
         "--log".into(),
@@ -44,55 +33,6 @@ fn start(state: &Path, log: &Path) -> RunningAgent {
     let args = log_args(log);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     RunningAgent::start(state, &args)
-}
-
-#[test]
-fn follows_appends_and_resumes_after_sigterm_without_repeats() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    append(&log, 0..5); // existing content: a new file starts at its end
-    let mut agent = start(state.path(), &log);
-    std::thread::sleep(Duration::from_millis(300));
-    append(&log, 5..10);
-    agent.wait_for(5, PATIENCE);
-    let (code, seen) = agent.terminate();
-    assert_eq!(code, Some(0), "SIGTERM is a clean exit");
-    let ids: Vec<usize> = seen.iter().map(id_of).collect();
-    assert_eq!(ids, (5..10).collect::<Vec<_>>());
-    let saved = fs::read_to_string(state.path().join("checkpoints.json"))
-        .expect("checkpoints saved at exit");
-    let len = fs::metadata(&log).unwrap().len();
-    assert!(
-        saved.contains(&format!("\"offset\": {len}")),
-        "checkpoint at the end of the file: {saved}"
-    );
-
-    append(&log, 10..15);
-    let mut agent = start(state.path(), &log);
-    agent.wait_for(5, PATIENCE);
-    agent.drain(Duration::from_millis(500));
-    let ids: Vec<usize> = agent.seen.iter().map(id_of).collect();
-    assert_eq!(
-        ids,
-        (10..15).collect::<Vec<_>>(),
-        "resumed from the checkpoint: nothing lost, nothing repeated"
-    );
-}
-
-#[test]
-fn waits_for_a_path_that_does_not_exist_yet() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let log = dir.path().join("later.log");
-    let mut agent = start(state.path(), &log);
-    std::thread::sleep(Duration::from_millis(300));
-    append(&log, 0..3);
-    agent.wait_for(3, PATIENCE);
-    assert_eq!(
-        agent.seen.iter().map(id_of).collect::<Vec<_>>(),
-        vec![0, 1, 2]
-    );
 }
 
 /// A server-like writer: keeps its file open and reopens the path when it

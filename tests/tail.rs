@@ -607,3 +607,36 @@ fn a_rotated_file_the_read_budget_did_not_reach_is_not_closed_unread() {
     h.poll(true);
     assert_exactly_once(&h, &concat(&[("a", 5), ("b", 2500), ("c", 3), ("d", 2)]));
 }
+
+/// A file that cannot be read costs only that file: the others are read,
+/// the error is counted, and the poll goes on (it used to stop the agent).
+#[test]
+fn a_file_that_fails_to_read_costs_only_itself() {
+    // A process's status file reads while the process lives and fails
+    // (ESRCH) once it is gone: a real read error on an open file.
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep starts");
+    let status = format!("/proc/{}/status", child.id());
+    let mut options = quick();
+    options.from_beginning = false;
+    let mut h = Harness::new(options);
+    h.options.logs.push(status.clone());
+    h.start();
+    child.kill().expect("kill sleep");
+    child.wait().expect("reap sleep");
+
+    h.append(&h.log.clone(), &lines("good", 5));
+    h.poll(true);
+    assert_eq!(h.out, lines("good", 5));
+    let t = h.tailer.as_ref().expect("started");
+    assert!(
+        t.read_errors() >= 1,
+        "the failed read of {status} is counted"
+    );
+
+    h.append(&h.log.clone(), &lines("later", 3));
+    h.poll(true);
+    assert_eq!(h.out, concat(&[("good", 5), ("later", 3)]));
+}

@@ -42,6 +42,13 @@ pub struct Report {
     pub lines_read: u64,
     pub events: u64,
     pub lines_failed: u64,
+    pub lines_blank: u64,
+    /// Lines cut at `max_line_bytes`.
+    pub lines_truncated: u64,
+    /// Events sent without their custom metrics, which were invalid.
+    pub metrics_invalid: u64,
+    /// Reads of a file that failed (each retried).
+    pub read_errors: u64,
     /// Events the sink acknowledged.
     pub acknowledged: u64,
     /// Events handed to the sink and not acknowledged when the agent
@@ -353,14 +360,22 @@ impl<'w> Agent<'w> {
             lines_read: Counters::get(&c.lines_read),
             events: Counters::get(&c.events),
             lines_failed: Counters::get(&c.lines_failed),
+            lines_blank: Counters::get(&c.lines_blank),
+            lines_truncated: Counters::get(&c.lines_truncated),
+            metrics_invalid: Counters::get(&c.metrics_invalid),
+            read_errors: self.tailer.read_errors(),
             acknowledged: self.acknowledged,
             unacknowledged: self.pushed.saturating_sub(self.acknowledged),
         };
         tracing::info!(
-            "done: {} lines read, {} events, {} failed",
+            "done: {} lines read, {} events, {} failed, {} blank, {} cut at max_line_bytes, {} sent without their invalid metrics, {} failed reads",
             report.lines_read,
             report.events,
-            report.lines_failed
+            report.lines_failed,
+            report.lines_blank,
+            report.lines_truncated,
+            report.metrics_invalid,
+            report.read_errors,
         );
         report
     }

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::FileIdentity;
+use super::identity::{FileIdentity, Fingerprint};
 
 /// The store's file name inside the state folder.
 pub const FILE_NAME: &str = "checkpoints.json";
@@ -30,8 +30,8 @@ pub const FORGET_AFTER_SECS: u64 = 7 * 24 * 3600;
 pub struct Checkpoint {
     pub device: u64,
     pub inode: u64,
-    /// Fingerprint of the first line, hex.
-    pub fingerprint: String,
+    /// Fingerprint of the first line.
+    pub fingerprint: Fingerprint,
     /// The watched path the file was found under (it may have been renamed
     /// since, by rotation).
     pub path: PathBuf,
@@ -46,17 +46,19 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The file this checkpoint belongs to.
+    pub fn identity(&self) -> FileIdentity {
+        FileIdentity {
+            device: self.device,
+            inode: self.inode,
+            fingerprint: Some(self.fingerprint),
+        }
+    }
+
     /// True when this checkpoint belongs to the file `id`.
     pub fn is_for(&self, id: &FileIdentity) -> bool {
-        self.device == id.device
-            && self.inode == id.inode
-            && Some(self.fingerprint.as_str()) == id.fingerprint.map(fingerprint_hex).as_deref()
+        self.identity() == *id
     }
-}
-
-/// The fingerprint as stored.
-pub fn fingerprint_hex(fp: u64) -> String {
-    format!("{fp:016x}")
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -69,15 +71,13 @@ struct StoreFile {
     paths: BTreeMap<PathBuf, u64>,
 }
 
-/// Key of a checkpoint in the store.
-type Key = (u64, u64, String);
-
 /// All checkpoints, in memory, with the file they are saved to.
 #[derive(Debug)]
 pub struct CheckpointStore {
     /// `None` when checkpoints are disabled.
     file: Option<PathBuf>,
-    entries: BTreeMap<Key, Checkpoint>,
+    /// By the identity of their file (always with a fingerprint).
+    entries: BTreeMap<FileIdentity, Checkpoint>,
     looked: BTreeMap<PathBuf, u64>,
     dirty: bool,
     /// The saved store could not be read: what was delivered is unknown.
@@ -128,7 +128,7 @@ impl CheckpointStore {
             Ok(bytes) => match serde_json::from_slice::<StoreFile>(&bytes) {
                 Ok(saved) => {
                     for c in saved.files {
-                        store.entries.insert(key(&c), c);
+                        store.entries.insert(c.identity(), c);
                     }
                     store.looked = saved.paths;
                 }
@@ -165,7 +165,7 @@ impl CheckpointStore {
 
     /// The checkpoint of the file `id`, if any.
     pub fn get(&self, id: &FileIdentity) -> Option<&Checkpoint> {
-        self.entries.values().find(|c| c.is_for(id))
+        self.entries.get(id)
     }
 
     /// When the agent last looked at the watched `path`, as saved.
@@ -180,9 +180,8 @@ impl CheckpointStore {
     }
 
     /// Whether some checkpoint is of a file with this fingerprint.
-    pub fn has_fingerprint(&self, fp: u64) -> bool {
-        let hex = fingerprint_hex(fp);
-        self.entries.values().any(|c| c.fingerprint == hex)
+    pub fn has_fingerprint(&self, fp: Fingerprint) -> bool {
+        self.entries.values().any(|c| c.fingerprint == fp)
     }
 
     /// Checkpoints recorded under the watched `path`.
@@ -202,13 +201,13 @@ impl CheckpointStore {
         let c = Checkpoint {
             device: id.device,
             inode: id.inode,
-            fingerprint: fingerprint_hex(fp),
+            fingerprint: fp,
             path: path.to_owned(),
             offset,
             finished,
             updated: now_secs(),
         };
-        let k = key(&c);
+        let k = c.identity();
         let unchanged = self.entries.get(&k).is_some_and(|old| {
             old.offset == c.offset && old.finished == c.finished && old.path == c.path
         });
@@ -221,7 +220,7 @@ impl CheckpointStore {
     /// Marks a file as read to its end: it is not looked for again, and is
     /// remembered (by fingerprint) until it is forgotten with the others.
     pub fn mark_finished(&mut self, c: &Checkpoint) {
-        if let Some(entry) = self.entries.get_mut(&key(c))
+        if let Some(entry) = self.entries.get_mut(&c.identity())
             && !entry.finished
         {
             entry.finished = true;
@@ -277,19 +276,15 @@ impl CheckpointStore {
     }
 }
 
-fn key(c: &Checkpoint) -> Key {
-    (c.device, c.inode, c.fingerprint.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn id(inode: u64, fp: u64) -> FileIdentity {
+    fn id(inode: u64, first_line: u8) -> FileIdentity {
         FileIdentity {
             device: 1,
             inode,
-            fingerprint: Some(fp),
+            fingerprint: Fingerprint::of_head(&[first_line, b'\n']),
         }
     }
 

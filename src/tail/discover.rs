@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::identity::{FINGERPRINT_BYTES, fingerprint};
+use super::identity::{FINGERPRINT_BYTES, FileIdentity, Fingerprint};
 
 /// Extensions of compressed rotations, which are never read.
 const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "zip", "br"];
@@ -70,9 +70,7 @@ fn is_compressed(p: &Path) -> bool {
 #[derive(Debug, Clone)]
 pub struct Sibling {
     pub path: PathBuf,
-    pub device: u64,
-    pub inode: u64,
-    pub fingerprint: Option<u64>,
+    pub identity: FileIdentity,
     pub len: u64,
     pub modified: std::time::SystemTime,
 }
@@ -107,9 +105,11 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
             continue;
         }
         out.push(Sibling {
-            fingerprint: head_fingerprint(&p),
-            device: meta.dev(),
-            inode: meta.ino(),
+            identity: FileIdentity {
+                device: meta.dev(),
+                inode: meta.ino(),
+                fingerprint: head_fingerprint(&p),
+            },
             len: meta.len(),
             modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
             path: p,
@@ -120,7 +120,7 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
 }
 
 /// The fingerprint of the file at `path`, read from its first bytes.
-pub fn head_fingerprint(path: &Path) -> Option<u64> {
+pub fn head_fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut head = [0u8; FINGERPRINT_BYTES];
@@ -132,13 +132,16 @@ pub fn head_fingerprint(path: &Path) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    fingerprint(&head[..filled])
+    Fingerprint::of_head(&head[..filled])
 }
 
 /// A gzip-compressed rotated sibling of `path` whose content starts with
 /// the first line `wanted` is the fingerprint of (logrotate's `compress`,
 /// `delaycompress`): its path and its length once decompressed.
-pub fn compressed_copy(path: &Path, wanted: impl Fn(u64) -> bool) -> Option<(PathBuf, u64)> {
+pub fn compressed_copy(
+    path: &Path,
+    wanted: impl Fn(Fingerprint) -> bool,
+) -> Option<(PathBuf, u64)> {
     let (dir, name) = (path.parent()?, path.file_name()?.to_string_lossy());
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -163,7 +166,7 @@ pub fn compressed_copy(path: &Path, wanted: impl Fn(u64) -> bool) -> Option<(Pat
 
 /// The decompressed length of the gzip file at `path`, if the fingerprint
 /// of its content satisfies `wanted` (decompressing no further otherwise).
-fn gzip_len_if(path: &Path, wanted: impl Fn(u64) -> bool) -> io::Result<Option<u64>> {
+fn gzip_len_if(path: &Path, wanted: impl Fn(Fingerprint) -> bool) -> io::Result<Option<u64>> {
     use std::io::Read;
     let mut unzipped = flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?);
     let mut head = [0u8; FINGERPRINT_BYTES];
@@ -174,7 +177,7 @@ fn gzip_len_if(path: &Path, wanted: impl Fn(u64) -> bool) -> io::Result<Option<u
             n => filled += n,
         }
     }
-    if !fingerprint(&head[..filled]).is_some_and(wanted) {
+    if !Fingerprint::of_head(&head[..filled]).is_some_and(wanted) {
         return Ok(None);
     }
     let rest = io::copy(&mut unzipped, &mut io::sink())?;

@@ -10,19 +10,64 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 /// How much of the first line the fingerprint covers.
 pub const FINGERPRINT_BYTES: usize = 256;
+
+/// A hash of a file's first line (or of its first [`FINGERPRINT_BYTES`]):
+/// the same in every copy of the file. Stored as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    /// The fingerprint of a file starting with `head`, once its first line
+    /// is complete (or longer than [`FINGERPRINT_BYTES`]).
+    pub fn of_head(head: &[u8]) -> Option<Fingerprint> {
+        let first_line = match memchr::memchr(b'\n', head) {
+            Some(i) => &head[..=i],
+            None if head.len() >= FINGERPRINT_BYTES => head,
+            None => return None,
+        };
+        Some(Fingerprint(first_u64(&Sha256::digest(first_line))))
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        u64::from_str_radix(&text, 16)
+            .map(Fingerprint)
+            .map_err(|_| serde::de::Error::custom(format!("fingerprint {text:?} is not hex")))
+    }
+}
 
 /// A file's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileIdentity {
     pub device: u64,
     pub inode: u64,
-    /// Hash of the first line (or its first 256 bytes); `None` while the
-    /// file has no complete first line.
-    pub fingerprint: Option<u64>,
+    /// `None` while the file has no complete first line.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl FileIdentity {
@@ -43,8 +88,13 @@ impl FileIdentity {
         Ok(FileIdentity {
             device: meta.dev(),
             inode: meta.ino(),
-            fingerprint: fingerprint(&head[..filled]),
+            fingerprint: Fingerprint::of_head(&head[..filled]),
         })
+    }
+
+    /// Whether `other` is the same inode (whatever its content now).
+    pub fn same_inode(&self, other: &FileIdentity) -> bool {
+        self.device == other.device && self.inode == other.inode
     }
 
     /// The number `event_id` carries for lines of this file: a hash of the
@@ -56,7 +106,7 @@ impl FileIdentity {
     pub fn stream_id(&self) -> u64 {
         let mut h = Sha256::new();
         h.update(b"cerberus-agent stream\0");
-        h.update(self.fingerprint.unwrap_or(0).to_le_bytes());
+        h.update(self.fingerprint.map_or(0, |f| f.0).to_le_bytes());
         first_u64(&h.finalize())
     }
 
@@ -67,20 +117,9 @@ impl FileIdentity {
         let mut h = Sha256::new();
         h.update(self.device.to_le_bytes());
         h.update(self.inode.to_le_bytes());
-        h.update(self.fingerprint.unwrap_or(0).to_le_bytes());
+        h.update(self.fingerprint.map_or(0, |f| f.0).to_le_bytes());
         first_u64(&h.finalize())
     }
-}
-
-/// The fingerprint of a file starting with `head`: the hash of its first
-/// line, or of its first [`FINGERPRINT_BYTES`] when that line is longer.
-pub fn fingerprint(head: &[u8]) -> Option<u64> {
-    let first_line = match memchr::memchr(b'\n', head) {
-        Some(i) => &head[..=i],
-        None if head.len() >= FINGERPRINT_BYTES => head,
-        None => return None,
-    };
-    Some(first_u64(&Sha256::digest(first_line)))
 }
 
 /// The first 8 bytes of a digest as a number.

@@ -16,24 +16,24 @@
 
 pub mod checkpoint;
 pub mod discover;
+mod file;
 pub mod identity;
 pub mod lines;
 pub mod watch;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use identity::FileIdentity;
+pub use checkpoint::CheckpointStore;
+pub use identity::{FileIdentity, Fingerprint};
 pub use lines::{Line, LineReader};
 
-pub use checkpoint::CheckpointStore;
-
-use checkpoint::{Checkpoint, fingerprint_hex};
+use checkpoint::Checkpoint;
 use discover::Sibling;
+use file::{State, TailedFile};
 
 /// How the tailer behaves.
 #[derive(Debug, Clone)]
@@ -85,80 +85,6 @@ pub enum Delivery {
     Done,
 }
 
-/// Whether a file is still the one its path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Live,
-    /// Rotated away or deleted; read until it stops growing.
-    Rotated {
-        last_growth: Instant,
-    },
-    /// Read to its end; kept only until its lines are acknowledged.
-    Finished,
-}
-
-#[derive(Debug)]
-struct TailedFile {
-    watched: PathBuf,
-    reader: LineReader<File>,
-    /// A second handle on the same open file, to read its head for the
-    /// fingerprint while the reader is busy.
-    head: File,
-    identity: FileIdentity,
-    /// Acknowledgement routing; 0 until the file has a fingerprint.
-    source: u64,
-    /// `event_id` source; valid once `source` is not 0.
-    stream: u64,
-    state: State,
-    /// (start, end) of lines handed out and not yet acknowledged, in order.
-    in_flight: VecDeque<(u64, u64)>,
-    /// Size and modification time at the last truncation check.
-    last_seen: Option<(u64, Option<SystemTime>)>,
-}
-
-impl TailedFile {
-    fn open(watched: &Path, path: &Path, offset: u64, max_line: usize) -> io::Result<Self> {
-        Self::from_file(watched, File::open(path)?, offset, max_line)
-    }
-
-    fn from_file(watched: &Path, mut file: File, offset: u64, max_line: usize) -> io::Result<Self> {
-        let identity = FileIdentity::of(&file)?;
-        file.seek(SeekFrom::Start(offset))?;
-        Ok(TailedFile {
-            head: file.try_clone()?,
-            watched: watched.to_owned(),
-            source: identity
-                .fingerprint
-                .map(|_| identity.source_id())
-                .unwrap_or(0),
-            stream: identity.stream_id(),
-            identity,
-            reader: LineReader::new(file, offset, max_line),
-            state: State::Live,
-            in_flight: VecDeque::new(),
-            last_seen: None,
-        })
-    }
-
-    /// How far into the file we have read (complete lines and the partial
-    /// line held).
-    fn read_position(&self) -> u64 {
-        self.reader.offset() + self.reader.pending().len() as u64
-    }
-
-    /// The offset below which everything is delivered.
-    fn delivered(&self) -> u64 {
-        self.in_flight
-            .front()
-            .map(|(start, _)| *start)
-            .unwrap_or(self.reader.offset())
-    }
-
-    fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
-        self.identity.device == meta.dev() && self.identity.inode == meta.ino()
-    }
-}
-
 /// Follows the watched files.
 #[derive(Debug)]
 pub struct Tailer {
@@ -174,7 +100,13 @@ pub struct Tailer {
     last_look: HashMap<PathBuf, SystemTime>,
     /// Timer rescans since the last full scan.
     quiet_rescans: u64,
+    /// Reads that failed, and when each path's failure was last reported.
+    read_errors: u64,
+    error_reported: HashMap<PathBuf, Instant>,
 }
+
+/// A file that cannot be read is reported at most this often.
+const ERROR_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// On timer rescans (every 5 s), rotated siblings are looked for only every
 /// this many (about a minute): rotation shows as inotify structure events,
@@ -203,6 +135,8 @@ impl Tailer {
             waiting_for: HashSet::new(),
             last_look: HashMap::new(),
             quiet_rescans: 0,
+            read_errors: 0,
+            error_reported: HashMap::new(),
         }
     }
 
@@ -360,38 +294,64 @@ impl Tailer {
     ///
     /// `at` is where the lines not handed out start, when not the reader's
     /// offset (a truncation found after a read, see `poll`).
-    fn truncated(&mut self, i: usize, at: Option<u64>) -> io::Result<()> {
+    fn truncated(&mut self, i: usize, at: Option<u64>) {
         let watched = self.files[i].watched.clone();
         let offset = at.unwrap_or(self.files[i].reader.offset());
-        let fp = self.files[i].identity.fingerprint;
         tracing::info!(
             "{}: truncated below offset {offset}; reading it again from the start",
             watched.display()
         );
-        // What was between our offset and the truncation is in the copy
-        // copytruncate left beside it, if it did.
-        if let Some(fp) = fp {
-            let inode = self.files[i].identity.inode;
-            let copy = discover::siblings(&watched)?
-                .into_iter()
-                .find(|s| s.fingerprint == Some(fp) && s.inode != inode && s.len >= offset);
-            match copy {
-                Some(copy) => self.open_rotated_sibling(&watched, &copy, offset)?,
-                // Rotated again and compressed before the agent saw the
-                // truncation (it reads nothing while the backend is away).
-                None if self.open_compressed_copy(&watched, |x| x == fp, offset)? => {}
-                None => tracing::warn!(
-                    "{}: truncated, and no copy of its content was found beside it (not even compressed); lines written after offset {offset} before the truncation, if any, were not read",
-                    watched.display()
-                ),
-            }
+        let identity = self.files[i].identity;
+        if let Err(e) = self.read_truncated_copy(&watched, &identity, offset) {
+            tracing::warn!(
+                "{}: truncated, and looking for the copy of its content beside it failed ({e}); lines written after offset {offset} before the truncation, if any, were not read",
+                watched.display()
+            );
         }
         let state = self.files[i].state;
-        let same_file = self.files[i].head.try_clone()?;
-        self.files[i].state = State::Finished;
-        let mut f = TailedFile::from_file(&watched, same_file, 0, self.options.max_line)?;
-        f.state = state;
-        self.files.push(f);
+        let reopened = self.files[i].head.try_clone().and_then(|same_file| {
+            TailedFile::from_file(&watched, same_file, 0, self.options.max_line)
+        });
+        match reopened {
+            Ok(mut f) => {
+                self.files[i].state = State::Finished;
+                f.state = state;
+                self.files.push(f);
+            }
+            Err(e) => {
+                // Looked at again, and the reopening tried again, next poll.
+                self.files[i].forget_seen();
+                self.read_failed(i, &e);
+            }
+        }
+    }
+
+    /// What was between our offset and a truncation is in the copy
+    /// copytruncate left beside the file, if it did: read it from there.
+    fn read_truncated_copy(
+        &mut self,
+        watched: &Path,
+        identity: &FileIdentity,
+        offset: u64,
+    ) -> io::Result<()> {
+        let Some(fp) = identity.fingerprint else {
+            return Ok(());
+        };
+        let copy = discover::siblings(watched)?.into_iter().find(|s| {
+            s.identity.fingerprint == Some(fp)
+                && s.identity.inode != identity.inode
+                && s.len >= offset
+        });
+        match copy {
+            Some(copy) => self.open_rotated_sibling(watched, &copy, offset)?,
+            // Rotated again and compressed before the agent saw the
+            // truncation (it reads nothing while the backend is away).
+            None if self.open_compressed_copy(watched, |x| x == fp, offset)? => {}
+            None => tracing::warn!(
+                "{}: truncated, and no copy of its content was found beside it (not even compressed); lines written after offset {offset} before the truncation, if any, were not read",
+                watched.display()
+            ),
+        }
         Ok(())
     }
 
@@ -404,13 +364,12 @@ impl Tailer {
         newer_than: std::time::SystemTime,
     ) -> io::Result<()> {
         for s in discover::siblings(watched)? {
+            let fingerprint = s.identity.fingerprint;
             let known = self.files.iter().any(|f| {
-                (f.identity.device == s.device && f.identity.inode == s.inode)
-                    || (s.fingerprint.is_some() && f.identity.fingerprint == s.fingerprint)
-            }) || s
-                .fingerprint
-                .is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
-            if !known && s.modified >= newer_than && s.fingerprint.is_some() {
+                f.identity.same_inode(&s.identity)
+                    || (fingerprint.is_some() && f.identity.fingerprint == fingerprint)
+            }) || fingerprint.is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
+            if !known && s.modified >= newer_than && fingerprint.is_some() {
                 self.open_rotated_sibling(watched, &s, 0)?;
             }
         }
@@ -502,30 +461,28 @@ impl Tailer {
     /// of `path` and reads it from the checkpoint.
     fn recover(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
         let siblings = discover::siblings(path)?;
-        let fp = |s: &Sibling| s.fingerprint.map(fingerprint_hex);
-        let same_file = siblings.iter().find(|s| {
-            s.device == c.device && s.inode == c.inode && fp(s).as_deref() == Some(&c.fingerprint)
-        });
+        let wanted = c.identity();
+        let same_file = siblings.iter().find(|s| s.identity == wanted);
         let copy = siblings
             .iter()
-            .find(|s| fp(s).as_deref() == Some(&c.fingerprint) && s.len >= c.offset);
+            .find(|s| s.identity.fingerprint == wanted.fingerprint && s.len >= c.offset);
         match same_file.or(copy).cloned() {
             Some(s)
                 if self
                     .files
                     .iter()
-                    .any(|f| f.identity.device == s.device && f.identity.inode == s.inode) =>
+                    .any(|f| f.identity.same_inode(&s.identity)) =>
             {
                 // Already being read, from a lower checkpoint of its
                 // content: reading it again would send its lines twice.
-                if !(s.device == c.device && s.inode == c.inode) {
+                if !s.identity.same_inode(&wanted) {
                     self.checkpoints.mark_finished(c);
                 }
             }
             Some(s) => {
                 // While its checkpoint still marks it as known.
                 self.adopt_newer_siblings(path, s.modified)?;
-                let same = s.device == c.device && s.inode == c.inode;
+                let same = s.identity.same_inode(&wanted);
                 if s.len > c.offset {
                     self.open_rotated_sibling(path, &s, c.offset)?;
                 }
@@ -546,8 +503,7 @@ impl Tailer {
     /// it after the checkpoint, they are read from its decompressed content.
     /// Only a file found nowhere is reported as possibly lost.
     fn recover_compressed(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
-        let found =
-            self.open_compressed_copy(path, |fp| fingerprint_hex(fp) == c.fingerprint, c.offset)?;
+        let found = self.open_compressed_copy(path, |fp| fp == c.fingerprint, c.offset)?;
         if !found {
             tracing::warn!(
                 "{}: the file read up to offset {} before (inode {}) is gone (deleted, or compressed in a format the agent does not read); lines written to it after that offset, if any, were not read",
@@ -569,7 +525,7 @@ impl Tailer {
     fn open_compressed_copy(
         &mut self,
         watched: &Path,
-        wanted: impl Fn(u64) -> bool,
+        wanted: impl Fn(Fingerprint) -> bool,
         offset: u64,
     ) -> io::Result<bool> {
         let Some((gz, len)) = discover::compressed_copy(watched, wanted) else {
@@ -597,132 +553,73 @@ impl Tailer {
         Ok(true)
     }
 
-    /// Reads up to `budget` lines in all, handing each to `emit`.
+    /// Reads up to `budget` lines in all, handing each to `emit`. A file
+    /// that cannot be read costs only itself: the error is reported
+    /// (rate-limited), counted, and the read is tried again at the next poll.
     pub fn poll(
         &mut self,
         budget: usize,
         emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
     ) -> io::Result<PollOutcome> {
-        // Before reading: was a live file truncated (copytruncate)? It
-        // shrank below our offset, or it was truncated and written past our
-        // offset again, and then its first line changed. Reading first would
-        // hand out fragments of the new content.
-        let mut truncated = Vec::new();
-        for (i, f) in self.files.iter_mut().enumerate() {
-            if f.state == State::Finished {
-                continue;
-            }
-            let Ok(meta) = f.head.metadata() else {
-                continue;
-            };
-            // Only a file that changed since the last look can have been
-            // truncated; reading its head otherwise would be an inotify
-            // event (and a wake-up) for nothing.
-            let seen = (meta.len(), meta.modified().ok());
-            if f.last_seen == Some(seen) {
-                continue;
-            }
-            f.last_seen = Some(seen);
-            let head_changed = f.identity.fingerprint.is_some()
-                && FileIdentity::of(&f.head)
-                    .is_ok_and(|id| id.fingerprint != f.identity.fingerprint);
-            if meta.len() < f.read_position() || head_changed {
-                truncated.push(i);
-            }
-        }
+        let truncated: Vec<usize> = (0..self.files.len())
+            .filter(|&i| self.files[i].was_truncated())
+            .collect();
         for i in truncated {
-            self.truncated(i, None)?;
+            self.truncated(i, None);
         }
         let mut outcome = PollOutcome::default();
         let now = Instant::now();
         // Files found truncated after a read, and where their lines not
         // handed out start.
         let mut torn: Vec<(usize, u64)> = Vec::new();
-        for (i, f) in self.files.iter_mut().enumerate() {
-            if f.state == State::Finished {
-                continue;
-            }
-            let mut read_any = false;
-            let mut at_end = false;
-            loop {
-                if outcome.lines >= budget {
-                    outcome.more = true;
-                    break;
-                }
-                let line = match f.reader.next_line()? {
-                    Some(l) => l,
-                    None => {
-                        at_end = true;
-                        break;
+        for i in 0..self.files.len() {
+            let left = budget.saturating_sub(outcome.lines);
+            match self.files[i].read(left, now, self.options.rotate_wait, emit) {
+                Ok(read) => {
+                    outcome.lines += read.lines;
+                    outcome.more |= read.more;
+                    if let Some(at) = read.torn_at {
+                        torn.push((i, at));
                     }
-                };
-                // The check before reading cannot see a truncation that
-                // happens between it and the read: the read would then
-                // give bytes of the new content at the old offset (a torn
-                // line, then lines out of place). So after every read, and
-                // before any line holding its bytes goes out, the file's
-                // first line must still be the one it was.
-                if line.fresh
-                    && f.identity.fingerprint.is_some()
-                    && FileIdentity::of(&f.head)
-                        .is_ok_and(|id| id.fingerprint != f.identity.fingerprint)
-                {
-                    torn.push((i, line.offset));
-                    outcome.more = true;
-                    break;
                 }
-                read_any = true;
-                outcome.lines += 1;
-                if f.source == 0 {
-                    // A complete line exists now, so does the fingerprint.
-                    f.identity = FileIdentity::of(&f.head)?;
-                    f.source = f.identity.source_id();
-                    f.stream = f.identity.stream_id();
-                }
-                hand_out(
-                    &f.watched,
-                    (f.source, f.stream),
-                    &mut f.in_flight,
-                    line,
-                    emit,
-                );
-            }
-            if let State::Rotated { last_growth } = &mut f.state {
-                if read_any {
-                    *last_growth = now;
-                } else if at_end && now.duration_since(*last_growth) >= self.options.rotate_wait {
-                    // Only a file read to its end is done: one the budget
-                    // did not reach this time still has lines to give.
-                    // The server writes no more to it: the held partial
-                    // line, if any, is all there is.
-                    if let Some(line) = f.reader.take_partial() {
-                        outcome.lines += 1;
-                        hand_out(
-                            &f.watched,
-                            (f.source, f.stream),
-                            &mut f.in_flight,
-                            line,
-                            emit,
-                        );
-                    }
-                    f.state = State::Finished;
-                }
+                Err(e) => self.read_failed(i, &e),
             }
         }
         for (i, at) in torn {
-            self.truncated(i, Some(at))?;
+            self.truncated(i, Some(at));
         }
         self.update_checkpoints();
         Ok(outcome)
     }
 
+    /// Reading file `i` failed: say so (at most once a minute per file) and
+    /// count it; the file stays open and is read again at the next poll.
+    fn read_failed(&mut self, i: usize, e: &io::Error) {
+        self.read_errors += 1;
+        let f = &self.files[i];
+        let now = Instant::now();
+        let last = self.error_reported.get(&f.watched).copied();
+        if last.is_none_or(|t| now.duration_since(t) >= ERROR_REPORT_EVERY) {
+            tracing::error!(
+                "{}: cannot read at offset {}: {e}; other files go on, and this one is tried again ({} read errors so far)",
+                f.watched.display(),
+                f.read_position(),
+                self.read_errors
+            );
+            self.error_reported.insert(f.watched.clone(), now);
+        }
+    }
+
+    /// Reads that failed so far (each is retried).
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors
+    }
+
     /// The sink delivered every line of `source` that ends at or before
     /// `end`.
     pub fn acknowledge(&mut self, source: u64, end: u64) {
-        for f in self.files.iter_mut().filter(|f| f.source == source) {
-            while f.in_flight.front().is_some_and(|(_, e)| *e <= end) {
-                f.in_flight.pop_front();
-            }
+        for f in self.files.iter_mut().filter(|f| f.source() == Some(source)) {
+            f.acknowledge(end);
         }
     }
 
@@ -730,12 +627,10 @@ impl Tailer {
     /// whose lines are all delivered.
     pub fn update_checkpoints(&mut self) {
         for f in &self.files {
-            let done = f.state == State::Finished && f.in_flight.is_empty();
             self.checkpoints
-                .record(&f.identity, &f.watched, f.delivered(), done);
+                .record(&f.identity, &f.watched, f.delivered(), f.is_done());
         }
-        self.files
-            .retain(|f| !(f.state == State::Finished && f.in_flight.is_empty()));
+        self.files.retain(|f| !f.is_done());
     }
 
     /// Whether some rotated file is waiting out `rotate_wait`.
@@ -776,26 +671,5 @@ impl Tailer {
     /// Whether checkpoints changed since the last save.
     pub fn checkpoints_dirty(&self) -> bool {
         self.checkpoints.is_dirty()
-    }
-}
-
-/// Gives `line` to the consumer, remembering it until acknowledged if the
-/// consumer sent it on. `ids` are the file's source and stream.
-fn hand_out(
-    path: &Path,
-    (source, stream): (u64, u64),
-    in_flight: &mut VecDeque<(u64, u64)>,
-    line: Line<'_>,
-    emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
-) {
-    let (start, end) = (line.offset, line.end);
-    let tailed = TailedLine {
-        path,
-        source,
-        stream,
-        line,
-    };
-    if emit(tailed) == Delivery::Pending {
-        in_flight.push_back((start, end));
     }
 }

@@ -1,0 +1,284 @@
+//! One open log file: its reader, its identity, the lines handed out and
+//! not yet acknowledged, and whether its path still names it.
+//!
+//! The [`super::Tailer`] decides which files are open (discovery, rotation,
+//! recovery at start); what happens inside one file (checking it was not
+//! truncated, reading its lines, finishing it once rotated) is here.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::identity::FileIdentity;
+use super::lines::{Line, LineReader};
+use super::{Delivery, TailedLine};
+
+/// Whether a file is still the one its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Live,
+    /// Rotated away or deleted; read until it stops growing.
+    Rotated {
+        last_growth: Instant,
+    },
+    /// Read to its end; kept only until its lines are acknowledged.
+    Finished,
+}
+
+/// The numbers a file's lines carry, known once it has a fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ids {
+    /// Acknowledgement routing ([`FileIdentity::source_id`]).
+    source: u64,
+    /// `event_id`'s file part ([`FileIdentity::stream_id`]).
+    stream: u64,
+}
+
+impl Ids {
+    fn of(identity: &FileIdentity) -> Option<Ids> {
+        identity.fingerprint.map(|_| Ids {
+            source: identity.source_id(),
+            stream: identity.stream_id(),
+        })
+    }
+}
+
+/// What one read of a file found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FileRead {
+    pub lines: usize,
+    /// The budget ran out before the end of the file.
+    pub more: bool,
+    /// The file was truncated between the check and the read; the lines
+    /// not handed out start here.
+    pub torn_at: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(super) struct TailedFile {
+    pub watched: PathBuf,
+    pub reader: LineReader<File>,
+    /// A second handle on the same open file, to read its head for the
+    /// fingerprint while the reader is busy.
+    pub head: File,
+    pub identity: FileIdentity,
+    ids: Option<Ids>,
+    pub state: State,
+    /// (start, end) of lines handed out and not yet acknowledged, in order.
+    in_flight: VecDeque<(u64, u64)>,
+    /// Size and modification time at the last truncation check.
+    last_seen: Option<(u64, Option<SystemTime>)>,
+}
+
+impl TailedFile {
+    pub fn open(watched: &Path, path: &Path, offset: u64, max_line: usize) -> io::Result<Self> {
+        Self::from_file(watched, File::open(path)?, offset, max_line)
+    }
+
+    pub fn from_file(
+        watched: &Path,
+        mut file: File,
+        offset: u64,
+        max_line: usize,
+    ) -> io::Result<Self> {
+        let identity = FileIdentity::of(&file)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(TailedFile {
+            head: file.try_clone()?,
+            watched: watched.to_owned(),
+            ids: Ids::of(&identity),
+            identity,
+            reader: LineReader::new(file, offset, max_line),
+            state: State::Live,
+            in_flight: VecDeque::new(),
+            last_seen: None,
+        })
+    }
+
+    /// Acknowledgements for this file carry this number (`None` until it
+    /// has a fingerprint, when no line was handed out yet).
+    pub fn source(&self) -> Option<u64> {
+        self.ids.map(|i| i.source)
+    }
+
+    /// How far into the file we have read (complete lines and the partial
+    /// line held).
+    pub fn read_position(&self) -> u64 {
+        self.reader.offset() + self.reader.pending().len() as u64
+    }
+
+    /// The offset below which everything is delivered.
+    pub fn delivered(&self) -> u64 {
+        self.in_flight
+            .front()
+            .map(|(start, _)| *start)
+            .unwrap_or(self.reader.offset())
+    }
+
+    /// Read to its end and every line delivered: it can be closed.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Finished && self.in_flight.is_empty()
+    }
+
+    pub fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
+        self.identity.device == meta.dev() && self.identity.inode == meta.ino()
+    }
+
+    /// The consumer delivered every line that ends at or before `end`.
+    pub fn acknowledge(&mut self, end: u64) {
+        while self.in_flight.front().is_some_and(|(_, e)| *e <= end) {
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// Makes the next [`TailedFile::was_truncated`] look at the file even if
+    /// its size and time did not change.
+    pub fn forget_seen(&mut self) {
+        self.last_seen = None;
+    }
+
+    /// Whether the file's first line is no longer the one it had.
+    fn head_changed(&self) -> bool {
+        self.identity.fingerprint.is_some()
+            && FileIdentity::of(&self.head)
+                .is_ok_and(|id| id.fingerprint != self.identity.fingerprint)
+    }
+
+    /// Before reading: was the file truncated (copytruncate)? It shrank
+    /// below our offset, or it was truncated and written past our offset
+    /// again, and then its first line changed. Reading first would hand out
+    /// fragments of the new content.
+    pub fn was_truncated(&mut self) -> bool {
+        if self.state == State::Finished {
+            return false;
+        }
+        let Ok(meta) = self.head.metadata() else {
+            return false;
+        };
+        // Only a file that changed since the last look can have been
+        // truncated; reading its head otherwise would be an inotify event
+        // (and a wake-up) for nothing.
+        let seen = (meta.len(), meta.modified().ok());
+        if self.last_seen == Some(seen) {
+            return false;
+        }
+        self.last_seen = Some(seen);
+        meta.len() < self.read_position() || self.head_changed()
+    }
+
+    /// Reads up to `budget` lines, handing each to `emit`; a rotated file
+    /// that stopped growing for `rotate_wait` is finished.
+    pub fn read(
+        &mut self,
+        budget: usize,
+        now: Instant,
+        rotate_wait: Duration,
+        emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+    ) -> io::Result<FileRead> {
+        let mut read = FileRead::default();
+        if self.state == State::Finished {
+            return Ok(read);
+        }
+        let mut at_end = false;
+        loop {
+            if read.lines >= budget {
+                read.more = true;
+                break;
+            }
+            let Some(line) = self.reader.next_line()? else {
+                at_end = true;
+                break;
+            };
+            // The check before reading cannot see a truncation that happens
+            // between it and the read: the read would then give bytes of the
+            // new content at the old offset (a torn line, then lines out of
+            // place). So after every read, and before any line holding its
+            // bytes goes out, the file's first line must still be the one
+            // it was.
+            if line.fresh
+                && self.identity.fingerprint.is_some()
+                && FileIdentity::of(&self.head)
+                    .is_ok_and(|id| id.fingerprint != self.identity.fingerprint)
+            {
+                read.torn_at = Some(line.offset);
+                read.more = true;
+                break;
+            }
+            read.lines += 1;
+            let ids = match self.ids {
+                Some(ids) => ids,
+                None => {
+                    // A complete line exists now, so does the fingerprint.
+                    self.identity = FileIdentity::of(&self.head)?;
+                    let ids = Ids::of(&self.identity).ok_or_else(|| {
+                        io::Error::other("the file's first line vanished while it was read")
+                    })?;
+                    self.ids = Some(ids);
+                    ids
+                }
+            };
+            hand_out(&self.watched, ids, &mut self.in_flight, line, emit);
+        }
+        self.maybe_finish(read.lines > 0, at_end, now, rotate_wait, emit);
+        Ok(read)
+    }
+
+    /// A rotated file read to its end that has not grown for `rotate_wait`
+    /// is done. The server writes no more to it: the held partial line, if
+    /// any, is all there is.
+    fn maybe_finish(
+        &mut self,
+        read_any: bool,
+        at_end: bool,
+        now: Instant,
+        rotate_wait: Duration,
+        emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+    ) {
+        let State::Rotated { last_growth } = &mut self.state else {
+            return;
+        };
+        if read_any {
+            *last_growth = now;
+            return;
+        }
+        // Only a file read to its end is done: one the budget did not reach
+        // this time still has lines to give.
+        if !at_end || now.duration_since(*last_growth) < rotate_wait {
+            return;
+        }
+        if let Some(line) = self.reader.take_partial() {
+            // A file of one line without newline never got a fingerprint:
+            // its line still goes out, under the numbers of an empty head.
+            let ids = *self.ids.get_or_insert(Ids {
+                source: self.identity.source_id(),
+                stream: self.identity.stream_id(),
+            });
+            hand_out(&self.watched, ids, &mut self.in_flight, line, emit);
+        }
+        self.state = State::Finished;
+    }
+}
+
+/// Gives `line` to the consumer, remembering it until acknowledged if the
+/// consumer sent it on.
+fn hand_out(
+    path: &Path,
+    ids: Ids,
+    in_flight: &mut VecDeque<(u64, u64)>,
+    line: Line<'_>,
+    emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+) {
+    let (start, end) = (line.offset, line.end);
+    let tailed = TailedLine {
+        path,
+        source: ids.source,
+        stream: ids.stream,
+        line,
+    };
+    if emit(tailed) == Delivery::Pending {
+        in_flight.push_back((start, end));
+    }
+}

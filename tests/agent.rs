@@ -1,0 +1,289 @@
+//! The whole agent in-process, with a sink of the test's own: one that
+//! acknowledges, one that refuses (never acknowledges), one that is slow
+//! and full. Only acknowledgements move checkpoints; a stop saves them; a
+//! restart resumes from them without loss or repeat.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cerberus_agent::agent::{Agent, Report};
+use cerberus_agent::cli::RunArgs;
+use cerberus_agent::config::Layers;
+use cerberus_agent::deliver::{EventSink, Origin};
+use cerberus_agent::plan::{Plan, RunMode};
+use cerberus_agent::wake::{Wake, Wakes};
+use common::agent_process::access_line;
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How the fake backend behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Acknowledges everything at each flush.
+    Acknowledging,
+    /// Takes events and never acknowledges them.
+    Refusing,
+    /// Is full while it holds `room` events unacknowledged, and
+    /// acknowledges the 64 oldest per flush.
+    Slow { room: usize },
+}
+
+#[derive(Default)]
+struct Received {
+    events: Vec<Value>,
+    /// The most events held unacknowledged at once.
+    peak_unacknowledged: usize,
+}
+
+struct FakeSink {
+    behaviour: Behaviour,
+    held: Vec<Origin>,
+    acked: Vec<Origin>,
+    received: Arc<Mutex<Received>>,
+}
+
+impl EventSink for FakeSink {
+    fn push(&mut self, event: &[u8], origin: Origin) -> io::Result<()> {
+        let v: Value = serde_json::from_slice(event).map_err(io::Error::other)?;
+        self.held.push(origin);
+        let mut r = self.received.lock().unwrap();
+        r.events.push(v);
+        r.peak_unacknowledged = r.peak_unacknowledged.max(self.held.len());
+        Ok(())
+    }
+
+    fn flush(&mut self, _now: Instant) -> io::Result<()> {
+        match self.behaviour {
+            Behaviour::Acknowledging => self.acked.append(&mut self.held),
+            Behaviour::Refusing => {}
+            Behaviour::Slow { .. } => {
+                let n = self.held.len().min(64);
+                self.acked.extend(self.held.drain(..n));
+            }
+        }
+        Ok(())
+    }
+
+    fn take_acks(&mut self, out: &mut Vec<Origin>) {
+        out.append(&mut self.acked);
+    }
+
+    fn is_full(&self) -> bool {
+        matches!(self.behaviour, Behaviour::Slow { room } if self.held.len() >= room)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        // A slow backend acknowledges a little later: come back soon.
+        match self.behaviour {
+            Behaviour::Slow { .. } if !self.held.is_empty() => {
+                Some(Instant::now() + Duration::from_millis(1))
+            }
+            _ => None,
+        }
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.flush(Instant::now())
+    }
+
+    fn is_finished(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+/// An agent running on its own thread.
+struct Running {
+    wakes: Wakes,
+    received: Arc<Mutex<Received>>,
+    thread: JoinHandle<anyhow::Result<Report>>,
+}
+
+fn plan(log: &Path, state: &Path, once: bool) -> Plan {
+    let run = RunArgs {
+        logs: vec![log.display().to_string()],
+        format: Some("nginx_combined".into()),
+        state_dir: Some(state.to_owned()),
+        ..RunArgs::default()
+    };
+    let mut settings = Layers::new(&run.common, Some(&run), HashMap::new())
+        .settings()
+        .expect("settings");
+    settings.pattern_dirs.clear();
+    settings.shutdown_timeout_ms = 300;
+    let mode = RunMode {
+        once,
+        no_checkpoints: false,
+    };
+    Plan::from_settings(&settings, mode).expect("plan")
+}
+
+fn start(log: &Path, state: &Path, behaviour: Behaviour, once: bool) -> Running {
+    let plan = plan(log, state, once);
+    let wakes = Wakes::new();
+    let received = Arc::new(Mutex::new(Received::default()));
+    let sink = FakeSink {
+        behaviour,
+        held: Vec::new(),
+        acked: Vec::new(),
+        received: received.clone(),
+    };
+    let agent_wakes = wakes.clone();
+    let thread =
+        std::thread::spawn(move || Agent::start(plan, Box::new(sink), &agent_wakes)?.run());
+    Running {
+        wakes,
+        received,
+        thread,
+    }
+}
+
+impl Running {
+    fn ids(&self) -> Vec<usize> {
+        let r = self.received.lock().unwrap();
+        r.events.iter().map(common::agent_process::id_of).collect()
+    }
+
+    fn wait_for(&self, n: usize) {
+        let started = Instant::now();
+        while self.ids().len() < n {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "only {} of {n} events arrived",
+                self.ids().len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What SIGTERM does: wake the loop to stop; returns its report.
+    fn stop(self) -> (Report, Vec<usize>, Vec<String>) {
+        self.wakes.waker().wake(Wake::Shutdown);
+        let report = self
+            .thread
+            .join()
+            .expect("agent thread")
+            .expect("agent ran");
+        let r = self.received.lock().unwrap();
+        let ids = r.events.iter().map(common::agent_process::id_of).collect();
+        let event_ids = r
+            .events
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (report, ids, event_ids)
+    }
+}
+
+fn append(path: &Path, ids: std::ops::Range<usize>) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for id in ids {
+        f.write_all(access_line(id).as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn follows_appends_and_resumes_after_a_stop_without_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, 0..5); // existing content: a new file starts at its end
+    let agent = start(&log, state.path(), Behaviour::Acknowledging, false);
+    std::thread::sleep(Duration::from_millis(300));
+    append(&log, 5..10);
+    agent.wait_for(5);
+    let (report, ids, _) = agent.stop();
+    assert_eq!(ids, (5..10).collect::<Vec<_>>());
+    assert_eq!((report.acknowledged, report.unacknowledged), (5, 0));
+
+    append(&log, 10..15);
+    let agent = start(&log, state.path(), Behaviour::Acknowledging, false);
+    agent.wait_for(5);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, ids, _) = agent.stop();
+    assert_eq!(
+        ids,
+        (10..15).collect::<Vec<_>>(),
+        "resumed from the checkpoint: nothing lost, nothing repeated"
+    );
+}
+
+#[test]
+fn only_acknowledged_lines_move_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, 0..20);
+    // --once reads from the beginning; a backend that never acknowledges
+    // holds the agent until the stop, which gives up after its timeout.
+    let agent = start(&log, state.path(), Behaviour::Refusing, true);
+    agent.wait_for(20);
+    let (report, _, first_ids) = agent.stop();
+    assert_eq!((report.acknowledged, report.unacknowledged), (0, 20));
+
+    let agent = start(&log, state.path(), Behaviour::Acknowledging, true);
+    let report = agent
+        .thread
+        .join()
+        .expect("agent thread")
+        .expect("agent ran");
+    let r = agent.received.lock().unwrap();
+    let ids: Vec<usize> = r.events.iter().map(common::agent_process::id_of).collect();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>(), "everything is sent again");
+    let again: Vec<&str> = r
+        .events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(again, first_ids, "with the same event_ids");
+    assert_eq!(report.acknowledged, 20);
+}
+
+#[test]
+fn a_slow_full_sink_holds_the_reading_back_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, 0..30_000);
+    let agent = start(&log, state.path(), Behaviour::Slow { room: 50 }, true);
+    let report = agent
+        .thread
+        .join()
+        .expect("agent thread")
+        .expect("agent ran");
+    let r = agent.received.lock().unwrap();
+    let ids: Vec<usize> = r.events.iter().map(common::agent_process::id_of).collect();
+    assert_eq!(ids, (0..30_000).collect::<Vec<_>>(), "in order, each once");
+    assert_eq!(report.acknowledged, 30_000);
+    // A full sink stops the reading: at most one poll's worth (8192 lines)
+    // goes past it, not the whole file.
+    assert!(
+        r.peak_unacknowledged <= 50 + 8192,
+        "{} held at once",
+        r.peak_unacknowledged
+    );
+}
+
+#[test]
+fn waits_for_a_path_that_does_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("later.log");
+    let agent = start(&log, state.path(), Behaviour::Acknowledging, false);
+    std::thread::sleep(Duration::from_millis(300));
+    append(&log, 0..3);
+    agent.wait_for(3);
+    let (_, ids, _) = agent.stop();
+    assert_eq!(ids, vec![0, 1, 2]);
+}
