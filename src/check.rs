@@ -14,7 +14,7 @@ use crate::diagnostics::excerpt;
 use crate::event::{EventOptions, LinePosition};
 use crate::parse::{Format, Pattern, PatternSet};
 use crate::pipeline::{LineHandler, LineOutcome};
-use crate::tail::LineReader;
+use crate::tail::{Line, LineReader};
 
 /// What `check` counted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,59 +55,7 @@ pub fn check(
                 None => break,
             },
         };
-        summary.lines += 1;
-        let position = LinePosition {
-            source: 0,
-            offset: line.offset,
-        };
-        let mut reasons = Vec::new();
-        let mut done = false;
-        for handler in handlers.iter_mut() {
-            match handler.handle(line.bytes, position, &mut event) {
-                LineOutcome::Blank => {
-                    summary.blank += 1;
-                    done = true;
-                }
-                outcome @ (LineOutcome::Event | LineOutcome::EventWithWarning(_)) => {
-                    summary.parsed += 1;
-                    *summary
-                        .per_pattern
-                        .entry(handler.pattern().name.clone())
-                        .or_default() += 1;
-                    out.write_all(&event)?;
-                    out.write_all(b"\n")?;
-                    event.clear();
-                    if let LineOutcome::EventWithWarning(w) = outcome {
-                        summary.warnings += 1;
-                        writeln!(out, "line {}: warning: {w}", line.number)?;
-                    }
-                    done = true;
-                }
-                LineOutcome::Failed(reason) => reasons.push(reason),
-            }
-            if done {
-                break;
-            }
-        }
-        if !done {
-            summary.failed += 1;
-            let why = if reasons.len() == 1 {
-                reasons.remove(0)
-            } else {
-                "no pattern fits (give --format NAME to see why that one fails)".to_owned()
-            };
-            let cut = if line.truncated {
-                " (line cut at max_line_bytes)"
-            } else {
-                ""
-            };
-            writeln!(
-                out,
-                "line {}: failed: {why}{cut}: {}",
-                line.number,
-                excerpt(line.bytes, 160)
-            )?;
-        }
+        check_line(&mut handlers, &line, &mut summary, &mut event, out)?;
     }
     writeln!(out)?;
     writeln!(
@@ -119,4 +67,61 @@ pub fn check(
         writeln!(out, "  {name}: {n}")?;
     }
     Ok(summary)
+}
+
+/// One line through the candidate patterns: its event, or why it failed.
+fn check_line(
+    handlers: &mut [LineHandler],
+    line: &Line<'_>,
+    summary: &mut CheckSummary,
+    event: &mut Vec<u8>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    summary.lines += 1;
+    let position = LinePosition {
+        source: 0,
+        offset: line.offset,
+    };
+    let mut reasons = Vec::new();
+    for handler in handlers.iter_mut() {
+        match handler.handle(line.bytes, position, event) {
+            LineOutcome::Blank => {
+                summary.blank += 1;
+                return Ok(());
+            }
+            outcome @ (LineOutcome::Event | LineOutcome::EventWithWarning(_)) => {
+                summary.parsed += 1;
+                *summary
+                    .per_pattern
+                    .entry(handler.pattern().name.clone())
+                    .or_default() += 1;
+                out.write_all(event)?;
+                out.write_all(b"\n")?;
+                event.clear();
+                if let LineOutcome::EventWithWarning(w) = outcome {
+                    summary.warnings += 1;
+                    writeln!(out, "line {}: warning: {w}", line.number)?;
+                }
+                return Ok(());
+            }
+            LineOutcome::Failed(reason) => reasons.push(reason),
+        }
+    }
+    summary.failed += 1;
+    let why = if reasons.len() == 1 {
+        reasons.remove(0)
+    } else {
+        "no pattern fits (give --format NAME to see why that one fails)".to_owned()
+    };
+    let cut = if line.truncated {
+        " (line cut at max_line_bytes)"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "line {}: failed: {why}{cut}: {}",
+        line.number,
+        excerpt(line.bytes, 160)
+    )
 }

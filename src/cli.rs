@@ -1,7 +1,7 @@
 //! The command line. Every flag is defined here once, with its help text.
 //!
 //! Flags override the configuration file and `CERBERUS_*` environment
-//! variables (see [`crate::config`]); only flags that were given take part.
+//! variables (see `config.rs`); only flags that were given take part.
 //! A flag that is a setting serialises under the setting's key (its field
 //! name, or the `rename` beside it); flags that are not settings are
 //! skipped. The key is thus written once, here.

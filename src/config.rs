@@ -9,8 +9,8 @@
 //!
 //! Settings are typed here ([`Format`], [`Scheme`], [`Wire`], durations in
 //! milliseconds); what each component needs is worked out from them once,
-//! in [`crate::plan`]. The flags' layer is the flags themselves, serialised
-//! under their own field names, so a key is named once, in [`crate::cli`].
+//! in `plan.rs`. The flags' layer is the flags themselves, serialised
+//! under their own field names, so a key is named once, in `cli.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@ pub const BURST: u32 = 10;
 /// The rate-limiting window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// What happened to lines, for the final summary ([`crate::agent::Report`]).
+/// What happened to lines, for the final summary.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub lines_read: AtomicU64,

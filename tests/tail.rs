@@ -640,3 +640,23 @@ fn a_file_that_fails_to_read_costs_only_itself() {
     h.poll(true);
     assert_eq!(h.out, concat(&[("good", 5), ("later", 3)]));
 }
+
+/// A file empty at the stop has no checkpoint (no first line to know it
+/// by); lines written to it while the agent was stopped are still read: its
+/// path was followed, so its content is not from before the agent's time.
+#[test]
+fn lines_written_while_stopped_to_a_file_empty_at_the_stop_are_read() {
+    let mut h = Harness::new(TailOptions {
+        rotate_wait: Duration::ZERO,
+        ..TailOptions::default()
+    });
+    let log = h.log.clone();
+    h.append(&log, &[]);
+    h.start();
+    h.poll(true);
+    h.stop();
+    h.append(&log, &lines("while-stopped", 3));
+    h.start();
+    h.poll(true);
+    assert_eq!(h.out, lines("while-stopped", 3));
+}

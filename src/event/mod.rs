@@ -118,6 +118,9 @@ impl EventBuilder {
 
     /// Appends the event for `fields` to `out` as one JSON object (no
     /// newline). On error nothing is appended.
+    ///
+    /// One function on purpose: it is the hot path, and it reads top to
+    /// bottom as the event's fields in the contract's order.
     pub fn build(
         &mut self,
         fields: &Fields<'_>,

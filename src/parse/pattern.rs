@@ -210,24 +210,7 @@ impl Pattern {
             toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
         let name = file.name.unwrap_or_else(|| fallback_name.to_owned());
 
-        let mut mappings: Vec<(Role, Vec<String>)> = Vec::new();
-        for (key, names) in &file.fields {
-            let role = Role::ALL
-                .iter()
-                .copied()
-                .find(|r| r.key() == key)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = Role::ALL.iter().map(|r| r.key()).collect();
-                    PatternError::new(
-                        &where_,
-                        format!(
-                            "unknown key `fields.{key}`: expected one of {}",
-                            known.join(", ")
-                        ),
-                    )
-                })?;
-            mappings.push((role, names.list()));
-        }
+        let mappings = role_mappings(&file.fields, &where_)?;
         let has = |role: Role| mappings.iter().any(|(r, _)| *r == role);
         let has_request = has(Role::Request) || (has(Role::Method) && has(Role::Path));
         if !has_request {
@@ -261,65 +244,7 @@ impl Pattern {
             }
         };
 
-        let splitter = match file.split {
-            SplitSpec::Regex { regex, escape } => {
-                let regex = Regex::new(&regex)
-                    .map_err(|e| PatternError::new(&where_, format!("`split.regex`: {e}")))?;
-                let mut groups = Vec::new();
-                for (role, names) in mappings {
-                    let mut indices = Vec::new();
-                    for n in &names {
-                        let idx = regex.capture_names().position(|c| c == Some(n.as_str()));
-                        match idx {
-                            Some(i) => indices.push(i),
-                            None => {
-                                return Err(PatternError::new(
-                                    &where_,
-                                    format!(
-                                        "`fields.{}` names `{n}`, which is not a named capture of `split.regex`",
-                                        role.key()
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                    groups.push((role, indices));
-                }
-                Splitter::Regex {
-                    regex,
-                    escape,
-                    groups,
-                }
-            }
-            SplitSpec::Template { template, escape } => {
-                let numeric: Vec<&str> = mappings
-                    .iter()
-                    .filter(|(r, _)| {
-                        matches!(r, Role::Status | Role::BytesSent | Role::ResponseTime)
-                    })
-                    .flat_map(|(_, names)| names.iter().map(String::as_str))
-                    .collect();
-                let template = Template::compile(&template, escape, &numeric)
-                    .map_err(|e| PatternError::new(&where_, format!("`split.template`: {e}")))?;
-                let names: Vec<&str> = template.names().collect();
-                let mut groups = Vec::new();
-                for (role, wanted) in &mappings {
-                    let mut indices = Vec::new();
-                    for n in wanted {
-                        let i = names.iter().position(|f| f == n).ok_or_else(|| {
-                            PatternError::new(
-                                &where_,
-                                format!("`fields.{}` names `{n}`, which is not a field of `split.template`", role.key()),
-                            )
-                        })?;
-                        indices.push(i);
-                    }
-                    groups.push((*role, indices));
-                }
-                Splitter::Template { template, groups }
-            }
-            SplitSpec::Json => Splitter::Json { paths: mappings },
-        };
+        let splitter = splitter(file.split, mappings, &where_)?;
 
         Ok(Pattern {
             name,
@@ -400,6 +325,97 @@ impl Pattern {
         }
         Ok(fields)
     }
+}
+
+/// The `[fields]` table as roles and the pattern's field names for each.
+fn role_mappings(
+    fields: &BTreeMap<String, Names>,
+    where_: &str,
+) -> Result<Vec<(Role, Vec<String>)>, PatternError> {
+    let mut mappings = Vec::new();
+    for (key, names) in fields {
+        let role = Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.key() == key)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Role::ALL.iter().map(|r| r.key()).collect();
+                PatternError::new(
+                    where_,
+                    format!(
+                        "unknown key `fields.{key}`: expected one of {}",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        mappings.push((role, names.list()));
+    }
+    Ok(mappings)
+}
+
+/// Compiles the `[split]` table, resolving each role's field names to the
+/// splitter's own indices.
+fn splitter(
+    spec: SplitSpec,
+    mappings: Vec<(Role, Vec<String>)>,
+    where_: &str,
+) -> Result<Splitter, PatternError> {
+    match spec {
+        SplitSpec::Regex { regex, escape } => {
+            let regex = Regex::new(&regex)
+                .map_err(|e| PatternError::new(where_, format!("`split.regex`: {e}")))?;
+            let names: Vec<Option<&str>> = regex.capture_names().collect();
+            let groups =
+                resolve_groups(&mappings, where_, "a named capture of `split.regex`", |n| {
+                    names.iter().position(|c| *c == Some(n))
+                })?;
+            Ok(Splitter::Regex {
+                regex,
+                escape,
+                groups,
+            })
+        }
+        SplitSpec::Template { template, escape } => {
+            let numeric: Vec<&str> = mappings
+                .iter()
+                .filter(|(r, _)| matches!(r, Role::Status | Role::BytesSent | Role::ResponseTime))
+                .flat_map(|(_, names)| names.iter().map(String::as_str))
+                .collect();
+            let template = Template::compile(&template, escape, &numeric)
+                .map_err(|e| PatternError::new(where_, format!("`split.template`: {e}")))?;
+            let names: Vec<&str> = template.names().collect();
+            let groups = resolve_groups(&mappings, where_, "a field of `split.template`", |n| {
+                names.iter().position(|f| *f == n)
+            })?;
+            Ok(Splitter::Template { template, groups })
+        }
+        SplitSpec::Json => Ok(Splitter::Json { paths: mappings }),
+    }
+}
+
+/// Each role's field names as indices given by `index_of`; a name it does
+/// not know is an error saying it is not `what`.
+fn resolve_groups(
+    mappings: &[(Role, Vec<String>)],
+    where_: &str,
+    what: &str,
+    index_of: impl Fn(&str) -> Option<usize>,
+) -> Result<Vec<(Role, Vec<usize>)>, PatternError> {
+    let mut groups = Vec::new();
+    for (role, wanted) in mappings {
+        let mut indices = Vec::new();
+        for n in wanted {
+            let i = index_of(n).ok_or_else(|| {
+                PatternError::new(
+                    where_,
+                    format!("`fields.{}` names `{n}`, which is not {what}", role.key()),
+                )
+            })?;
+            indices.push(i);
+        }
+        groups.push((*role, indices));
+    }
+    Ok(groups)
 }
 
 /// Invalid UTF-8 bytes carried through a JSON parser as the characters

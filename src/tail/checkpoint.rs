@@ -21,6 +21,9 @@ use super::identity::{FileIdentity, Fingerprint};
 
 /// The store's file name inside the state folder.
 pub const FILE_NAME: &str = "checkpoints.json";
+/// The store as it was before the last save, kept in case the store itself
+/// is damaged.
+pub const PREVIOUS_FILE_NAME: &str = "checkpoints.json.prev";
 
 /// Checkpoints of files not seen for this long are forgotten.
 pub const FORGET_AFTER_SECS: u64 = 7 * 24 * 3600;
@@ -124,35 +127,44 @@ impl CheckpointStore {
             dirty: false,
             reset: false,
         };
-        match fs::read(&file) {
-            Ok(bytes) => match serde_json::from_slice::<StoreFile>(&bytes) {
-                Ok(saved) => {
-                    for c in saved.files {
-                        store.entries.insert(c.identity(), c);
+        let saved = match read_store(&file)? {
+            Some(Ok(saved)) => Some(saved),
+            None => None,
+            Some(Err(e)) => {
+                let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
+                let moved = match fs::rename(&file, &aside) {
+                    Ok(()) => format!("moved it to {}", aside.display()),
+                    Err(m) => format!("could not move it aside ({m})"),
+                };
+                // The store as it was one save before (about a second):
+                // its offsets are at or below what was delivered, so lines
+                // are at most sent again, never skipped.
+                let previous = state_dir.join(PREVIOUS_FILE_NAME);
+                match read_store(&previous) {
+                    Ok(Some(Ok(saved))) => {
+                        tracing::error!(
+                            "checkpoint file {} is unreadable ({e}); {moved}; resuming from the previous save ({}): lines delivered since then are sent again with their event_id, so the backend can drop the repeats",
+                            file.display(),
+                            previous.display()
+                        );
+                        Some(saved)
                     }
-                    store.looked = saved.paths;
+                    _ => {
+                        store.reset = true;
+                        tracing::error!(
+                            "checkpoint file {} is unreadable ({e}), and so is the previous save; {moved}; what was delivered is unknown, so the files are read again from their start (lines sent before keep their event_id, so the backend can drop the repeats)",
+                            file.display()
+                        );
+                        None
+                    }
                 }
-                Err(e) => {
-                    let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
-                    let moved = fs::rename(&file, &aside);
-                    store.reset = true;
-                    tracing::error!(
-                        "checkpoint file {} is unreadable ({e}); {}; what was delivered is unknown, so the files are read again from their start (lines sent before keep their event_id, so the backend can drop the repeats)",
-                        file.display(),
-                        match moved {
-                            Ok(()) => format!("moved it to {}", aside.display()),
-                            Err(m) => format!("could not move it aside ({m})"),
-                        }
-                    );
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot read checkpoint file {}: {e}", file.display()),
-                ));
             }
+        };
+        if let Some(saved) = saved {
+            for c in saved.files {
+                store.entries.insert(c.identity(), c);
+            }
+            store.looked = saved.paths;
         }
         Ok(store)
     }
@@ -268,11 +280,33 @@ impl CheckpointStore {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
+        // The store being replaced stays as the previous save. Linked, not
+        // renamed: the store's name never stops naming a complete store.
+        let previous = dir.join(PREVIOUS_FILE_NAME);
+        if file.exists() {
+            let _ = fs::remove_file(&previous);
+            if fs::hard_link(file, &previous).is_err() {
+                fs::copy(file, &previous)?;
+            }
+        }
         fs::rename(&tmp, file)?;
-        // The rename is durable only once the folder is synced.
+        // The renames are durable only once the folder is synced.
         File::open(dir)?.sync_all()?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+/// The store saved at `path`: `None` if there is none, the parse error if
+/// it is damaged.
+fn read_store(path: &Path) -> io::Result<Option<Result<StoreFile, serde_json::Error>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice::<StoreFile>(&bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot read checkpoint file {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -301,6 +335,28 @@ mod tests {
             "inode reuse with other content is another file"
         );
         assert_eq!(s.for_path(Path::new("/l/a.log")).len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_store_falls_back_to_the_previous_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = CheckpointStore::open(dir.path()).unwrap();
+        s.record(&id(5, 9), Path::new("/l/a.log"), 100, false);
+        s.save(false).unwrap();
+        s.record(&id(5, 9), Path::new("/l/a.log"), 200, false);
+        s.save(false).unwrap();
+        // A crash of the filesystem cuts the store in half.
+        let path = dir.path().join(FILE_NAME);
+        let text = fs::read(&path).unwrap();
+        fs::write(&path, &text[..text.len() / 2]).unwrap();
+
+        let s = CheckpointStore::open(dir.path()).unwrap();
+        assert!(!s.was_reset(), "what was delivered is still known");
+        assert_eq!(
+            s.get(&id(5, 9)).map(|c| c.offset),
+            Some(100),
+            "the previous save: at most a second of lines is sent again"
+        );
     }
 
     #[test]

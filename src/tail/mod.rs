@@ -445,8 +445,18 @@ impl Tailer {
                 self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))?;
             }
         }
+        // A file without checkpoint starts at its end only when its path
+        // was never followed before: a path the agent followed in an earlier
+        // run got this content while the agent was responsible for it (a
+        // file that was empty at the stop has no checkpoint either).
+        let followed_before = self.checkpoints.looked(path).is_some();
         let start = start.unwrap_or(
-            if rotated_while_stopped || !first || reset || self.options.from_beginning {
+            if rotated_while_stopped
+                || !first
+                || reset
+                || followed_before
+                || self.options.from_beginning
+            {
                 0
             } else {
                 len
