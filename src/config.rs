@@ -166,7 +166,7 @@ pub struct Layers {
 }
 
 /// Environment variables that are not settings keys.
-const NOT_SETTINGS: &[&str] = &["CERBERUS_CONFIG"];
+const NOT_SETTINGS: &[&str] = &["CERBERUS_CONFIG", "CERBERUS_LOG_FILTER"];
 
 impl Layers {
     /// Layers from the real environment and the parsed flags.

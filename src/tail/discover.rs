@@ -137,11 +137,14 @@ pub fn head_fingerprint(path: &Path) -> Option<Fingerprint> {
 
 /// A gzip-compressed rotated sibling of `path` whose content starts with
 /// the first line `wanted` is the fingerprint of (logrotate's `compress`,
-/// `delaycompress`): its path and its length once decompressed.
+/// `delaycompress`): its path, its content decompressed into an unnamed
+/// temporary file (gone once closed) positioned at its start, and that
+/// content's length. Each candidate is opened once, so a rename by
+/// logrotate meanwhile cannot swap the content for another file's.
 pub fn compressed_copy(
     path: &Path,
     wanted: impl Fn(Fingerprint) -> bool,
-) -> Option<(PathBuf, u64)> {
+) -> Option<(PathBuf, std::fs::File, u64)> {
     let (dir, name) = (path.parent()?, path.file_name()?.to_string_lossy());
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -159,15 +162,19 @@ pub fn compressed_copy(
         .collect();
     candidates.sort();
     candidates.into_iter().find_map(|gz| {
-        let len = gzip_len_if(&gz, &wanted).ok()??;
-        Some((gz, len))
+        let (content, len) = decompress_if(&gz, &wanted).ok()??;
+        Some((gz, content, len))
     })
 }
 
-/// The decompressed length of the gzip file at `path`, if the fingerprint
-/// of its content satisfies `wanted` (decompressing no further otherwise).
-fn gzip_len_if(path: &Path, wanted: impl Fn(Fingerprint) -> bool) -> io::Result<Option<u64>> {
-    use std::io::Read;
+/// The content of the gzip file at `path` and its length, if the
+/// fingerprint of its content satisfies `wanted` (decompressing no further
+/// otherwise).
+fn decompress_if(
+    path: &Path,
+    wanted: impl Fn(Fingerprint) -> bool,
+) -> io::Result<Option<(std::fs::File, u64)>> {
+    use std::io::{Read, Seek, SeekFrom, Write};
     let mut unzipped = flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?);
     let mut head = [0u8; FINGERPRINT_BYTES];
     let mut filled = 0;
@@ -180,21 +187,11 @@ fn gzip_len_if(path: &Path, wanted: impl Fn(Fingerprint) -> bool) -> io::Result<
     if !Fingerprint::of_head(&head[..filled]).is_some_and(wanted) {
         return Ok(None);
     }
-    let rest = io::copy(&mut unzipped, &mut io::sink())?;
-    Ok(Some(filled as u64 + rest))
-}
-
-/// The content of the gzip file at `path`, decompressed into an unnamed
-/// temporary file (gone once closed), positioned at its start.
-pub fn decompress(path: &Path) -> io::Result<std::fs::File> {
-    use std::io::{Seek, SeekFrom};
     let mut out = tempfile::tempfile()?;
-    io::copy(
-        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?),
-        &mut out,
-    )?;
+    out.write_all(&head[..filled])?;
+    let rest = io::copy(&mut unzipped, &mut out)?;
     out.seek(SeekFrom::Start(0))?;
-    Ok(out)
+    Ok(Some((out, filled as u64 + rest)))
 }
 
 #[cfg(test)]

@@ -74,17 +74,21 @@ pub(super) struct TailedFile {
 }
 
 impl TailedFile {
-    pub fn open(watched: &Path, path: &Path, offset: u64, max_line: usize) -> io::Result<Self> {
-        Self::from_file(watched, File::open(path)?, offset, max_line)
+    pub fn from_file(watched: &Path, file: File, offset: u64, max_line: usize) -> io::Result<Self> {
+        let identity = FileIdentity::of(&file)?;
+        Self::with_identity(watched, file, identity, offset, max_line)
     }
 
-    pub fn from_file(
+    /// The open `file`, known as `identity` (read from this same handle
+    /// when its start offset was decided: a path opened twice may name
+    /// two files, when logrotate renames in between).
+    pub fn with_identity(
         watched: &Path,
         mut file: File,
+        identity: FileIdentity,
         offset: u64,
         max_line: usize,
     ) -> io::Result<Self> {
-        let identity = FileIdentity::of(&file)?;
         file.seek(SeekFrom::Start(offset))?;
         Ok(TailedFile {
             head: file.try_clone()?,
@@ -258,6 +262,13 @@ impl TailedFile {
             });
             hand_out(&self.watched, ids, &mut self.in_flight, line, emit);
         }
+        tracing::debug!(
+            "{}: the rotated file (inode {}) is read to its end, offset {} of {}",
+            self.watched.display(),
+            self.identity.inode,
+            self.reader.offset(),
+            self.head.metadata().map(|m| m.len()).unwrap_or(0)
+        );
         self.state = State::Finished;
     }
 }

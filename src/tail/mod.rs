@@ -105,6 +105,10 @@ pub struct Tailer {
     error_reported: HashMap<PathBuf, Instant>,
 }
 
+/// How often a listing of rotated files is taken again when logrotate
+/// renamed a file between the listing and its opening.
+const RENAME_RETRIES: usize = 3;
+
 /// A file that cannot be read is reported at most this often.
 const ERROR_REPORT_EVERY: Duration = Duration::from_secs(60);
 
@@ -337,17 +341,24 @@ impl Tailer {
         let Some(fp) = identity.fingerprint else {
             return Ok(());
         };
-        let copy = discover::siblings(watched)?.into_iter().find(|s| {
-            s.identity.fingerprint == Some(fp)
-                && s.identity.inode != identity.inode
-                && s.len >= offset
-        });
-        match copy {
-            Some(copy) => self.open_rotated_sibling(watched, &copy, offset)?,
-            // Rotated again and compressed before the agent saw the
-            // truncation (it reads nothing while the backend is away).
-            None if self.open_compressed_copy(watched, |x| x == fp, offset)? => {}
-            None => tracing::warn!(
+        for _ in 0..RENAME_RETRIES {
+            let copy = discover::siblings(watched)?.into_iter().find(|s| {
+                s.identity.fingerprint == Some(fp)
+                    && s.identity.inode != identity.inode
+                    && s.len >= offset
+            });
+            match copy {
+                Some(copy) if self.open_rotated_sibling(watched, &copy, offset)? => return Ok(()),
+                // Renamed between the listing and the open: look again.
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        // Rotated again and compressed before the agent saw the truncation
+        // (it reads nothing while the backend is away).
+        match self.open_compressed_copy(watched, |x| x == fp, offset)? {
+            true => {}
+            false => tracing::warn!(
                 "{}: truncated, and no copy of its content was found beside it (not even compressed); lines written after offset {offset} before the truncation, if any, were not read",
                 watched.display()
             ),
@@ -363,39 +374,79 @@ impl Tailer {
         watched: &Path,
         newer_than: std::time::SystemTime,
     ) -> io::Result<()> {
-        for s in discover::siblings(watched)? {
-            let fingerprint = s.identity.fingerprint;
-            let known = self.files.iter().any(|f| {
-                f.identity.same_inode(&s.identity)
-                    || (fingerprint.is_some() && f.identity.fingerprint == fingerprint)
-            }) || fingerprint.is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
-            if !known && s.modified >= newer_than && fingerprint.is_some() {
-                self.open_rotated_sibling(watched, &s, 0)?;
+        for _ in 0..RENAME_RETRIES {
+            let mut renamed = false;
+            for s in discover::siblings(watched)? {
+                let fingerprint = s.identity.fingerprint;
+                let known = self.files.iter().any(|f| {
+                    f.identity.same_inode(&s.identity)
+                        || (fingerprint.is_some() && f.identity.fingerprint == fingerprint)
+                }) || fingerprint
+                    .is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
+                tracing::debug!(
+                    "{}: sibling {} (inode {}, {:?}, {} bytes): known {known}, newer {}",
+                    watched.display(),
+                    s.path.display(),
+                    s.identity.inode,
+                    fingerprint,
+                    s.len,
+                    s.modified >= newer_than
+                );
+                if !known && s.modified >= newer_than && fingerprint.is_some() {
+                    renamed |= !self.open_rotated_sibling(watched, &s, 0)?;
+                }
+            }
+            if !renamed {
+                break;
             }
         }
         Ok(())
     }
 
-    fn open_rotated_sibling(&mut self, watched: &Path, s: &Sibling, offset: u64) -> io::Result<()> {
+    /// Opens the rotated sibling `s` from `offset`. False when its name
+    /// no longer names that file: logrotate renamed it between the listing
+    /// and the open (the caller lists again).
+    fn open_rotated_sibling(
+        &mut self,
+        watched: &Path,
+        s: &Sibling,
+        offset: u64,
+    ) -> io::Result<bool> {
+        let file = match File::open(&s.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let identity = FileIdentity::of(&file)?;
+        if identity != s.identity {
+            tracing::debug!(
+                "{}: {} was renamed while it was opened; looking again",
+                watched.display(),
+                s.path.display()
+            );
+            return Ok(false);
+        }
         tracing::info!(
             "{}: reading {} from offset {offset}",
             watched.display(),
             s.path.display()
         );
-        let mut f = TailedFile::open(watched, &s.path, offset, self.options.max_line)?;
+        let mut f =
+            TailedFile::with_identity(watched, file, identity, offset, self.options.max_line)?;
         f.state = State::Rotated {
             last_growth: Instant::now(),
         };
         self.files.push(f);
-        Ok(())
+        Ok(true)
     }
 
     /// Opens the file now at `path`, deciding where to start.
     fn open_new(&mut self, path: &Path, first: bool) -> io::Result<()> {
-        let probe = File::open(path)?;
-        let identity = FileIdentity::of(&probe)?;
-        let len = probe.metadata()?.len();
-        drop(probe);
+        // Opened once: the start offset is decided for this open file, not
+        // for whatever the path names a moment later.
+        let file = File::open(path)?;
+        let identity = FileIdentity::of(&file)?;
+        let len = file.metadata()?.len();
 
         let mut start = None;
         if let Some(c) = self.checkpoints.get(&identity).cloned() {
@@ -418,6 +469,16 @@ impl Tailer {
                 !c.finished && !c.is_for(&identity) && !open_ids.iter().any(|id| c.is_for(id))
             })
             .collect();
+        for c in self.checkpoints.for_path(path) {
+            tracing::debug!(
+                "{}: checkpoint inode {} {:?} offset {} finished {}",
+                path.display(),
+                c.inode,
+                c.fingerprint,
+                c.offset,
+                c.finished
+            );
+        }
         // Several checkpoints can lead to one file: a file truncated by
         // copytruncate and its copy, each read in part before a crash. The
         // file is read once, from the lowest of them (see `recover`).
@@ -462,7 +523,12 @@ impl Tailer {
                 len
             },
         );
-        let f = TailedFile::open(path, path, start, self.options.max_line)?;
+        tracing::debug!(
+            "{}: following inode {} from offset {start} of {len}",
+            path.display(),
+            identity.inode
+        );
+        let f = TailedFile::with_identity(path, file, identity, start, self.options.max_line)?;
         self.files.push(f);
         Ok(())
     }
@@ -470,40 +536,46 @@ impl Tailer {
     /// Finds the file checkpoint `c` describes among the rotated siblings
     /// of `path` and reads it from the checkpoint.
     fn recover(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
-        let siblings = discover::siblings(path)?;
         let wanted = c.identity();
-        let same_file = siblings.iter().find(|s| s.identity == wanted);
-        let copy = siblings
-            .iter()
-            .find(|s| s.identity.fingerprint == wanted.fingerprint && s.len >= c.offset);
-        match same_file.or(copy).cloned() {
-            Some(s)
-                if self
-                    .files
-                    .iter()
-                    .any(|f| f.identity.same_inode(&s.identity)) =>
+        for _ in 0..RENAME_RETRIES {
+            let siblings = discover::siblings(path)?;
+            let same_file = siblings.iter().find(|s| s.identity == wanted);
+            let copy = siblings
+                .iter()
+                .find(|s| s.identity.fingerprint == wanted.fingerprint && s.len >= c.offset);
+            let Some(s) = same_file.or(copy).cloned() else {
+                return self.recover_compressed(path, c);
+            };
+            if self
+                .files
+                .iter()
+                .any(|f| f.identity.same_inode(&s.identity))
             {
                 // Already being read, from a lower checkpoint of its
                 // content: reading it again would send its lines twice.
                 if !s.identity.same_inode(&wanted) {
                     self.checkpoints.mark_finished(c);
                 }
+                return Ok(());
             }
-            Some(s) => {
-                // While its checkpoint still marks it as known.
-                self.adopt_newer_siblings(path, s.modified)?;
-                let same = s.identity.same_inode(&wanted);
-                if s.len > c.offset {
-                    self.open_rotated_sibling(path, &s, c.offset)?;
-                }
-                if !same || s.len <= c.offset {
-                    // Read to its end, or handed over to the copy (which
-                    // has a checkpoint of its own from now on).
-                    self.checkpoints.mark_finished(c);
-                }
+            // While its checkpoint still marks it as known.
+            self.adopt_newer_siblings(path, s.modified)?;
+            if s.len > c.offset && !self.open_rotated_sibling(path, &s, c.offset)? {
+                // Renamed between the listing and the open: look again.
+                continue;
             }
-            None => self.recover_compressed(path, c)?,
+            if !s.identity.same_inode(&wanted) || s.len <= c.offset {
+                // Read to its end, or handed over to the copy (which has a
+                // checkpoint of its own from now on).
+                self.checkpoints.mark_finished(c);
+            }
+            return Ok(());
         }
+        tracing::warn!(
+            "{}: the file read up to offset {} before was renamed each time it was opened; it is looked for again at the next start",
+            path.display(),
+            c.offset
+        );
         Ok(())
     }
 
@@ -538,7 +610,7 @@ impl Tailer {
         wanted: impl Fn(Fingerprint) -> bool,
         offset: u64,
     ) -> io::Result<bool> {
-        let Some((gz, len)) = discover::compressed_copy(watched, wanted) else {
+        let Some((gz, content, len)) = discover::compressed_copy(watched, wanted) else {
             return Ok(false);
         };
         if len <= offset {
@@ -554,7 +626,6 @@ impl Tailer {
             watched.display(),
             gz.display()
         );
-        let content = discover::decompress(&gz)?;
         let mut f = TailedFile::from_file(watched, content, offset, self.options.max_line)?;
         f.state = State::Rotated {
             last_growth: Instant::now(),
