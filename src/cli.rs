@@ -92,10 +92,18 @@ pub struct CheckArgs {
 /// Running the agent.
 #[derive(Debug, Args, Default, Serialize)]
 pub struct RunArgs {
-    /// A log file or glob to follow; repeatable.
-    #[arg(long = "log", value_name = "PATH")]
+    /// A log file or glob to follow; repeatable. `PATH=FORMAT` reads it
+    /// with its own format (for paths holding `=`, use `[[logs]]` in the
+    /// config file).
+    #[arg(long = "log", value_name = "PATH[=FORMAT]")]
     #[serde(rename = "log", skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+
+    /// A glob of files never to follow, even when a --log glob matches
+    /// them (`/var/log/nginx/error.log`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 
     /// The log format: a pattern name (see `cerberus-agent patterns`), a
     /// path to a pattern file, or `auto` to detect it from the first lines.
@@ -154,6 +162,13 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(skip)]
     pub once: bool,
+
+    /// With --once: give up after this many seconds, saying how many
+    /// events were not delivered (exit status 1); they are sent again at
+    /// the next start. Default: wait as long as it takes.
+    #[arg(long, value_name = "SECONDS", requires = "once")]
+    #[serde(skip)]
+    pub once_timeout: Option<f64>,
 
     /// Neither resume from nor save checkpoints (for trying the agent out:
     /// every run reads the files afresh).

@@ -33,6 +33,17 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/cerberus-agent";
 /// Longest line kept whole by default.
 pub const DEFAULT_MAX_LINE_BYTES: usize = DEFAULT_MAX_LINE;
 
+/// One `[[logs]]` table: a path or glob with its own format and excludes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogTable {
+    pub path: String,
+    /// This log's format; the `format` setting when absent.
+    pub format: Option<Format>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
 /// `http` or `https`, for lines that do not log the scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,9 +56,15 @@ pub enum Scheme {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Log files or globs to follow.
+    /// Log files or globs to follow, each optionally `PATH=FORMAT`.
     #[serde(default)]
     pub log: Vec<String>,
+    /// Logs with settings of their own (`[[logs]]` tables).
+    #[serde(default)]
+    pub logs: Vec<LogTable>,
+    /// Globs of files never to follow, even when a `log` glob matches them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Pattern name, pattern file path, or `auto`.
     #[serde(default = "default_format")]
     pub format: Format,
@@ -227,6 +244,7 @@ impl Layers {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("log")
+                .with_list_parse_key("exclude")
                 .with_list_parse_key("pattern_dirs")
                 .source(Some(env)),
         );

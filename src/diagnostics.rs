@@ -24,6 +24,8 @@ pub struct Counters {
     pub lines_blank: AtomicU64,
     pub lines_truncated: AtomicU64,
     pub metrics_invalid: AtomicU64,
+    /// Lines of files whose format is not known (skipped).
+    pub lines_unrecognised: AtomicU64,
 }
 
 impl Counters {

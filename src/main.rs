@@ -5,10 +5,12 @@
 use std::fs::File;
 use std::io;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 
+use cerberus_agent::agent::End;
 use cerberus_agent::cli::{CheckArgs, Cli, Command};
 use cerberus_agent::config::{ConfigError, Layers, Settings};
 use cerberus_agent::parse::{Format, Origin, PatternError};
@@ -35,20 +37,22 @@ fn main() -> ExitCode {
     };
     init_logging(&settings);
     let result = match &cli.command {
-        None => run_agent(
-            &settings,
-            RunMode {
+        None => once_timeout(cli.run.once_timeout).and_then(|once_timeout| {
+            let mode = RunMode {
                 once: cli.run.once,
                 no_checkpoints: cli.run.no_checkpoints,
-            },
-        ),
+                once_timeout,
+            };
+            run_agent(&settings, mode)
+        }),
         Some(Command::Patterns(_)) => list_patterns(&settings),
         Some(Command::Check(args)) => run_check(&settings, args),
     };
     match result {
         Ok(code) => code,
-        // `cerberus-agent … | head` is not an error.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // `cerberus-agent check … | head` is not an error; the agent's own
+        // standard output closing is (events were not delivered).
+        Err(e) if is_broken_pipe(&e) && cli.command.is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cerberus-agent: {e:#}");
             if is_config_error(&e) {
@@ -60,18 +64,45 @@ fn main() -> ExitCode {
     }
 }
 
+fn once_timeout(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(ConfigError::new(format!(
+            "--once-timeout is {s}: expected a number of seconds above 0"
+        ))
+        .into()),
+    }
+}
+
+/// Runs the agent. In `--once` mode the exit status says whether the job
+/// was done: 0 only when every file was read and every event delivered.
 fn run_agent(settings: &Settings, mode: RunMode) -> anyhow::Result<ExitCode> {
     let plan = Plan::from_settings(settings, mode)?;
     let wakes = Wakes::new();
     forward_signals(&wakes)?;
-    agent::run(plan, &wakes)?;
-    Ok(ExitCode::SUCCESS)
+    let report = agent::run(plan, &wakes)?;
+    if !mode.once || report.once_complete() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let why = match report.end {
+        End::Stopped => "stopped by a signal before the end",
+        End::TimedOut => "--once-timeout passed",
+        End::Finished | End::SinkFailed => "not everything could be delivered",
+    };
+    eprintln!(
+        "cerberus-agent: {why}: {} of {} events acknowledged, {} not delivered (they are sent again at the next start), {} lines skipped in files of unknown format",
+        report.acknowledged, report.events, report.unacknowledged, report.lines_unrecognised
+    );
+    Ok(ExitCode::FAILURE)
 }
 
-/// SIGTERM and SIGINT wake the agent's loop to stop.
+/// SIGTERM, SIGINT and SIGHUP wake the agent's loop to stop gracefully:
+/// deliver what is in flight, save checkpoints. (SIGHUP is what a service
+/// manager sends to reload; until reload exists it stops cleanly.)
 fn forward_signals(wakes: &Wakes) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     let waker = wakes.waker();
     std::thread::Builder::new()

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Scheme, Settings};
+use crate::config::{ConfigError, Format, Scheme, Settings};
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::{SenderConfig, Wire};
 use crate::event::{EventOptions, Identity};
@@ -27,6 +27,8 @@ pub struct RunMode {
     pub once: bool,
     /// Neither resume from nor save checkpoints.
     pub no_checkpoints: bool,
+    /// With `once`: give up after this long.
+    pub once_timeout: Option<Duration>,
 }
 
 /// Where the key for `remote_addr` comes from.
@@ -58,12 +60,21 @@ pub enum Delivery {
     },
 }
 
+/// A path or glob to follow and the pattern its files are read with.
+#[derive(Debug, Clone)]
+pub struct LogSource {
+    pub path: String,
+    /// `None`: detected per file from its first lines (`auto`).
+    pub pattern: Option<Arc<Pattern>>,
+}
+
 /// Everything the agent needs to run.
 #[derive(Debug)]
 pub struct Plan {
     pub patterns: PatternSet,
-    /// The pattern every file is read with; `None` detects it per file.
-    pub fixed_pattern: Option<Arc<Pattern>>,
+    /// What to follow, in the order given (the first that names a file
+    /// decides its pattern).
+    pub sources: Vec<LogSource>,
     pub tail: TailOptions,
     /// Where checkpoints are kept; `None` with `--no-checkpoints`.
     pub state_dir: Option<PathBuf>,
@@ -73,6 +84,8 @@ pub struct Plan {
     pub delivery: Delivery,
     /// Read to the end, deliver, and stop.
     pub once: bool,
+    /// With `once`: give up after this long.
+    pub once_timeout: Option<Duration>,
     /// At shutdown, how long to wait for what is in flight.
     pub shutdown_timeout: Duration,
 }
@@ -80,20 +93,18 @@ pub struct Plan {
 impl Plan {
     /// The plan for running the agent.
     pub fn from_settings(settings: &Settings, mode: RunMode) -> anyhow::Result<Plan> {
-        if settings.log.is_empty() {
+        if settings.log.is_empty() && settings.logs.is_empty() {
             return Err(ConfigError::new(
                 "no log files given: use --log PATH (or `log` in the config file)",
             )
             .into());
         }
         let mut patterns = load_patterns(settings)?;
-        // A bad --format is a configuration error, whatever the files hold.
-        let fixed_pattern = patterns
-            .resolve(&settings.format)
-            .map_err(ConfigError::new)?;
+        let sources = log_sources(settings, &mut patterns)?;
         let defaults = TailOptions::default();
         let tail = TailOptions {
-            logs: settings.log.clone(),
+            logs: sources.iter().map(|s| s.path.clone()).collect(),
+            exclude: exclude_globs(settings)?,
             from_beginning: settings.from_beginning || mode.once,
             max_line: settings.max_line_bytes,
             rotate_wait: if mode.once {
@@ -105,16 +116,72 @@ impl Plan {
         };
         Ok(Plan {
             patterns,
-            fixed_pattern,
+            sources,
             tail,
             state_dir: (!mode.no_checkpoints).then(|| settings.state_dir.clone()),
             event: event_options(settings),
             key: key_source(settings),
             delivery: delivery(settings)?,
             once: mode.once,
+            once_timeout: mode.once_timeout,
             shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
         })
     }
+}
+
+/// `log` values (`PATH` or `PATH=FORMAT`) and `[[logs]]` tables, each with
+/// its pattern resolved. A format that names no pattern is a configuration
+/// error, whatever the files hold.
+fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result<Vec<LogSource>> {
+    let default = patterns
+        .resolve(&settings.format)
+        .map_err(|e| ConfigError::new(format!("key `format`: {e}")))?;
+    let mut sources = Vec::new();
+    for value in &settings.log {
+        let (path, format) = match value.rsplit_once('=') {
+            Some((path, format)) if !path.is_empty() && !format.is_empty() => {
+                (path, Some(Format::from(format)))
+            }
+            _ => (value.as_str(), None),
+        };
+        let pattern = match format {
+            Some(f) => patterns
+                .resolve(&f)
+                .map_err(|e| ConfigError::new(format!("log {value:?}: {e}")))?,
+            None => default.clone(),
+        };
+        sources.push(LogSource {
+            path: path.to_owned(),
+            pattern,
+        });
+    }
+    for table in &settings.logs {
+        let pattern = match &table.format {
+            Some(f) => patterns
+                .resolve(f)
+                .map_err(|e| ConfigError::new(format!("[[logs]] path {:?}: {e}", table.path)))?,
+            None => default.clone(),
+        };
+        sources.push(LogSource {
+            path: table.path.clone(),
+            pattern,
+        });
+    }
+    Ok(sources)
+}
+
+/// The `exclude` globs, the global ones and every `[[logs]]` table's.
+fn exclude_globs(settings: &Settings) -> Result<Vec<glob::Pattern>, ConfigError> {
+    let tables = settings.logs.iter().flat_map(|t| t.exclude.iter());
+    settings
+        .exclude
+        .iter()
+        .chain(tables)
+        .map(|g| {
+            glob::Pattern::new(g)
+                .map_err(|e| ConfigError::new(format!("exclude {g:?} is not a glob: {e}")))
+        })
+        .collect()
 }
 
 /// The bundled patterns and the user's pattern folders.

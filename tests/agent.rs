@@ -121,6 +121,7 @@ fn plan(log: &Path, state: &Path, once: bool) -> Plan {
     let mode = RunMode {
         once,
         no_checkpoints: false,
+        once_timeout: None,
     };
     Plan::from_settings(&settings, mode).expect("plan")
 }

@@ -25,7 +25,7 @@ use crate::diagnostics::Counters;
 use crate::pipeline::Pipeline;
 use crate::plan::{Delivery, Plan};
 use crate::tail::watch::DirWatcher;
-use crate::tail::{self, CheckpointStore, Delivery as LineDelivery, Tailer};
+use crate::tail::{CheckpointStore, Delivery as LineDelivery, Tailer};
 use crate::wake::{Wake, WakeSet, Wakes};
 use key::KeyDecision;
 
@@ -47,6 +47,8 @@ pub struct Report {
     pub lines_truncated: u64,
     /// Events sent without their custom metrics, which were invalid.
     pub metrics_invalid: u64,
+    /// Lines of files whose format is not known, skipped.
+    pub lines_unrecognised: u64,
     /// Reads of a file that failed (each retried).
     pub read_errors: u64,
     /// Events the sink acknowledged.
@@ -54,6 +56,30 @@ pub struct Report {
     /// Events handed to the sink and not acknowledged when the agent
     /// stopped (sent again at the next start).
     pub unacknowledged: u64,
+    /// Why the run ended.
+    pub end: End,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum End {
+    /// `--once`: everything read and delivered.
+    #[default]
+    Finished,
+    /// A signal (SIGTERM, SIGINT, SIGHUP) stopped it.
+    Stopped,
+    /// `--once-timeout` passed before everything was delivered.
+    TimedOut,
+    /// The sink failed (standard output closed, say).
+    SinkFailed,
+}
+
+impl Report {
+    /// Whether a `--once` run did its whole job: read every file to its
+    /// end and delivered every event, skipping no file for its format.
+    pub fn once_complete(&self) -> bool {
+        self.end == End::Finished && self.unacknowledged == 0 && self.lines_unrecognised == 0
+    }
 }
 
 /// Runs the agent until the files are read and delivered (`once`), or
@@ -102,7 +128,10 @@ pub struct Agent<'w> {
     wakes: &'w Wakes,
     phase: Phase,
     once: bool,
+    /// With `--once-timeout`: when to give up.
+    give_up_at: Option<Instant>,
     shutdown_timeout: Duration,
+    end: End,
     last_scan: Instant,
     last_save: Instant,
     acks: Vec<Origin>,
@@ -125,7 +154,6 @@ impl<'w> Agent<'w> {
                 )
             })?,
         };
-        let logs = plan.tail.logs.clone();
         let mut tailer = Tailer::new(plan.tail, checkpoints);
         let mut watcher = match plan.once {
             true => None,
@@ -143,15 +171,17 @@ impl<'w> Agent<'w> {
             }
         }
         let max_line = tailer.max_line();
-        let mut pipeline = Pipeline::new(plan.patterns, plan.fixed_pattern, plan.event, max_line);
-        // The files there now must have a known format: a wrong guess is an
-        // error the operator sees at once, not a stream of failed lines.
-        for value in &logs {
-            for path in tail::discover::expand(value) {
-                let has_lines = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
-                if has_lines {
-                    pipeline.choose_pattern(&path)?;
-                }
+        let sources = plan
+            .sources
+            .into_iter()
+            .map(|s| (s.path, s.pattern))
+            .collect();
+        let mut pipeline = Pipeline::new(plan.patterns, sources, plan.event, max_line);
+        // The files there now get their format at once: a file whose format
+        // cannot be found is reported now (and costs only itself).
+        for path in tailer.paths() {
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                pipeline.choose_pattern(&path);
             }
         }
         Ok(Agent {
@@ -162,7 +192,9 @@ impl<'w> Agent<'w> {
             wakes,
             phase: Phase::Running,
             once: plan.once,
+            give_up_at: plan.once_timeout.map(|t| Instant::now() + t),
             shutdown_timeout: plan.shutdown_timeout,
+            end: End::Finished,
             last_scan: Instant::now(),
             last_save: Instant::now(),
             acks: Vec::new(),
@@ -172,21 +204,45 @@ impl<'w> Agent<'w> {
         })
     }
 
-    /// Runs the loop to its end and saves the checkpoints.
+    /// Runs the loop to its end and saves the checkpoints. A sink that
+    /// fails ends the run too (checkpoints saved): the error says how many
+    /// events were not delivered.
     pub fn run(mut self) -> anyhow::Result<Report> {
+        match self.run_loop() {
+            Ok(()) => Ok(self.finish()),
+            Err(e) => {
+                self.end = End::SinkFailed;
+                let report = self.finish();
+                Err(e.context(format!(
+                    "{} events were not delivered (they are sent again at the next start)",
+                    report.unacknowledged
+                )))
+            }
+        }
+    }
+
+    fn run_loop(&mut self) -> anyhow::Result<()> {
         loop {
             let more = self.step()?;
             if self.drained()? {
-                break;
+                return Ok(());
+            }
+            if self.give_up_at.is_some_and(|t| Instant::now() >= t) {
+                tracing::warn!(
+                    "--once-timeout passed: stopping with events not delivered; they are sent again at the next start"
+                );
+                self.end = End::TimedOut;
+                return Ok(());
             }
             if more && self.phase == Phase::Running {
                 continue;
             }
             let woken = self.wait();
             if woken.contains(Wake::Shutdown) {
+                self.end = End::Stopped;
                 if self.phase != Phase::Running {
                     // A second signal: stop waiting.
-                    break;
+                    return Ok(());
                 }
                 self.begin_drain(Some(self.shutdown_timeout));
             }
@@ -194,7 +250,6 @@ impl<'w> Agent<'w> {
                 self.scan(woken.contains(Wake::Structure))?;
             }
         }
-        Ok(self.finish())
     }
 
     /// One round: read what the sink has room for, send what is due, take
@@ -316,6 +371,9 @@ impl<'w> Agent<'w> {
         if let Phase::Draining { until: Some(t) } = self.phase {
             timeout = timeout.min(t.saturating_duration_since(Instant::now()));
         }
+        if let Some(t) = self.give_up_at {
+            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        }
         self.wakes.wait(timeout)
     }
 
@@ -344,7 +402,7 @@ impl<'w> Agent<'w> {
     }
 
     /// Saves the checkpoints for the last time and says what was done.
-    fn finish(mut self) -> Report {
+    fn finish(&mut self) -> Report {
         self.tailer.update_checkpoints();
         self.save_checkpoints(true);
         for (path, bytes) in self.tailer.partial_lines() {
@@ -363,18 +421,23 @@ impl<'w> Agent<'w> {
             lines_blank: Counters::get(&c.lines_blank),
             lines_truncated: Counters::get(&c.lines_truncated),
             metrics_invalid: Counters::get(&c.metrics_invalid),
+            lines_unrecognised: Counters::get(&c.lines_unrecognised),
             read_errors: self.tailer.read_errors(),
             acknowledged: self.acknowledged,
             unacknowledged: self.pushed.saturating_sub(self.acknowledged),
+            end: self.end,
         };
         tracing::info!(
-            "done: {} lines read, {} events, {} failed, {} blank, {} cut at max_line_bytes, {} sent without their invalid metrics, {} failed reads",
+            "done: {} lines read, {} events ({} acknowledged, {} not), {} failed, {} blank, {} cut at max_line_bytes, {} sent without their invalid metrics, {} skipped in files of unknown format, {} failed reads",
             report.lines_read,
             report.events,
+            report.acknowledged,
+            report.unacknowledged,
             report.lines_failed,
             report.lines_blank,
             report.lines_truncated,
             report.metrics_invalid,
+            report.lines_unrecognised,
             report.read_errors,
         );
         report

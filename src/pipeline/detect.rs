@@ -37,6 +37,15 @@ pub enum DetectError {
     #[error("no lines to detect the format from")]
     NoLines,
     #[error(
+        "this is {0}'s error log, not an access log (for example line {line_number}:\n    {sample})",
+        server
+    )]
+    ErrorLog {
+        server: &'static str,
+        line_number: usize,
+        sample: String,
+    },
+    #[error(
         "no pattern fits {MIN_FIT_PERCENT}% of the first lines; for example line {line_number}:\n    {sample}\nRun `cerberus-agent check FILE` to see why each line fails, or give --format"
     )]
     NoneFits { line_number: usize, sample: String },
@@ -86,6 +95,15 @@ pub fn detect(set: &PatternSet, lines: &[Vec<u8>]) -> Result<Detection, DetectEr
             fitted: best,
             sampled: sample.len(),
         }),
+        None if error_log(&sample).is_some() => {
+            let (server, (line_number, line)) =
+                error_log(&sample).unwrap_or(("a server", sample[0]));
+            Err(DetectError::ErrorLog {
+                server,
+                line_number,
+                sample: excerpt(line, 200),
+            })
+        }
         None => {
             // Show the first line that no pattern fits at all, or else the
             // first line: the operator sees what the agent saw.
@@ -99,4 +117,41 @@ pub fn detect(set: &PatternSet, lines: &[Vec<u8>]) -> Result<Detection, DetectEr
             })
         }
     }
+}
+
+/// The error-log line shapes of the servers whose access logs the agent
+/// reads: a glob like `/var/log/nginx/*.log` takes their error logs too.
+const ERROR_LOGS: &[(&str, &str)] = &[
+    // 2026/11/25 10:04:05 [error] 1234#1234: *5 open() failed …
+    (
+        "nginx",
+        r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} \[(emerg|alert|crit|error|warn|notice|info|debug)\] \d+#\d+: ",
+    ),
+    // [Wed Nov 25 10:04:05.123456 2026] [core:error] [pid 1234:tid 5678] …
+    (
+        "Apache",
+        r"^\[\w{3} \w{3} [ \d]\d \d{2}:\d{2}:\d{2}(\.\d+)? \d{4}\] \[(\w+:)?\w+\] ",
+    ),
+    // [2026-11-25 10:04:05 +0000] [1234] [INFO] Starting gunicorn 23.0.0
+    (
+        "gunicorn",
+        r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4}\] \[\d+\] \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ",
+    ),
+];
+
+/// The server whose error log most of the `sample` lines look like, with
+/// the first such line.
+fn error_log<'s>(sample: &[(usize, &'s [u8])]) -> Option<(&'static str, (usize, &'s [u8]))> {
+    static SHAPES: std::sync::LazyLock<Vec<(&str, regex::bytes::Regex)>> =
+        std::sync::LazyLock::new(|| {
+            ERROR_LOGS
+                .iter()
+                .filter_map(|(server, re)| regex::bytes::Regex::new(re).ok().map(|r| (*server, r)))
+                .collect()
+        });
+    SHAPES.iter().find_map(|(server, shape)| {
+        let matching: Vec<&(usize, &[u8])> =
+            sample.iter().filter(|(_, l)| shape.is_match(l)).collect();
+        (matching.len() * 2 > sample.len()).then(|| (*server, *matching[0]))
+    })
 }

@@ -16,8 +16,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use crate::diagnostics::{Counters, Reporter, excerpt};
 use crate::event::{EventBuilder, EventOptions, LinePosition};
 use crate::parse::{Pattern, PatternSet};
@@ -193,8 +191,9 @@ fn handle_line(
     }
 }
 
-/// Reads up to [`SAMPLE_LINES`] lines from the start of `path`.
-pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<Vec<Vec<u8>>> {
+/// Up to [`SAMPLE_LINES`] lines from the start of `path`, and the offset
+/// where the sample ends.
+pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
     let file = File::open(path)?;
     let mut reader = LineReader::new(file.take(4 * 1024 * 1024), 0, max_line);
     let mut lines = Vec::new();
@@ -204,61 +203,57 @@ pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<Vec<Vec<u8>>> {
             None => break,
         }
     }
-    Ok(lines)
+    Ok((lines, reader.offset()))
 }
 
-/// The pattern for `path`: `fixed`, or else the one detected from its first
-/// lines, with the look-alikes
-/// that fitted its first lines as well (see [`LineHandler`]).
-pub fn pattern_for(
-    set: &PatternSet,
-    fixed: Option<&Arc<Pattern>>,
-    path: &Path,
-    max_line: usize,
-) -> anyhow::Result<(Arc<Pattern>, Vec<Arc<Pattern>>)> {
-    if let Some(p) = fixed {
-        return Ok((p.clone(), Vec::new()));
+/// Says which format was detected for `path`, and how well it fits.
+fn report_detection(path: &Path, d: &detect::Detection) {
+    if d.fitted < d.sampled {
+        tracing::warn!(
+            "{}: {} of the first {} lines fit no pattern; they will be counted as failed",
+            path.display(),
+            d.sampled - d.fitted,
+            d.sampled
+        );
     }
-    let lines =
-        sample_lines(path, max_line).with_context(|| format!("reading {}", path.display()))?;
-    match detect::detect(set, &lines) {
-        Ok(d) => {
-            if d.fitted < d.sampled {
-                tracing::warn!(
-                    "{}: {} of the first {} lines fit no pattern; they will be counted as failed",
-                    path.display(),
-                    d.sampled - d.fitted,
-                    d.sampled
-                );
-            }
-            if d.also_fitting.is_empty() {
-                tracing::info!("{}: format detected: {}", path.display(), d.pattern.name);
-            } else {
-                tracing::info!(
-                    "{}: format detected: {} (also fitting: {}; give --format to choose another)",
-                    path.display(),
-                    d.pattern.name,
-                    d.also_fitting.join(", ")
-                );
-            }
-            let alternatives = d.also_fitting.iter().filter_map(|n| set.get(n)).collect();
-            Ok((d.pattern, alternatives))
-        }
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    if d.also_fitting.is_empty() {
+        tracing::info!("{}: format detected: {}", path.display(), d.pattern.name);
+    } else {
+        tracing::info!(
+            "{}: format detected: {} (also fitting: {}; give --format to choose another)",
+            path.display(),
+            d.pattern.name,
+            d.also_fitting.join(", ")
+        );
     }
+}
+
+/// What the pipeline knows of a watched path.
+#[derive(Debug)]
+enum PathState {
+    /// Its pattern is chosen.
+    Reading(Box<LineHandler>),
+    /// No pattern fits its first lines (an error log, a format no pattern
+    /// describes, too few lines yet): its lines are skipped, and detection
+    /// is tried again when the file grew past a short sample, or when new
+    /// content starts at its beginning (after a rotation).
+    Undetected {
+        sampled_lines: usize,
+        sampled_to: u64,
+    },
 }
 
 /// Lines from the tailer into events: one [`LineHandler`] per watched path.
 #[derive(Debug)]
 pub struct Pipeline {
     patterns: PatternSet,
-    /// The pattern every file is read with; `None` detects it per file.
-    fixed: Option<Arc<Pattern>>,
+    /// The paths and globs followed and their patterns (`None`: detect);
+    /// the first that names a file decides.
+    sources: Vec<(String, Option<Arc<Pattern>>)>,
     options: EventOptions,
     max_line: usize,
-    /// One handler per watched path, made when its first line arrives;
-    /// `None` when no pattern could be chosen.
-    handlers: HashMap<PathBuf, Option<LineHandler>>,
+    /// Per watched path, made when its first line arrives.
+    handlers: HashMap<PathBuf, PathState>,
     reporter: Reporter,
     event: Vec<u8>,
 }
@@ -266,13 +261,13 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         patterns: PatternSet,
-        fixed: Option<Arc<Pattern>>,
+        sources: Vec<(String, Option<Arc<Pattern>>)>,
         options: EventOptions,
         max_line: usize,
     ) -> Self {
         Pipeline {
             patterns,
-            fixed,
+            sources,
             options,
             max_line,
             handlers: HashMap::new(),
@@ -286,35 +281,94 @@ impl Pipeline {
         &self.reporter
     }
 
-    /// Picks the pattern for the file at `path` (detecting it from the
-    /// file's first lines with `--format auto`). On failure the path's lines
-    /// are counted as failed from then on.
-    pub fn choose_pattern(&mut self, path: &Path) -> anyhow::Result<()> {
-        let chosen = pattern_for(&self.patterns, self.fixed.as_ref(), path, self.max_line);
-        let handler = chosen.as_ref().ok().map(|(p, alternatives)| {
-            LineHandler::with_alternatives(p.clone(), alternatives.clone(), &self.options)
-        });
-        self.handlers.insert(path.to_owned(), handler);
-        chosen.map(|_| ())
+    /// Picks the pattern for the file at `path`: the one its source names,
+    /// or the one detected from its first lines. When none fits, says so
+    /// (naming the file, and whether it is an error log) and returns false:
+    /// the path's lines are skipped until a later try finds one.
+    pub fn choose_pattern(&mut self, path: &Path) -> bool {
+        if let Some(p) = self.fixed_pattern(path) {
+            let handler = LineHandler::new(p, &self.options);
+            self.handlers
+                .insert(path.to_owned(), PathState::Reading(Box::new(handler)));
+            return true;
+        }
+        let (lines, sampled_to) = match sample_lines(path, self.max_line) {
+            Ok(sample) => sample,
+            Err(e) => {
+                tracing::error!(
+                    "{}: cannot read its first lines to detect its format: {e}",
+                    path.display()
+                );
+                (Vec::new(), 0)
+            }
+        };
+        match detect::detect(&self.patterns, &lines) {
+            Ok(d) => {
+                report_detection(path, &d);
+                let alternatives = d
+                    .also_fitting
+                    .iter()
+                    .filter_map(|n| self.patterns.get(n))
+                    .collect();
+                let handler =
+                    LineHandler::with_alternatives(d.pattern, alternatives, &self.options);
+                self.handlers
+                    .insert(path.to_owned(), PathState::Reading(Box::new(handler)));
+                true
+            }
+            Err(e) => {
+                if !lines.is_empty() {
+                    tracing::error!(
+                        "{}: {e}\nIts lines are skipped (and counted) until a format fits; give it one with --log PATH=FORMAT, or leave it out with --exclude",
+                        path.display()
+                    );
+                }
+                let state = PathState::Undetected {
+                    sampled_lines: lines.len(),
+                    sampled_to,
+                };
+                self.handlers.insert(path.to_owned(), state);
+                false
+            }
+        }
+    }
+
+    /// The pattern the source naming `path` fixes, if it fixes one.
+    fn fixed_pattern(&self, path: &Path) -> Option<Arc<Pattern>> {
+        let names = |value: &str| {
+            Path::new(value) == path
+                || glob::Pattern::new(value).is_ok_and(|g| g.matches_path(path))
+        };
+        self.sources
+            .iter()
+            .find(|(value, _)| names(value))
+            .and_then(|(_, pattern)| pattern.clone())
     }
 
     /// Turns a tailed line into its event, if it has one.
     pub fn line(&mut self, tailed: &TailedLine<'_>) -> Option<&[u8]> {
         self.event.clear();
-        if !self.handlers.contains_key(tailed.path)
-            && let Err(e) = self.choose_pattern(tailed.path)
-        {
-            tracing::error!("{e:#}; its lines are counted as failed");
+        let line = &tailed.line;
+        let retry = match self.handlers.get(tailed.path) {
+            None => true,
+            Some(PathState::Reading(_)) => false,
+            Some(PathState::Undetected {
+                sampled_lines,
+                sampled_to,
+            }) => line.offset == 0 || (*sampled_lines < SAMPLE_LINES && line.end > *sampled_to),
+        };
+        if retry {
+            self.choose_pattern(tailed.path);
         }
-        let Some(Some(handler)) = self.handlers.get_mut(tailed.path) else {
-            Counters::add(&self.reporter.counters.lines_failed, 1);
+        let Some(PathState::Reading(handler)) = self.handlers.get_mut(tailed.path) else {
+            Counters::add(&self.reporter.counters.lines_unrecognised, 1);
             return None;
         };
         handle_line(
             tailed.path,
             tailed.stream,
             handler,
-            &tailed.line,
+            line,
             &self.reporter,
             &mut self.event,
         );

@@ -24,17 +24,24 @@ pub fn is_glob(value: &str) -> bool {
 }
 
 /// The files `value` names now: the path itself (whether or not it exists
-/// yet), or the regular files a glob matches.
-pub fn expand(value: &str) -> Vec<PathBuf> {
+/// yet), or the regular files a glob matches; none that an `exclude` glob
+/// matches.
+pub fn expand(value: &str, exclude: &[glob::Pattern]) -> Vec<PathBuf> {
+    let excluded = |p: &Path| exclude.iter().any(|x| x.matches_path(p));
     if !is_glob(value) {
-        return vec![PathBuf::from(value)];
+        let path = PathBuf::from(value);
+        return if excluded(&path) {
+            Vec::new()
+        } else {
+            vec![path]
+        };
     }
     let Ok(paths) = glob::glob(value) else {
         return Vec::new();
     };
     let mut found: Vec<PathBuf> = paths
         .filter_map(Result::ok)
-        .filter(|p| p.is_file() && !is_compressed(p))
+        .filter(|p| p.is_file() && !is_compressed(p) && !excluded(p))
         .collect();
     found.sort();
     found

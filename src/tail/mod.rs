@@ -40,6 +40,8 @@ use file::{State, TailedFile};
 pub struct TailOptions {
     /// `--log` values: paths or globs.
     pub logs: Vec<String>,
+    /// Files the globs must not take (`exclude`).
+    pub exclude: Vec<glob::Pattern>,
     /// Files without checkpoint found at start are read from their start.
     pub from_beginning: bool,
     /// Longest line kept whole.
@@ -55,6 +57,7 @@ impl Default for TailOptions {
     fn default() -> Self {
         TailOptions {
             logs: Vec::new(),
+            exclude: Vec::new(),
             from_beginning: false,
             max_line: lines::DEFAULT_MAX_LINE,
             rotate_wait: Duration::from_secs(5),
@@ -144,6 +147,15 @@ impl Tailer {
         }
     }
 
+    /// The files the watched paths and globs name now.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.options
+            .logs
+            .iter()
+            .flat_map(|value| discover::expand(value, &self.options.exclude))
+            .collect()
+    }
+
     /// Longest line kept whole.
     pub fn max_line(&self) -> usize {
         self.options.max_line
@@ -197,7 +209,7 @@ impl Tailer {
         }
         let logs = self.options.logs.clone();
         for value in &logs {
-            for path in discover::expand(value) {
+            for path in discover::expand(value, &self.options.exclude) {
                 if let Err(e) = self.scan_path(&path, first, look_siblings || first) {
                     let msg = format!("{}: {e}", path.display());
                     if first && e.kind() == io::ErrorKind::PermissionDenied {
