@@ -660,3 +660,40 @@ fn lines_written_while_stopped_to_a_file_empty_at_the_stop_are_read() {
     h.poll(true);
     assert_eq!(h.out, lines("while-stopped", 3));
 }
+
+/// When the store is damaged and the previous save is used, a rotated file
+/// that save does not know is read whole, however long ago it was written:
+/// the lost save may have been the only one to know of it.
+#[test]
+fn after_falling_back_to_the_previous_save_unknown_rotated_files_are_read() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.start(); // saves a store that knows no file
+    h.append(&log, &lines("a", 3));
+    // Written long ago as far as modification times go.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    h.poll_acking(true, |_| false); // read, nothing delivered; saved
+    h.kill();
+    let seen_before = h.out.len();
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("b", 2));
+    let saved = h.state.path().join("checkpoints.json");
+    let text = fs::read(&saved).unwrap();
+    fs::write(&saved, &text[..text.len() / 2]).unwrap();
+    h.start();
+    h.poll(true);
+    let after: Vec<String> = h.out[seen_before..].to_vec();
+    for l in concat(&[("a", 3), ("b", 2)]) {
+        assert!(
+            after.contains(&l),
+            "{l} is read after the fallback: {after:?}"
+        );
+    }
+    assert_eq!(h.unstable_ids(), Vec::<String>::new());
+}

@@ -85,6 +85,9 @@ pub struct CheckpointStore {
     dirty: bool,
     /// The saved store could not be read: what was delivered is unknown.
     reset: bool,
+    /// The saved store could not be read and the previous save was used:
+    /// when that save was written.
+    fell_back: Option<SystemTime>,
 }
 
 /// Seconds since the epoch, now.
@@ -104,6 +107,7 @@ impl CheckpointStore {
             looked: BTreeMap::new(),
             dirty: false,
             reset: false,
+            fell_back: None,
         }
     }
 
@@ -126,6 +130,7 @@ impl CheckpointStore {
             looked: BTreeMap::new(),
             dirty: false,
             reset: false,
+            fell_back: None,
         };
         let saved = match read_store(&file)? {
             Some(Ok(saved)) => Some(saved),
@@ -142,6 +147,11 @@ impl CheckpointStore {
                 let previous = state_dir.join(PREVIOUS_FILE_NAME);
                 match read_store(&previous) {
                     Ok(Some(Ok(saved))) => {
+                        store.fell_back = Some(
+                            fs::metadata(&previous)
+                                .and_then(|m| m.modified())
+                                .unwrap_or(UNIX_EPOCH),
+                        );
                         tracing::error!(
                             "checkpoint file {} is unreadable ({e}); {moved}; resuming from the previous save ({}): lines delivered since then are sent again with their event_id, so the backend can drop the repeats",
                             file.display(),
@@ -173,6 +183,12 @@ impl CheckpointStore {
     /// known of what was delivered before.
     pub fn was_reset(&self) -> bool {
         self.reset
+    }
+
+    /// When the store in use was saved, if it is the previous save (the
+    /// last one was unreadable): what happened after that is not in it.
+    pub fn fell_back(&self) -> Option<SystemTime> {
+        self.fell_back
     }
 
     /// The checkpoint of the file `id`, if any.

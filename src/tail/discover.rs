@@ -152,14 +152,50 @@ pub fn compressed_copy(
     path: &Path,
     wanted: impl Fn(Fingerprint) -> bool,
 ) -> Option<(PathBuf, std::fs::File, u64)> {
-    let (dir, name) = (path.parent()?, path.file_name()?.to_string_lossy());
+    gz_candidates(path).into_iter().find_map(|gz| {
+        let (content, len) = decompress_if(&gz, &wanted).ok()??;
+        Some((gz, content, len))
+    })
+}
+
+/// The gzip-compressed rotated siblings of `path`, with the fingerprint of
+/// their content and when they were written.
+pub fn compressed_siblings(path: &Path) -> Vec<(PathBuf, Fingerprint, std::time::SystemTime)> {
+    use std::io::Read;
+    gz_candidates(path)
+        .into_iter()
+        .filter_map(|gz| {
+            let file = std::fs::File::open(&gz).ok()?;
+            let modified = file.metadata().ok()?.modified().ok()?;
+            let mut unzipped = flate2::read::MultiGzDecoder::new(file);
+            let mut head = [0u8; FINGERPRINT_BYTES];
+            let mut filled = 0;
+            while filled < head.len() {
+                match unzipped.read(&mut head[filled..]).ok()? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            Some((gz, Fingerprint::of_head(&head[..filled])?, modified))
+        })
+        .collect()
+}
+
+/// The `.gz` files beside `path` whose name starts with its name, sorted.
+fn gz_candidates(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
         dir
     };
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut candidates: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|e| e == "gz")
@@ -168,10 +204,7 @@ pub fn compressed_copy(
         })
         .collect();
     candidates.sort();
-    candidates.into_iter().find_map(|gz| {
-        let (content, len) = decompress_if(&gz, &wanted).ok()??;
-        Some((gz, content, len))
-    })
+    candidates
 }
 
 /// The content of the gzip file at `path` and its length, if the

@@ -415,6 +415,32 @@ impl Tailer {
         Ok(())
     }
 
+    /// Compressed rotations of `watched` written after `newer_than` whose
+    /// content the checkpoints do not know: read them whole.
+    fn adopt_compressed_siblings(
+        &mut self,
+        watched: &Path,
+        newer_than: std::time::SystemTime,
+    ) -> io::Result<()> {
+        for (gz, fp, modified) in discover::compressed_siblings(watched) {
+            let known = self
+                .files
+                .iter()
+                .any(|f| f.identity.fingerprint == Some(fp))
+                || self.checkpoints.has_fingerprint(fp);
+            if known || modified < newer_than {
+                continue;
+            }
+            tracing::info!(
+                "{}: {} holds lines the checkpoints do not know of: reading it whole",
+                watched.display(),
+                gz.display()
+            );
+            self.open_compressed_copy(watched, |x| x == fp, 0)?;
+        }
+        Ok(())
+    }
+
     /// Opens the rotated sibling `s` from `offset`. False when its name
     /// no longer names that file: logrotate renamed it between the listing
     /// and the open (the caller lists again).
@@ -500,10 +526,21 @@ impl Tailer {
             self.recover(path, c)?;
         }
         let reset = first && self.checkpoints.was_reset();
+        let fell_back = self.checkpoints.fell_back().filter(|_| first);
         if reset {
             // The checkpoints were lost: every line beside the path may be
             // undelivered. At least once means reading them all again.
             self.adopt_newer_siblings(path, UNIX_EPOCH)?;
+        } else if let Some(saved) = fell_back {
+            // The last save was lost, the one before is in use: rotated
+            // files it does not know may hold lines never delivered,
+            // whenever they were last written; compressed ones too, if they
+            // were compressed after that save.
+            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
+            self.adopt_compressed_siblings(
+                path,
+                saved.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH),
+            )?;
         } else if first {
             // Files rotated beside the path after the agent last looked at
             // it (before it stopped) were never seen.
