@@ -45,8 +45,7 @@ pub struct LogTable {
 }
 
 /// `http` or `https`, for lines that do not log the scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scheme {
     Http,
     Https,
@@ -82,6 +81,7 @@ pub struct Settings {
     pub query_params: bool,
     /// `http` or `https`: overrides the pattern's default scheme for lines
     /// that do not log it.
+    #[serde(default, deserialize_with = "one_of_optional")]
     pub default_scheme: Option<Scheme>,
     /// Debug logging (`CERBERUS_DEBUG=true|1|yes`, as the middleware reads it).
     #[serde(default)]
@@ -95,7 +95,7 @@ pub struct Settings {
     #[serde(default)]
     pub from_beginning: bool,
     /// The exchange with the backend: `batch` or `single`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_of")]
     pub wire: Wire,
     /// A batch closes at this many events…
     #[serde(default = "default_batch_max_events")]
@@ -126,6 +126,34 @@ pub struct Settings {
     /// flight.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+}
+
+/// A value of a fixed set, named by the error when it is none of them.
+fn one_of<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: clap::ValueEnum,
+{
+    let text = String::deserialize(d)?;
+    T::from_str(&text, true).map_err(|_| {
+        let allowed: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| format!("\"{}\"", p.get_name()))
+            .collect();
+        serde::de::Error::custom(format!(
+            "{text:?} is not allowed: expected one of {}",
+            allowed.join(", ")
+        ))
+    })
+}
+
+fn one_of_optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: clap::ValueEnum,
+{
+    one_of(d).map(Some)
 }
 
 fn default_batch_max_events() -> usize {
@@ -163,7 +191,7 @@ fn default_max_line_bytes() -> usize {
 /// A configuration problem; the message names the key and what is expected.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub String);
 
 impl ConfigError {
     pub fn new(msg: impl Into<String>) -> Self {
@@ -182,8 +210,50 @@ pub struct Layers {
     pub flags: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Environment variables that are not settings keys.
+/// Environment variables of the agent that are not settings keys.
 const NOT_SETTINGS: &[&str] = &["CERBERUS_CONFIG", "CERBERUS_LOG_FILTER"];
+
+/// The settings key a `CERBERUS_*` variable sets, if it sets one.
+fn env_key(var: &str) -> Option<String> {
+    let key = var.strip_prefix("CERBERUS_")?.to_ascii_lowercase();
+    settings_keys().contains(&key.as_str()).then_some(key)
+}
+
+/// The keys of [`Settings`], as serde knows them (its field names: they
+/// are written once, on the struct).
+pub fn settings_keys() -> &'static [&'static str] {
+    /// A deserializer that only listens to which fields are asked for.
+    struct Fields(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("only fields are listed"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("only fields are listed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut fields = Fields(None);
+        let _ = Settings::deserialize(&mut fields);
+        fields.0.unwrap_or(&[])
+    })
+}
 
 impl Layers {
     /// Layers from the real environment and the parsed flags.
@@ -235,7 +305,7 @@ impl Layers {
         let env: HashMap<String, String> = self
             .env
             .iter()
-            .filter(|(k, _)| !NOT_SETTINGS.contains(&k.as_str()))
+            .filter(|(k, _)| env_key(k).is_some())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         builder = builder.add_source(
@@ -255,12 +325,41 @@ impl Layers {
         }
         let layered = builder
             .build()
-            .map_err(|e| ConfigError::new(e.to_string()))?;
+            .map_err(|e| ConfigError::new(self.name_the_variable(e.to_string())))?;
         let settings: Settings = layered
             .try_deserialize()
-            .map_err(|e| ConfigError::new(explain(e)))?;
-        settings.validate()?;
+            .map_err(|e| ConfigError::new(self.name_the_variable(explain(e))))?;
+        settings
+            .validate()
+            .map_err(|e| ConfigError::new(self.name_the_variable(e.0)))?;
         Ok(settings)
+    }
+
+    /// `CERBERUS_*` variables that are no setting of this agent (other
+    /// Cerberus tools share the prefix): ignored, and worth a warning.
+    pub fn unknown_env(&self) -> Vec<&str> {
+        let mut unknown: Vec<&str> = self
+            .env
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !NOT_SETTINGS.contains(k) && env_key(k).is_none())
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
+    /// A message about key `k` that came from the environment names the
+    /// variable too (`CERBERUS_WIRE`), unless a flag set the key.
+    fn name_the_variable(&self, message: String) -> String {
+        let from_env = self.env.keys().find(|var| {
+            env_key(var).is_some_and(|key| {
+                message.contains(&format!("`{key}`")) && !self.flags.contains_key(&key)
+            })
+        });
+        match from_env {
+            Some(var) => format!("{message} (set by the environment variable {var})"),
+            None => message,
+        }
     }
 }
 

@@ -28,7 +28,8 @@ fn main() -> ExitCode {
         Some(Command::Patterns(common)) => (common, None),
         None => (&cli.run.common, Some(&cli.run)),
     };
-    let settings = match Layers::from_process(common, run).settings() {
+    let layers = Layers::from_process(common, run);
+    let settings = match layers.settings() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cerberus-agent: {e}");
@@ -36,6 +37,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
+    for var in layers.unknown_env() {
+        tracing::warn!(
+            "ignoring the environment variable {var}: it is no setting of cerberus-agent (README.md lists them)"
+        );
+    }
     let result = match &cli.command {
         None => once_timeout(cli.run.once_timeout).and_then(|once_timeout| {
             let mode = RunMode {

@@ -105,8 +105,35 @@ fn unknown_keys_and_bad_values_name_the_key() {
     )
     .unwrap_err();
     assert!(e.contains("ws_url") && e.contains("wss://"), "{e}");
-    let e = settings(None, &[("CERBERUS_NO_SUCH_THING", "1")], RunArgs::default()).unwrap_err();
-    assert!(e.contains("no_such_thing"), "{e}");
+}
+
+/// Other Cerberus tools share the prefix: a variable that is no setting is
+/// ignored (main warns naming it), never a reason to stop.
+#[test]
+fn unknown_environment_variables_are_ignored_and_listed() {
+    let run = RunArgs::default();
+    let env: HashMap<String, String> =
+        [("CERBERUS_NO_SUCH_THING", "1"), ("CERBERUS_CLIENT_ID", "x")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let layers = Layers::new(&run.common, Some(&run), env);
+    let s = layers
+        .settings()
+        .expect("an unknown variable does not stop the agent");
+    assert_eq!(s.client_id.as_deref(), Some("x"));
+    assert_eq!(layers.unknown_env(), vec!["CERBERUS_NO_SUCH_THING"]);
+}
+
+#[test]
+fn values_of_a_fixed_set_name_the_allowed_ones_and_the_variable() {
+    let e = settings(None, &[("CERBERUS_WIRE", "foo")], RunArgs::default()).unwrap_err();
+    assert!(
+        e.contains("\"batch\", \"single\"") && e.contains("CERBERUS_WIRE"),
+        "{e}"
+    );
+    let e = settings(Some("default_scheme = \"ftp\"\n"), &[], RunArgs::default()).unwrap_err();
+    assert!(e.contains("\"http\", \"https\""), "{e}");
 }
 
 #[test]

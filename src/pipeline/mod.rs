@@ -240,6 +240,9 @@ enum PathState {
     Undetected {
         sampled_lines: usize,
         sampled_to: u64,
+        /// What was said of it last (not said again when a retry finds
+        /// the same).
+        said: String,
     },
 }
 
@@ -317,15 +320,21 @@ impl Pipeline {
                 true
             }
             Err(e) => {
-                if !lines.is_empty() {
+                let said = e.to_string();
+                let said_before = match self.handlers.get(path) {
+                    Some(PathState::Undetected { said: before, .. }) => *before == said,
+                    _ => false,
+                };
+                if !lines.is_empty() && !said_before {
                     tracing::error!(
-                        "{}: {e}\nIts lines are skipped (and counted) until a format fits; give it one with --log PATH=FORMAT, or leave it out with --exclude",
+                        "{}: {said}\nIts lines are skipped (and counted) until a format fits; give it one with --log PATH=FORMAT, or leave it out with --exclude",
                         path.display()
                     );
                 }
                 let state = PathState::Undetected {
                     sampled_lines: lines.len(),
                     sampled_to,
+                    said,
                 };
                 self.handlers.insert(path.to_owned(), state);
                 false
@@ -355,6 +364,7 @@ impl Pipeline {
             Some(PathState::Undetected {
                 sampled_lines,
                 sampled_to,
+                ..
             }) => line.offset == 0 || (*sampled_lines < SAMPLE_LINES && line.end > *sampled_to),
         };
         if retry {

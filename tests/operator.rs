@@ -1,0 +1,363 @@
+//! What an operator meets in the first ten minutes: a glob that takes the
+//! error log too, several formats in one folder, the environment, exit
+//! statuses that tell the truth, and signals a service manager sends.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::agent_process::{access_line, id_of};
+use common::backend::{Backend, Behaviour, Seen};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(common::agent_bin());
+    cmd.args(args)
+        .env_remove("CERBERUS_DEBUG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run cerberus-agent")
+}
+
+fn events(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn write_access_log(path: &Path, ids: std::ops::Range<usize>) {
+    let text: String = ids.map(access_line).collect();
+    fs::write(path, text).unwrap();
+}
+
+const NGINX_ERRORS: &str = "\
+2026/11/25 10:04:05 [error] 1234#1234: *5 open() \"/srv/www/favicon.ico\" failed (2: No such file or directory), client: 10.0.0.1, server: _, request: \"GET /favicon.ico HTTP/1.1\"
+2026/11/25 10:04:06 [warn] 1234#1234: *6 an upstream response is buffered to a temporary file
+2026/11/25 10:04:07 [notice] 1233#1233: signal process started
+";
+
+#[test]
+fn a_glob_taking_the_error_log_ships_every_access_line_and_names_the_error_log_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_access_log(&dir.path().join("access.log"), 0..50);
+    fs::write(dir.path().join("error.log"), NGINX_ERRORS).unwrap();
+    let glob = format!("{}/*.log", dir.path().display());
+    let out = agent(&["--log", &glob, "--once", "--no-checkpoints"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ids: Vec<usize> = events(&out.stdout).iter().map(id_of).collect();
+    assert_eq!(ids, (0..50).collect::<Vec<_>>(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("nginx's error log, not an access log")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("error.log"), "{stderr}");
+    // Its lines were not delivered: --once says so in its status.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("3 lines skipped"), "{stderr}");
+
+    // Left out with --exclude: a clean run.
+    let exclude = format!("{}/error.log", dir.path().display());
+    let out = agent(
+        &[
+            "--log",
+            &glob,
+            "--exclude",
+            &exclude,
+            "--once",
+            "--no-checkpoints",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(events(&out.stdout).len(), 50, "{stderr}");
+    assert!(!stderr.contains("error log"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn logs_tables_and_path_equals_format_give_each_log_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = common::repo().join("tests").join("samples");
+    let json = dir.path().join("app.log");
+    let combined = dir.path().join("access.log");
+    fs::copy(samples.join("nginx_json.log"), &json).unwrap();
+    fs::copy(samples.join("nginx_combined.log"), &combined).unwrap();
+    let expected = |name: &str| common::read_jsonl(&samples.join(format!("{name}.expected.jsonl")));
+    // Lines the recorder marked `{"fails": true}` are no event.
+    let endpoints = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.get("fails").is_none())
+            .map(|e| e["endpoint"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let mut want = endpoints(&expected("nginx_combined"));
+    want.extend(endpoints(&expected("nginx_json")));
+    want.sort();
+
+    let config = dir.path().join("agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "pattern_dirs = []\n[[logs]]\npath = \"{}\"\nformat = \"nginx_json\"\n[[logs]]\npath = \"{}\"\nformat = \"nginx_combined\"\n",
+            json.display(),
+            combined.display()
+        ),
+    )
+    .unwrap();
+    let out = agent(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--once",
+            "--no-checkpoints",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut got = endpoints(&events(&out.stdout));
+    got.sort();
+    assert_eq!(got, want, "{stderr}");
+
+    // The same with PATH=FORMAT flags.
+    let a = format!("{}=nginx_json", json.display());
+    let b = format!("{}=nginx_combined", combined.display());
+    let out = agent(
+        &[
+            "--log",
+            &a,
+            "--log",
+            &b,
+            "--once",
+            "--no-checkpoints",
+            "--pattern-dir",
+            "/nonexistent",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut got = endpoints(&events(&out.stdout));
+    got.sort();
+    assert_eq!(got, want, "{stderr}");
+}
+
+#[test]
+fn an_unknown_cerberus_variable_warns_and_the_log_filter_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    write_access_log(&log, 0..3);
+    let args = ["--log", log.to_str().unwrap(), "--once", "--no-checkpoints"];
+    let out = agent(&args, &[("CERBERUS_FOO", "1")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(events(&out.stdout).len(), 3);
+    assert_eq!(stderr.matches("CERBERUS_FOO").count(), 1, "{stderr}");
+
+    // CERBERUS_LOG_FILTER sets what is logged: `error` hides the info lines.
+    let out = agent(&args, &[("CERBERUS_LOG_FILTER", "error")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("INFO") && !stderr.contains("done:"),
+        "{stderr}"
+    );
+    let out = agent(&args, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("done:"));
+}
+
+#[test]
+fn a_bad_wire_lists_the_allowed_values() {
+    let out = agent(&["--log", "/dev/null", "--wire", "foo"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("batch") && stderr.contains("single"),
+        "{stderr}"
+    );
+    let out = agent(
+        &["--log", "/dev/null", "--once"],
+        &[("CERBERUS_WIRE", "foo")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"batch\", \"single\"") && stderr.contains("CERBERUS_WIRE"),
+        "{stderr}"
+    );
+}
+
+/// A backend that accepts the connection and never answers.
+fn silent_backend() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let url = format!("ws://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+    (listener, url)
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(common::agent_bin())
+        .args(args)
+        .env_remove("CERBERUS_DEBUG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cerberus-agent")
+}
+
+fn finish(mut child: Child) -> (Option<i32>, String) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status.code(), stderr);
+        }
+        assert!(started.elapsed() < PATIENCE, "the agent did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+#[test]
+fn once_stopped_by_sigterm_before_delivery_exits_1_with_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    write_access_log(&log, 0..40);
+    // A backend that takes the events and does not acknowledge them.
+    let seen = Seen::new(Behaviour {
+        silent: true,
+        ..Behaviour::default()
+    });
+    let backend = Backend::start(0, seen.clone(), None);
+    let url = backend.url("ws");
+    let child = spawn(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--once",
+        "--no-checkpoints",
+        "--ws-url",
+        &url,
+    ]);
+    let started = Instant::now();
+    while seen.event_count() < 40 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the events never reached the backend"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "TERM"); // the second stops the wait for acknowledgements
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("0 of 40 events acknowledged, 40 not delivered"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn once_timeout_gives_up_and_says_what_was_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    write_access_log(&log, 0..10);
+    let (_backend, url) = silent_backend();
+    let started = Instant::now();
+    let child = spawn(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--once",
+        "--once-timeout",
+        "1",
+        "--no-checkpoints",
+        "--ws-url",
+        &url,
+    ]);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--once-timeout passed"), "{stderr}");
+    assert!(stderr.contains("10 not delivered"), "{stderr}");
+    assert!(started.elapsed() < PATIENCE);
+}
+
+#[test]
+fn once_with_standard_output_closed_exits_1_with_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    write_access_log(&log, 0..200_000);
+    let mut child = spawn(&["--log", log.to_str().unwrap(), "--once", "--no-checkpoints"]);
+    // `| head -1`: read one line, then close the pipe.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    assert!(first.contains("/item/0"), "{first}");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("events were not delivered"), "{stderr}");
+}
+
+#[test]
+fn sighup_stops_gracefully_and_saves_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    write_access_log(&log, 0..5);
+    let mut child = spawn(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--from-beginning",
+    ]);
+    // Once the five events are out, they are delivered (standard output).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for _ in 0..5 {
+        let line = rx.recv_timeout(PATIENCE).expect("an event");
+        assert!(line.unwrap().contains("/item/"));
+    }
+    signal(&child, "HUP");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(0), "a clean stop: {stderr}");
+    assert!(
+        stderr.contains("shutting down") && stderr.contains("done:"),
+        "{stderr}"
+    );
+    let saved = fs::read_to_string(state.path().join("checkpoints.json")).unwrap();
+    let len = fs::metadata(&log).unwrap().len();
+    assert!(saved.contains(&format!("\"offset\": {len}")), "{saved}");
+}
