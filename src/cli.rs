@@ -26,7 +26,14 @@ fn is_false(b: &bool) -> bool {
 #[command(
     name = "cerberus-agent",
     version,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = "Settings come from defaults < the config file < CERBERUS_* environment variables < flags.\n\
+CERBERUS_LOG_FILTER sets what is logged (tracing's syntax: error, warn, info, debug).\n\n\
+Exit status:\n  \
+0  done (with --once: every file read and every event acknowledged)\n  \
+1  failed; with --once also: stopped by a signal, --once-timeout passed, standard output closed,\n     \
+or lines skipped in files whose format is unknown (the message says how many events were not delivered)\n  \
+2  configuration error (the message names the key, variable or file)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,12 +49,12 @@ pub enum Command {
     /// failed, then a summary. Exits non-zero when no line parsed.
     Check(CheckArgs),
     /// List the bundled and user patterns.
-    Patterns(CommonArgs),
+    Patterns(PatternArgs),
 }
 
-/// Settings shared by every command.
+/// Where settings and patterns come from: shared by every command.
 #[derive(Debug, Args, Default, Clone, Serialize)]
-pub struct CommonArgs {
+pub struct PatternArgs {
     /// Configuration file (TOML). Default: /etc/cerberus/agent.toml if present.
     #[arg(long, value_name = "FILE", env = "CERBERUS_CONFIG")]
     #[serde(skip)]
@@ -59,6 +66,14 @@ pub struct CommonArgs {
     #[arg(long = "pattern-dir", value_name = "DIR")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pattern_dirs: Vec<PathBuf>,
+}
+
+/// Settings shared by the commands that build events.
+#[derive(Debug, Args, Default, Clone, Serialize)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub patterns: PatternArgs,
 
     /// Secret key for the HMAC-SHA256 of client IPs. Prefer the config file
     /// or CERBERUS_SECRET_KEY: flags are visible to other users in `ps`.
@@ -107,6 +122,7 @@ pub struct RunArgs {
 
     /// The log format: a pattern name (see `cerberus-agent patterns`), a
     /// path to a pattern file, or `auto` to detect it from the first lines.
+    /// Default: auto
     #[arg(long, value_name = "NAME|FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
@@ -177,6 +193,7 @@ pub struct RunArgs {
     pub no_checkpoints: bool,
 
     /// Longest line kept whole, in bytes; longer lines are cut and counted.
+    /// Default: 65536, at most 16777216
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_line_bytes: Option<usize>,

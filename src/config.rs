@@ -266,7 +266,7 @@ impl Layers {
 
     /// Layers from given environment variables and flags (tests use this).
     pub fn new(common: &CommonArgs, run: Option<&RunArgs>, env: HashMap<String, String>) -> Self {
-        let file = match &common.config {
+        let file = match &common.patterns.config {
             Some(p) => Some((p.clone(), true)),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
                 Some((PathBuf::from(DEFAULT_CONFIG_FILE), false))

@@ -8,10 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 
 use cerberus_agent::agent::End;
-use cerberus_agent::cli::{CheckArgs, Cli, Command};
+use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs};
 use cerberus_agent::config::{ConfigError, Layers, Settings};
 use cerberus_agent::parse::{Format, Origin, PatternError};
 use cerberus_agent::plan::{self, Plan, RunMode};
@@ -22,10 +21,21 @@ use cerberus_agent::{agent, check};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = with_env_names(<Cli as clap::CommandFactory>::command()).get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let patterns_only;
     let (common, run) = match &cli.command {
         Some(Command::Check(args)) => (&args.common, None),
-        Some(Command::Patterns(common)) => (common, None),
+        Some(Command::Patterns(args)) => {
+            patterns_only = CommonArgs {
+                patterns: args.clone(),
+                ..CommonArgs::default()
+            };
+            (&patterns_only, None)
+        }
         None => (&cli.run.common, Some(&cli.run)),
     };
     let layers = Layers::from_process(common, run);
@@ -68,6 +78,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Adds to each flag that sets a setting the environment variable that
+/// sets it too (`[env: CERBERUS_WS_URL]`), in every command's help.
+fn with_env_names(command: clap::Command) -> clap::Command {
+    env_names_of_args(command)
+        .mut_subcommand("check", env_names_of_args)
+        .mut_subcommand("patterns", env_names_of_args)
+}
+
+fn env_names_of_args(command: clap::Command) -> clap::Command {
+    let keys = cerberus_agent::config::settings_keys();
+    command.mut_args(|arg| {
+        let Some(long) = arg.get_long() else {
+            return arg;
+        };
+        let key = long.replace('-', "_");
+        let key = [key.clone(), format!("{key}s")]
+            .into_iter()
+            .find(|k| keys.contains(&k.as_str()));
+        match (key, arg.get_help().map(|h| h.to_string())) {
+            (Some(key), Some(help)) => {
+                let var = format!("CERBERUS_{}", key.to_ascii_uppercase());
+                arg.help(format!("{help} [env: {var}]"))
+            }
+            _ => arg,
+        }
+    })
 }
 
 fn once_timeout(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {

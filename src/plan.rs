@@ -184,8 +184,19 @@ fn exclude_globs(settings: &Settings) -> Result<Vec<glob::Pattern>, ConfigError>
         .collect()
 }
 
-/// The bundled patterns and the user's pattern folders.
+/// The bundled patterns and the user's pattern folders. A folder given
+/// that does not exist is warned about (only the default one is optional).
 pub fn load_patterns(settings: &Settings) -> Result<PatternSet, PatternError> {
+    for dir in &settings.pattern_dirs {
+        if dir.as_path() != std::path::Path::new(crate::config::DEFAULT_PATTERN_DIR)
+            && !dir.is_dir()
+        {
+            tracing::warn!(
+                "pattern folder {} does not exist (or is no folder): no user patterns are read from it",
+                dir.display()
+            );
+        }
+    }
     PatternSet::load(&settings.pattern_dirs)
 }
 

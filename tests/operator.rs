@@ -361,3 +361,45 @@ fn sighup_stops_gracefully_and_saves_checkpoints() {
     let len = fs::metadata(&log).unwrap().len();
     assert!(saved.contains(&format!("\"offset\": {len}")), "{saved}");
 }
+
+#[test]
+fn help_names_the_environment_variables_and_the_exit_statuses() {
+    let out = agent(&["--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "CERBERUS_WS_URL",
+        "CERBERUS_LOG",
+        "CERBERUS_WIRE",
+        "CERBERUS_LOG_FILTER",
+    ] {
+        assert!(help.contains(var), "{var} in:\n{help}");
+    }
+    assert!(
+        help.contains("Exit status") && help.contains("2  configuration error"),
+        "{help}"
+    );
+    assert!(help.contains("Default: auto"), "{help}");
+
+    // `patterns` lists only the flags it uses.
+    let out = agent(&["patterns", "--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--pattern-dir"), "{help}");
+    assert!(
+        !help.contains("--secret-key") && !help.contains("--query-params"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_pattern_folder_that_does_not_exist_is_warned_about() {
+    let out = agent(
+        &["patterns", "--pattern-dir", "/nonexistent/patterns.d"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/patterns.d") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}

@@ -166,3 +166,28 @@ fn query_strings_are_dropped_unless_asked_for() {
     assert_eq!(event["query_params"], Value::Null);
     assert_eq!(event["endpoint"], "/café/menü");
 }
+
+/// A raw byte that is not UTF-8 in the request path (0xFF, sent as is by
+/// the recorder's client) becomes `%FF` in the endpoint, as Django's
+/// `request.path` keeps it, whichever server logged it and however it
+/// escaped it.
+#[test]
+fn a_raw_non_utf8_byte_in_the_path_gives_the_same_endpoint_in_every_format() {
+    let set = PatternSet::bundled().unwrap();
+    for name in cerberus_agent::parse::bundled_names() {
+        let (lines, expected) = sample(name);
+        let at = expected
+            .iter()
+            .position(|e| e["endpoint"] == "/raw-byte/%FF")
+            .unwrap_or_else(|| panic!("{name}: the sample has the raw-byte request"));
+        let mut h = LineHandler::new(set.get(name).unwrap(), &EventOptions::default());
+        let mut out = Vec::new();
+        let position = LinePosition {
+            source: 1,
+            offset: 0,
+        };
+        h.handle(&lines[at], position, &mut out);
+        let event: serde_json::Value = serde_json::from_slice(&out).expect("an event");
+        assert_eq!(event["endpoint"], "/raw-byte/%FF", "{name}");
+    }
+}
