@@ -403,3 +403,89 @@ fn a_pattern_folder_that_does_not_exist_is_warned_about() {
         "{stderr}"
     );
 }
+
+/// Runs the agent as `nobody` when the tests run as root (CI), so that
+/// file permissions apply to it; returns the child with piped output.
+fn spawn_unprivileged(dir: &Path, args: &[&str]) -> Child {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let mut cmd = if is_root {
+        // The binary must be reachable by nobody: copy it where it is.
+        let bin = dir.join("cerberus-agent");
+        fs::copy(common::agent_bin(), &bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(bin);
+        c
+    } else {
+        Command::new(common::agent_bin())
+    };
+    cmd.args(args)
+        .env_remove("CERBERUS_DEBUG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cerberus-agent (as nobody through setpriv, from util-linux, when root)")
+}
+
+#[test]
+fn an_unreadable_file_found_by_a_glob_is_reported_once_with_a_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    fs::set_permissions(top.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let logs = top.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    fs::set_permissions(&logs, fs::Permissions::from_mode(0o777)).unwrap();
+    let access = logs.join("access.log");
+    write_access_log(&access, 0..3);
+    fs::set_permissions(&access, fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = logs.join("secret.log");
+    write_access_log(&secret, 100..103);
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let glob = format!("{}/*.log", logs.display());
+    let mut child = spawn_unprivileged(
+        top.path(),
+        &[
+            "--log",
+            &glob,
+            "--from-beginning",
+            "--no-checkpoints",
+            "--format",
+            "nginx_combined",
+        ],
+    );
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for _ in 0..3 {
+        let line = rx.recv_timeout(PATIENCE).expect("the readable file ships");
+        assert!(line.unwrap().contains("/item/"));
+    }
+    // Every created file makes the agent look at the folder again.
+    for i in 0..5 {
+        let other = logs.join(format!("other-{i}.txt"));
+        fs::write(&other, "x\n").unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    signal(&child, "TERM");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports = stderr.matches("secret.log: Permission denied").count();
+    assert_eq!(reports, 1, "reported once, not at every look: {stderr}");
+    assert!(
+        stderr.contains("setfacl -m u:"),
+        "says how to fix it: {stderr}"
+    );
+}

@@ -14,6 +14,7 @@
 //! that was rotated while the agent was stopped is looked for among the
 //! rotated siblings of its path and finished from its checkpoint.
 
+mod access;
 pub mod checkpoint;
 pub mod discover;
 mod file;
@@ -210,16 +211,21 @@ impl Tailer {
         let logs = self.options.logs.clone();
         for value in &logs {
             for path in discover::expand(value, &self.options.exclude) {
-                if let Err(e) = self.scan_path(&path, first, look_siblings || first) {
-                    let msg = format!("{}: {e}", path.display());
-                    if first && e.kind() == io::ErrorKind::PermissionDenied {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("{msg} (the agent needs read permission)"),
-                        ));
-                    }
-                    tracing::error!("{msg}");
+                let Err(e) = self.scan_path(&path, first, look_siblings || first) else {
+                    continue;
+                };
+                let denied = e.kind() == io::ErrorKind::PermissionDenied;
+                let msg = match denied {
+                    true => format!("{}: {e} ({})", path.display(), access::hint(&path)),
+                    false => format!("{}: {e}", path.display()),
+                };
+                // A file named at start that cannot be read is a set-up
+                // error to show at once; one a glob found, or one that
+                // appears later (a rotation's new file), costs only itself.
+                if first && denied && !discover::is_glob(value) {
+                    return Err(io::Error::new(e.kind(), msg));
                 }
+                self.report_once_a_minute(&path, || msg);
             }
         }
         if first {
@@ -726,17 +732,28 @@ impl Tailer {
     /// count it; the file stays open and is read again at the next poll.
     fn read_failed(&mut self, i: usize, e: &io::Error) {
         self.read_errors += 1;
-        let f = &self.files[i];
+        let (watched, at, errors) = (
+            self.files[i].watched.clone(),
+            self.files[i].read_position(),
+            self.read_errors,
+        );
+        self.report_once_a_minute(&watched, || {
+            format!(
+                "{}: cannot read at offset {at}: {e}; other files go on, and this one is tried again ({errors} read errors so far)",
+                watched.display()
+            )
+        });
+    }
+
+    /// Logs an error about `path`, at most once a minute per path: a file
+    /// that stays unreadable (permissions after a rotation) must not fill
+    /// the journal every scan.
+    fn report_once_a_minute(&mut self, path: &Path, message: impl FnOnce() -> String) {
         let now = Instant::now();
-        let last = self.error_reported.get(&f.watched).copied();
+        let last = self.error_reported.get(path).copied();
         if last.is_none_or(|t| now.duration_since(t) >= ERROR_REPORT_EVERY) {
-            tracing::error!(
-                "{}: cannot read at offset {}: {e}; other files go on, and this one is tried again ({} read errors so far)",
-                f.watched.display(),
-                f.read_position(),
-                self.read_errors
-            );
-            self.error_reported.insert(f.watched.clone(), now);
+            tracing::error!("{}", message());
+            self.error_reported.insert(path.to_owned(), now);
         }
     }
 
