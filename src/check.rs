@@ -123,5 +123,57 @@ fn check_line(
         "line {}: failed: {why}{cut}: {}",
         line.number,
         excerpt(line.bytes, 160)
-    )
+    )?;
+    // Where the line stops fitting: the chosen pattern, or with `auto` the
+    // one that fits it furthest.
+    // `max_by_key` keeps the last of equals: reversed, the first pattern in
+    // trial order wins a tie.
+    let nearest = handlers
+        .iter()
+        .rev()
+        .filter_map(|h| h.pattern().explain(line.bytes).map(|m| (h.pattern(), m)))
+        .max_by_key(|(_, m)| m.at);
+    if let Some((pattern, mismatch)) = nearest {
+        let nearest = if handlers.len() > 1 { "nearest: " } else { "" };
+        writeln!(
+            out,
+            "    {nearest}{}: at byte {}: {}",
+            pattern.name, mismatch.at, mismatch.why
+        )?;
+        let (shown, column) = marked(line.bytes, mismatch.at);
+        writeln!(out, "    {shown}")?;
+        writeln!(out, "    {}^", " ".repeat(column))?;
+    }
+    Ok(())
+}
+
+/// Up to about 100 characters of `line` around byte `at`, printable (other
+/// bytes as `\xNN`), and the column of `at` in that text.
+fn marked(line: &[u8], at: usize) -> (String, usize) {
+    const BEFORE: usize = 60;
+    const AFTER: usize = 40;
+    let start = at.saturating_sub(BEFORE);
+    let end = (at + AFTER).min(line.len());
+    let mut text = String::new();
+    let mut column = 0;
+    if start > 0 {
+        text.push('…');
+    }
+    for (i, &b) in line[start..end].iter().enumerate() {
+        if start + i == at {
+            column = text.chars().count();
+        }
+        if (0x20..0x7f).contains(&b) {
+            text.push(b as char);
+        } else {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if start + (end - start) <= at {
+        column = text.chars().count();
+    }
+    if end < line.len() {
+        text.push('…');
+    }
+    (text, column)
 }

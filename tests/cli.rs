@@ -405,3 +405,44 @@ fn a_look_alike_format_detected_from_plain_lines_gives_way_to_the_one_that_fits(
         "{stderr}"
     );
 }
+
+/// `check` says where a line stops fitting: the pattern, the byte, the
+/// reason, and the line with the spot marked under it.
+#[test]
+fn check_marks_where_a_line_stops_fitting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.log");
+    std::fs::write(
+        &path,
+        "10.0.0.1 - - [25/Nov/2026:10:04:05 +0000] \"GET / HTTP/1.1\" abc 5 \"-\" \"ua\"\n",
+    )
+    .unwrap();
+    let out = agent(&[
+        "check",
+        "--format",
+        "nginx_combined",
+        path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .contains("nginx_combined: at byte 59: field `$status` is \"abc\": expected a number"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let shown = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("10.0.0.1"))
+        .expect("the line is shown");
+    let caret = lines[shown + 1].find('^').expect("a marker under it");
+    assert_eq!(&lines[shown][caret..caret + 3], "abc", "{stdout}");
+
+    // With `auto`, a pattern that fits it furthest is named (several fit
+    // up to the status here).
+    let out = agent(&["check", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("nearest: ") && stdout.contains(": at byte 59: field `$"),
+        "{stdout}"
+    );
+}

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use super::escape::Escape;
 use super::fields::{Fields, Role};
-use super::template::{MAX_FIELDS, Template};
+use super::template::{MAX_FIELDS, Mismatch, Template};
 use super::timestamp::TimestampFormat;
 
 /// Where a pattern came from, for `cerberus-agent patterns` and messages.
@@ -257,6 +257,29 @@ impl Pattern {
             default_https,
             splitter,
         })
+    }
+
+    /// Why `line` does not split, and at which byte, when the pattern can
+    /// tell (templates and JSON; a regex only says it did not match).
+    pub fn explain(&self, line: &[u8]) -> Option<Mismatch> {
+        match &self.splitter {
+            Splitter::Regex { .. } => None,
+            Splitter::Template { template, .. } => Some(template.explain(line)),
+            Splitter::Json { .. } => {
+                let text = RawBytes::smuggle(line);
+                let e = serde_json::from_str::<JsonObject<'_>>(&text).err()?;
+                // Columns count characters on the line; smuggled bytes are
+                // one character each, so this is the byte for ASCII lines.
+                let at = text
+                    .char_indices()
+                    .nth(e.column().saturating_sub(1))
+                    .map_or(line.len(), |(i, _)| i.min(line.len()));
+                Some(Mismatch {
+                    at,
+                    why: e.to_string(),
+                })
+            }
+        }
     }
 
     /// Splits one line (without its newline) into fields.

@@ -257,6 +257,91 @@ impl Template {
     }
 }
 
+/// Where and why a line does not fit a template (see [`Template::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The byte of the line where the first reading failed.
+    pub at: usize,
+    pub why: String,
+}
+
+impl Template {
+    /// Why `line` does not fit, at the first place where the straight
+    /// reading (each field cut at the first occurrence of its literal)
+    /// fails. For `check` and messages only: not on the hot path.
+    pub fn explain(&self, line: &[u8]) -> Mismatch {
+        let same = line
+            .iter()
+            .zip(&self.prefix)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if same < self.prefix.len() {
+            return Mismatch {
+                at: same,
+                why: format!("expected {}", shown(&self.prefix[same..])),
+            };
+        }
+        let mut pos = self.prefix.len();
+        let last = self.fields.len() - 1;
+        for (k, f) in self.fields.iter().enumerate() {
+            let end = if k < last && !f.after.is_empty() {
+                match find_literal(line, pos, &f.after) {
+                    Some((i, _)) => i,
+                    None => {
+                        return Mismatch {
+                            at: pos,
+                            why: format!(
+                                "field `${}` starts here, and no {} follows to end it",
+                                f.name,
+                                shown(&f.after)
+                            ),
+                        };
+                    }
+                }
+            } else {
+                match line.len().checked_sub(f.after.len()) {
+                    Some(end) if end >= pos && line[end..] == f.after[..] => end,
+                    _ => {
+                        return Mismatch {
+                            at: line.len(),
+                            why: format!(
+                                "the line should end with {} after field `${}`",
+                                shown(&f.after),
+                                f.name
+                            ),
+                        };
+                    }
+                }
+            };
+            let value = &line[pos..end];
+            if !self.valid(f, value) {
+                let what = if f.numeric {
+                    "a number".to_owned()
+                } else if f.bracketed {
+                    "a value between brackets with none inside".to_owned()
+                } else {
+                    format!("a value the `{:?}` escaping can write", self.escape).to_lowercase()
+                };
+                return Mismatch {
+                    at: pos,
+                    why: format!("field `${}` is {}: expected {what}", f.name, shown(value)),
+                };
+            }
+            pos = end + f.after.len();
+        }
+        Mismatch {
+            at: pos,
+            why: "the line goes on after the last field".into(),
+        }
+    }
+}
+
+/// Bytes as a quoted string for messages.
+fn shown(bytes: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(bytes).chars().take(60).collect();
+    format!("{text:?}")
+}
+
 /// The first occurrence of `literal` in `line` at or after `from`. The
 /// literals of access-log formats are short and start with a byte that is
 /// rare in the value before them (a quote, a bracket, a space after a
