@@ -502,64 +502,10 @@ impl Tailer {
                 start = Some(0);
             }
         }
-        // Checkpointed files of this path that are not this file were
-        // rotated while the agent was stopped: finish them first.
-        let open_ids: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
-        let mut others: Vec<Checkpoint> = self
-            .checkpoints
-            .for_path(path)
-            .into_iter()
-            .filter(|c| {
-                !c.finished && !c.is_for(&identity) && !open_ids.iter().any(|id| c.is_for(id))
-            })
-            .collect();
-        for c in self.checkpoints.for_path(path) {
-            tracing::debug!(
-                "{}: checkpoint inode {} {:?} offset {} finished {}",
-                path.display(),
-                c.inode,
-                c.fingerprint,
-                c.offset,
-                c.finished
-            );
-        }
-        // Several checkpoints can lead to one file: a file truncated by
-        // copytruncate and its copy, each read in part before a crash. The
-        // file is read once, from the lowest of them (see `recover`).
-        others.sort_by_key(|c| c.offset);
-        let rotated_while_stopped = !others.is_empty();
-        for c in &others {
-            self.recover(path, c)?;
-        }
+        let rotated_while_stopped = self.finish_rotated_while_stopped(path, &identity)?;
         let reset = first && self.checkpoints.was_reset();
-        let fell_back = self.checkpoints.fell_back().filter(|_| first);
-        if reset {
-            // The checkpoints were lost: every line beside the path may be
-            // undelivered. At least once means reading them all again.
-            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
-        } else if let Some(saved) = fell_back {
-            // The last save was lost, the one before is in use: rotated
-            // files it does not know may hold lines never delivered,
-            // whenever they were last written; compressed ones too, if they
-            // were compressed after that save.
-            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
-            self.adopt_compressed_siblings(
-                path,
-                saved.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH),
-            )?;
-        } else if first {
-            // Files rotated beside the path after the agent last looked at
-            // it (before it stopped) were never seen.
-            let updated = self
-                .checkpoints
-                .for_path(path)
-                .iter()
-                .map(|c| c.updated)
-                .max();
-            if let Some(secs) = updated.max(self.checkpoints.looked(path)) {
-                let t = UNIX_EPOCH + Duration::from_secs(secs);
-                self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))?;
-            }
+        if first {
+            self.adopt_unseen_siblings(path)?;
         }
         // A file without checkpoint starts at its end only when its path
         // was never followed before: a path the agent followed in an earlier
@@ -586,6 +532,76 @@ impl Tailer {
         let f = TailedFile::with_identity(path, file, identity, start, self.options.max_line)?;
         self.files.push(f);
         Ok(())
+    }
+
+    /// Checkpointed files of `path` that are not the file now there
+    /// (`current`) nor open were rotated while the agent was stopped:
+    /// finishes them first. True when there were any.
+    fn finish_rotated_while_stopped(
+        &mut self,
+        path: &Path,
+        current: &FileIdentity,
+    ) -> io::Result<bool> {
+        let open_ids: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
+        let checkpoints = self.checkpoints.for_path(path);
+        for c in &checkpoints {
+            tracing::debug!(
+                "{}: checkpoint inode {} {:?} offset {} finished {}",
+                path.display(),
+                c.inode,
+                c.fingerprint,
+                c.offset,
+                c.finished
+            );
+        }
+        let mut others: Vec<Checkpoint> = checkpoints
+            .into_iter()
+            .filter(|c| {
+                !c.finished && !c.is_for(current) && !open_ids.iter().any(|id| c.is_for(id))
+            })
+            .collect();
+        // Several checkpoints can lead to one file: a file truncated by
+        // copytruncate and its copy, each read in part before a crash. The
+        // file is read once, from the lowest of them (see `recover`).
+        others.sort_by_key(|c| c.offset);
+        for c in &others {
+            self.recover(path, c)?;
+        }
+        Ok(!others.is_empty())
+    }
+
+    /// At start: rotated files beside `path` the agent never saw, read
+    /// whole. Which are unseen depends on what the checkpoints know.
+    fn adopt_unseen_siblings(&mut self, path: &Path) -> io::Result<()> {
+        if self.checkpoints.was_reset() {
+            // The checkpoints were lost: every line beside the path may be
+            // undelivered. At least once means reading them all again.
+            return self.adopt_newer_siblings(path, UNIX_EPOCH);
+        }
+        if let Some(saved) = self.checkpoints.fell_back() {
+            // The last save was lost, the one before is in use: rotated
+            // files it does not know may hold lines never delivered,
+            // whenever they were last written; compressed ones too, if they
+            // were compressed after that save.
+            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
+            let since = saved.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);
+            return self.adopt_compressed_siblings(path, since);
+        }
+        // Files rotated beside the path after the agent last looked at it
+        // (before it stopped) were never seen.
+        let updated = self
+            .checkpoints
+            .for_path(path)
+            .iter()
+            .map(|c| c.updated)
+            .max();
+        match updated.max(self.checkpoints.looked(path)) {
+            Some(secs) => {
+                let t = UNIX_EPOCH + Duration::from_secs(secs);
+                self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Finds the file checkpoint `c` describes among the rotated siblings
