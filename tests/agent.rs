@@ -164,9 +164,16 @@ impl Running {
         }
     }
 
-    /// What SIGTERM does: wake the loop to stop; returns its report.
+    /// What SIGTERM does: wake the loop to stop; returns what [`Running::join`]
+    /// does.
     fn stop(self) -> (Report, Vec<usize>, Vec<String>) {
         self.wakes.waker().wake(Wake::Shutdown);
+        self.join()
+    }
+
+    /// Waits for the agent to end (`--once`); returns its report, and the
+    /// ids and `event_id`s of what the sink received, in order.
+    fn join(self) -> (Report, Vec<usize>, Vec<String>) {
         let report = self
             .thread
             .join()
@@ -234,19 +241,8 @@ fn only_acknowledged_lines_move_the_checkpoint() {
     assert_eq!((report.acknowledged, report.unacknowledged), (0, 20));
 
     let agent = start(&log, state.path(), Behaviour::Acknowledging, true);
-    let report = agent
-        .thread
-        .join()
-        .expect("agent thread")
-        .expect("agent ran");
-    let r = agent.received.lock().unwrap();
-    let ids: Vec<usize> = r.events.iter().map(common::agent_process::id_of).collect();
+    let (report, ids, again) = agent.join();
     assert_eq!(ids, (0..20).collect::<Vec<_>>(), "everything is sent again");
-    let again: Vec<&str> = r
-        .events
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap())
-        .collect();
     assert_eq!(again, first_ids, "with the same event_ids");
     assert_eq!(report.acknowledged, 20);
 }
@@ -258,22 +254,14 @@ fn a_slow_full_sink_holds_the_reading_back_and_loses_nothing() {
     let log = dir.path().join("access.log");
     append(&log, 0..30_000);
     let agent = start(&log, state.path(), Behaviour::Slow { room: 50 }, true);
-    let report = agent
-        .thread
-        .join()
-        .expect("agent thread")
-        .expect("agent ran");
-    let r = agent.received.lock().unwrap();
-    let ids: Vec<usize> = r.events.iter().map(common::agent_process::id_of).collect();
+    let received = agent.received.clone();
+    let (report, ids, _) = agent.join();
     assert_eq!(ids, (0..30_000).collect::<Vec<_>>(), "in order, each once");
     assert_eq!(report.acknowledged, 30_000);
     // A full sink stops the reading: at most one poll's worth (8192 lines)
     // goes past it, not the whole file.
-    assert!(
-        r.peak_unacknowledged <= 50 + 8192,
-        "{} held at once",
-        r.peak_unacknowledged
-    );
+    let peak = received.lock().unwrap().peak_unacknowledged;
+    assert!(peak <= 50 + 8192, "{peak} held at once");
 }
 
 #[test]

@@ -235,6 +235,21 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
     }
 }
 
+/// The child's standard output, line by line, read on a thread of its own
+/// (so that the test can wait with a time limit).
+fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<std::io::Result<String>> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args(["-s", sig, &child.id().to_string()])
@@ -337,15 +352,7 @@ fn sighup_stops_gracefully_and_saves_checkpoints() {
         "--from-beginning",
     ]);
     // Once the five events are out, they are delivered (standard output).
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     for _ in 0..5 {
         let line = rx.recv_timeout(PATIENCE).expect("an event");
         assert!(line.unwrap().contains("/item/"));
@@ -460,15 +467,7 @@ fn an_unreadable_file_found_by_a_glob_is_reported_once_with_a_hint() {
             "nginx_combined",
         ],
     );
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     for _ in 0..3 {
         let line = rx.recv_timeout(PATIENCE).expect("the readable file ships");
         assert!(line.unwrap().contains("/item/"));
