@@ -104,7 +104,7 @@ fn check_line(
                 }
                 return Ok(());
             }
-            LineOutcome::Failed(reason) => reasons.push(reason),
+            LineOutcome::Failed(failure) => reasons.push(failure.message),
         }
     }
     summary.failed += 1;

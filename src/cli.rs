@@ -192,6 +192,12 @@ pub struct RunArgs {
     #[serde(skip)]
     pub no_checkpoints: bool,
 
+    /// Serve Prometheus metrics at /metrics, and /health and /ready, on
+    /// this address (ADDR:PORT, e.g. 127.0.0.1:9478). Default: off
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
+
     /// Longest line kept whole, in bytes; longer lines are cut and counted.
     /// Default: 65536, at most 16777216
     #[arg(long, value_name = "BYTES")]

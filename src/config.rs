@@ -122,6 +122,15 @@ pub struct Settings {
     /// plain IPs with a warning when it cannot be fetched (false).
     #[serde(default = "default_true")]
     pub wait_for_secret_key: bool,
+    /// Where `/metrics`, `/health` and `/ready` are served (`ADDR:PORT`);
+    /// off when absent.
+    pub metrics_addr: Option<String>,
+    /// How long the backend may fail before `/health` turns 503.
+    #[serde(default = "default_health_grace")]
+    pub health_backend_grace_s: u64,
+    /// How often a one-line status is logged, in seconds; 0 turns it off.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_s: u64,
     /// At SIGTERM, how long to wait for acknowledgements of what is in
     /// flight.
     #[serde(default = "default_shutdown_timeout_ms")]
@@ -167,6 +176,12 @@ fn default_batch_linger_ms() -> u64 {
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000
+}
+fn default_health_grace() -> u64 {
+    60
+}
+fn default_status_interval() -> u64 {
+    60
 }
 fn default_true() -> bool {
     true

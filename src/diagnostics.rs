@@ -6,8 +6,8 @@
 //! the window ends, so a log full of garbage cannot flood the journal.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Messages of one kind allowed per window.
@@ -15,12 +15,51 @@ pub const BURST: u32 = 10;
 /// The rate-limiting window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// What happened to lines, for the final summary.
+/// Why a line gave no event, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// The line does not have the pattern's shape.
+    NoMatch,
+    /// A JSON pattern's line is not a JSON object.
+    NotJson,
+    /// The line was longer than `max_line_bytes`, and the cut line failed.
+    TooLong,
+    /// No request line, or one that is not `METHOD TARGET PROTOCOL`.
+    BadRequest,
+    /// The timestamp does not read as the pattern's format.
+    BadTimestamp,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 5] = [
+        FailReason::NoMatch,
+        FailReason::NotJson,
+        FailReason::TooLong,
+        FailReason::BadRequest,
+        FailReason::BadTimestamp,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailReason::NoMatch => "no_match",
+            FailReason::NotJson => "not_json",
+            FailReason::TooLong => "too_long",
+            FailReason::BadRequest => "bad_request",
+            FailReason::BadTimestamp => "bad_timestamp",
+        }
+    }
+}
+
+/// What happened to lines: for the final summary and the metrics (read by
+/// another thread, hence atomics; the loop adds with relaxed ordering).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub lines_read: AtomicU64,
     pub events: AtomicU64,
     pub lines_failed: AtomicU64,
+    /// Failed lines by [`FailReason`], in the order of `FailReason::ALL`.
+    pub failed_by_reason: [AtomicU64; FailReason::ALL.len()],
     pub lines_blank: AtomicU64,
     pub lines_truncated: AtomicU64,
     pub metrics_invalid: AtomicU64,
@@ -36,6 +75,12 @@ impl Counters {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// Counts a failed line.
+    pub fn failed(&self, reason: FailReason) {
+        Self::add(&self.lines_failed, 1);
+        Self::add(&self.failed_by_reason[reason as usize], 1);
+    }
 }
 
 #[derive(Debug)]
@@ -48,13 +93,21 @@ struct Window {
 /// Emits warnings at a bounded rate per kind.
 #[derive(Debug, Default)]
 pub struct Reporter {
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     windows: Mutex<HashMap<&'static str, Window>>,
 }
 
 impl Reporter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reporter counting into `counters` (shared with the metrics).
+    pub fn with_counters(counters: Arc<Counters>) -> Self {
+        Reporter {
+            counters,
+            windows: Mutex::default(),
+        }
     }
 
     /// Logs `message` as a warning unless `kind` has used its burst in this

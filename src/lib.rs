@@ -31,6 +31,7 @@ pub mod config;
 pub mod deliver;
 pub mod diagnostics;
 pub mod event;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod plan;

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,8 +13,9 @@ use anyhow::Context;
 use cerberus_agent::agent::End;
 use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs};
 use cerberus_agent::config::{ConfigError, Layers, Settings};
+use cerberus_agent::metrics::{self, Telemetry};
 use cerberus_agent::parse::{Format, Origin, PatternError};
-use cerberus_agent::plan::{self, Plan, RunMode};
+use cerberus_agent::plan::{self, Delivery, Plan, RunMode};
 use cerberus_agent::wake::{Wake, Wakes};
 use cerberus_agent::{agent, check};
 
@@ -125,7 +127,16 @@ fn run_agent(settings: &Settings, mode: RunMode) -> anyhow::Result<ExitCode> {
     let plan = Plan::from_settings(settings, mode)?;
     let wakes = Wakes::new();
     forward_signals(&wakes)?;
-    let report = agent::run(plan, &wakes)?;
+    let telemetry = Arc::new(Telemetry {
+        sender: matches!(plan.delivery, Delivery::Backend { .. }).then(Arc::default),
+        ..Telemetry::default()
+    });
+    if let Some(addr) = &plan.metrics_addr {
+        let bound = metrics::serve(addr, telemetry.clone(), plan.health_grace)
+            .map_err(|e| ConfigError::new(format!("key `metrics_addr`: {e:#}")))?;
+        tracing::info!("metrics at http://{bound}/metrics, health at /health and /ready");
+    }
+    let report = agent::run(plan, &wakes, telemetry)?;
     if !mode.once || report.once_complete() {
         return Ok(ExitCode::SUCCESS);
     }

@@ -88,6 +88,12 @@ pub struct Plan {
     pub once_timeout: Option<Duration>,
     /// At shutdown, how long to wait for what is in flight.
     pub shutdown_timeout: Duration,
+    /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
+    pub metrics_addr: Option<String>,
+    /// How long the backend may fail before `/health` says so.
+    pub health_grace: Duration,
+    /// How often a status line is logged; `None`: never.
+    pub status_interval: Option<Duration>,
 }
 
 impl Plan {
@@ -125,6 +131,10 @@ impl Plan {
             once: mode.once,
             once_timeout: mode.once_timeout,
             shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
+            metrics_addr: settings.metrics_addr.clone(),
+            health_grace: Duration::from_secs(settings.health_backend_grace_s),
+            status_interval: (settings.status_interval_s > 0)
+                .then(|| Duration::from_secs(settings.status_interval_s)),
         })
     }
 }

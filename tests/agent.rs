@@ -137,8 +137,9 @@ fn start(log: &Path, state: &Path, behaviour: Behaviour, once: bool) -> Running 
         received: received.clone(),
     };
     let agent_wakes = wakes.clone();
-    let thread =
-        std::thread::spawn(move || Agent::start(plan, Box::new(sink), &agent_wakes)?.run());
+    let thread = std::thread::spawn(move || {
+        Agent::start(plan, Box::new(sink), &agent_wakes, Default::default())?.run()
+    });
     Running {
         wakes,
         received,

@@ -19,9 +19,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # A Python virtual environment with the `websockets` package, for the test
-# that runs a backend speaking only the middleware's exchange.
+# that runs a backend speaking only the middleware's exchange, and
+# `prometheus_client`, whose parser checks the agent's metrics exposition.
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import websockets' >/dev/null 2>&1; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'websockets>=13,<16'
+if ! "$venv/bin/python" -c 'import websockets, prometheus_client' >/dev/null 2>&1; then
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1'
 fi

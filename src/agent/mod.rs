@@ -15,19 +15,24 @@
 //! (up to `shutdown_timeout_ms`) for what is in flight.
 
 mod key;
+mod status;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::deliver::{BackendSink, EventSink, Origin, StdoutSink};
 use crate::diagnostics::Counters;
+use crate::metrics::Telemetry;
 use crate::pipeline::Pipeline;
 use crate::plan::{Delivery, Plan};
 use crate::tail::watch::DirWatcher;
 use crate::tail::{CheckpointStore, Delivery as LineDelivery, Tailer};
 use crate::wake::{Wake, WakeSet, Wakes};
 use key::KeyDecision;
+use status::Status;
 
 /// Lines read per file before the loop delivers and acknowledges.
 const POLL_BUDGET: usize = 8192;
@@ -84,10 +89,14 @@ impl Report {
 
 /// Runs the agent until the files are read and delivered (`once`), or
 /// until a [`Wake::Shutdown`].
-pub fn run(plan: Plan, wakes: &Wakes) -> anyhow::Result<Report> {
+pub fn run(plan: Plan, wakes: &Wakes, telemetry: Arc<Telemetry>) -> anyhow::Result<Report> {
     let mut plan = plan;
     // No IP is pseudonymised, and no event built, before the key decision.
-    plan.event.secret_key = match key::decide(&plan.key, wakes) {
+    let fetching = matches!(plan.key, crate::plan::KeySource::Fetch { .. });
+    telemetry.key_missing.store(fetching, Ordering::Relaxed);
+    let decision = key::decide(&plan.key, wakes);
+    telemetry.key_missing.store(false, Ordering::Relaxed);
+    plan.event.secret_key = match decision {
         KeyDecision::Key(key) => Some(key),
         KeyDecision::Plain => None,
         KeyDecision::Stopped => return Ok(Report::default()),
@@ -100,12 +109,14 @@ pub fn run(plan: Plan, wakes: &Wakes) -> anyhow::Result<Report> {
     let sink: Box<dyn EventSink> = match &plan.delivery {
         Delivery::Stdout => Box::new(StdoutSink::new()),
         Delivery::Backend { sender, batches } => {
-            let sender = crate::deliver::backend::Sender::spawn((**sender).clone(), wakes.waker())
-                .context("starting the sender thread")?;
+            let stats = telemetry.sender.clone().unwrap_or_default();
+            let sender =
+                crate::deliver::backend::Sender::spawn((**sender).clone(), wakes.waker(), stats)
+                    .context("starting the sender thread")?;
             Box::new(BackendSink::new(*batches, sender))
         }
     };
-    Agent::start(plan, sink, wakes)?.run()
+    Agent::start(plan, sink, wakes, telemetry)?.run()
 }
 
 /// Where the loop is.
@@ -140,12 +151,19 @@ pub struct Agent<'w> {
     acknowledged: u64,
     /// The sink failed: the agent must stop.
     fatal: Option<anyhow::Error>,
+    telemetry: Arc<Telemetry>,
+    status: Status,
 }
 
 impl<'w> Agent<'w> {
     /// Opens the checkpoints, finds the files, and chooses their patterns.
     /// The plan's event options must hold the decided secret key.
-    pub fn start(plan: Plan, sink: Box<dyn EventSink>, wakes: &'w Wakes) -> anyhow::Result<Self> {
+    pub fn start(
+        plan: Plan,
+        sink: Box<dyn EventSink>,
+        wakes: &'w Wakes,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<Self> {
         let checkpoints = match &plan.state_dir {
             None => CheckpointStore::disabled(),
             Some(dir) => CheckpointStore::open(dir).map_err(|e| {
@@ -155,6 +173,7 @@ impl<'w> Agent<'w> {
             })?,
         };
         let mut tailer = Tailer::new(plan.tail, checkpoints);
+        tailer.share_stats(telemetry.tail.clone());
         let mut watcher = match plan.once {
             true => None,
             false => Some(
@@ -176,7 +195,8 @@ impl<'w> Agent<'w> {
             .into_iter()
             .map(|s| (s.path, s.pattern))
             .collect();
-        let mut pipeline = Pipeline::new(plan.patterns, sources, plan.event, max_line);
+        let counters = telemetry.lines.clone();
+        let mut pipeline = Pipeline::new(plan.patterns, sources, plan.event, max_line, counters);
         // The files there now get their format at once: a file whose format
         // cannot be found is reported now (and costs only itself).
         for path in tailer.paths() {
@@ -184,7 +204,10 @@ impl<'w> Agent<'w> {
                 pipeline.choose_pattern(&path);
             }
         }
+        telemetry.started.store(true, Ordering::Relaxed);
         Ok(Agent {
+            status: Status::new(plan.status_interval, &telemetry),
+            telemetry,
             tailer,
             pipeline,
             sink,
@@ -269,10 +292,14 @@ impl<'w> Agent<'w> {
             .flush(Instant::now())
             .context("delivering events")?;
         self.take_acks();
-        if self.tailer.checkpoints_dirty() && self.last_save.elapsed() >= SAVE_EVERY {
-            self.save_checkpoints(false);
+        if self.last_save.elapsed() >= SAVE_EVERY {
+            if self.tailer.checkpoints_dirty() {
+                self.save_checkpoints(false);
+            }
+            self.telemetry.tail.set_lag(self.tailer.lags());
             self.last_save = Instant::now();
         }
+        self.status.log_if_due(&self.telemetry);
         if self.phase == Phase::Running
             && self.once
             && read_to_end
@@ -372,6 +399,9 @@ impl<'w> Agent<'w> {
             timeout = timeout.min(t.saturating_duration_since(Instant::now()));
         }
         if let Some(t) = self.give_up_at {
+            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        }
+        if let Some(t) = self.status.due() {
             timeout = timeout.min(t.saturating_duration_since(Instant::now()));
         }
         self.wakes.wait(timeout)

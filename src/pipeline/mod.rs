@@ -16,9 +16,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::diagnostics::{Counters, Reporter, excerpt};
-use crate::event::{EventBuilder, EventOptions, LinePosition};
-use crate::parse::{Pattern, PatternSet};
+use crate::diagnostics::{Counters, FailReason, Reporter, excerpt};
+use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
+use crate::parse::{Pattern, PatternSet, SplitError};
 use crate::tail::{Line, LineReader, TailedLine};
 use detect::SAMPLE_LINES;
 
@@ -32,7 +32,20 @@ pub enum LineOutcome {
     /// Nothing to send (a blank line).
     Blank,
     /// The line could not be turned into an event.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a line gave no event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: FailReason,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Turns lines of one pattern into events.
@@ -123,12 +136,26 @@ fn build(
 ) -> LineOutcome {
     let fields = match builder.pattern().split(line) {
         Ok(f) => f,
-        Err(e) => return LineOutcome::Failed(e.to_string()),
+        Err(e) => {
+            let reason = match e {
+                SplitError::NoMatch(_) => FailReason::NoMatch,
+                SplitError::NotJson(_) => FailReason::NotJson,
+            };
+            let message = e.to_string();
+            return LineOutcome::Failed(Failure { reason, message });
+        }
     };
     match builder.build(&fields, position, out) {
         Ok(None) => LineOutcome::Event,
         Ok(Some(w)) => LineOutcome::EventWithWarning(w.0),
-        Err(e) => LineOutcome::Failed(e.to_string()),
+        Err(e) => {
+            let reason = match e {
+                BuildError::BadTimestamp(_) => FailReason::BadTimestamp,
+                BuildError::NoRequest | BuildError::BadRequestLine(_) => FailReason::BadRequest,
+            };
+            let message = e.to_string();
+            LineOutcome::Failed(Failure { reason, message })
+        }
     }
 }
 
@@ -178,7 +205,11 @@ fn handle_line(
         }
         LineOutcome::Blank => Counters::add(&c.lines_blank, 1),
         LineOutcome::Failed(reason) => {
-            Counters::add(&c.lines_failed, 1);
+            c.failed(if line.truncated {
+                FailReason::TooLong
+            } else {
+                reason.reason
+            });
             reporter.warn("unparsed line", || {
                 format!(
                     "{}:{}: {reason}: {}",
@@ -262,11 +293,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// `counters` are where lines are counted (shared with the metrics).
     pub fn new(
         patterns: PatternSet,
         sources: Vec<(String, Option<Arc<Pattern>>)>,
         options: EventOptions,
         max_line: usize,
+        counters: Arc<Counters>,
     ) -> Self {
         Pipeline {
             patterns,
@@ -274,7 +307,7 @@ impl Pipeline {
             options,
             max_line,
             handlers: HashMap::new(),
-            reporter: Reporter::new(),
+            reporter: Reporter::with_counters(counters),
             event: Vec::with_capacity(1024),
         }
     }
@@ -282,6 +315,11 @@ impl Pipeline {
     /// What was counted so far, and the rate limits of messages.
     pub fn reporter(&self) -> &Reporter {
         &self.reporter
+    }
+
+    /// The line counters, shared (the metrics read them).
+    pub fn counters(&self) -> std::sync::Arc<Counters> {
+        self.reporter.counters.clone()
     }
 
     /// Picks the pattern for the file at `path`: the one its source names,

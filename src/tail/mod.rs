@@ -20,6 +20,7 @@ pub mod discover;
 mod file;
 pub mod identity;
 pub mod lines;
+mod stats;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use checkpoint::CheckpointStore;
 pub use identity::{FileIdentity, Fingerprint};
 pub use lines::{Line, LineReader};
+pub use stats::TailStats;
 
 use checkpoint::Checkpoint;
 use discover::Sibling;
@@ -107,6 +109,7 @@ pub struct Tailer {
     /// Reads that failed, and when each path's failure was last reported.
     read_errors: u64,
     error_reported: HashMap<PathBuf, Instant>,
+    stats: std::sync::Arc<TailStats>,
 }
 
 /// How often a listing of rotated files is taken again when logrotate
@@ -145,7 +148,25 @@ impl Tailer {
             quiet_rescans: 0,
             read_errors: 0,
             error_reported: HashMap::new(),
+            stats: std::sync::Arc::default(),
         }
+    }
+
+    /// Counts into `stats` from now on (the metrics read them).
+    pub fn share_stats(&mut self, stats: std::sync::Arc<TailStats>) {
+        self.stats = stats;
+    }
+
+    /// Per live file, bytes written and not yet delivered.
+    pub fn lags(&self) -> Vec<(PathBuf, u64)> {
+        self.files
+            .iter()
+            .filter(|f| f.state == State::Live)
+            .map(|f| {
+                let len = f.head.metadata().map(|m| m.len()).unwrap_or(0);
+                (f.watched.clone(), len.saturating_sub(f.delivered()))
+            })
+            .collect()
     }
 
     /// The files the watched paths and globs name now.
@@ -209,12 +230,14 @@ impl Tailer {
             }
         }
         let logs = self.options.logs.clone();
+        let mut unreadable = 0;
         for value in &logs {
             for path in discover::expand(value, &self.options.exclude) {
                 let Err(e) = self.scan_path(&path, first, look_siblings || first) else {
                     continue;
                 };
                 let denied = e.kind() == io::ErrorKind::PermissionDenied;
+                unreadable += u64::from(denied);
                 let msg = match denied {
                     true => format!("{}: {e} ({})", path.display(), access::hint(&path)),
                     false => format!("{}: {e}", path.display()),
@@ -228,6 +251,7 @@ impl Tailer {
                 self.report_once_a_minute(&path, || msg);
             }
         }
+        self.stats.set_unreadable(unreadable);
         if first {
             // Record at once that these paths are watched from now on, so
             // that after a crash, files rotated beside them meanwhile are
@@ -286,6 +310,7 @@ impl Tailer {
 
     /// The live file `i` is no longer at its path.
     fn rotated(&mut self, i: usize) {
+        self.stats.rotated();
         let f = &mut self.files[i];
         tracing::info!(
             "{}: rotated; reading the old file to its end",
@@ -317,6 +342,7 @@ impl Tailer {
     /// `at` is where the lines not handed out start, when not the reader's
     /// offset (a truncation found after a read, see `poll`).
     fn truncated(&mut self, i: usize, at: Option<u64>) {
+        self.stats.rotated();
         let watched = self.files[i].watched.clone();
         let offset = at.unwrap_or(self.files[i].reader.offset());
         tracing::info!(
@@ -741,6 +767,7 @@ impl Tailer {
             self.truncated(i, Some(at));
         }
         self.update_checkpoints();
+        self.stats.set_files_open(self.files.len() as u64);
         Ok(outcome)
     }
 
@@ -828,7 +855,12 @@ impl Tailer {
                 .unwrap_or(0);
             self.checkpoints.set_looked(path, secs);
         }
-        self.checkpoints.save(force)
+        let writes = force || self.checkpoints.is_dirty();
+        self.checkpoints.save(force)?;
+        if writes {
+            self.stats.checkpoint_written();
+        }
+        Ok(())
     }
 
     /// Whether checkpoints changed since the last save.

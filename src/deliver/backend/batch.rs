@@ -29,7 +29,7 @@ impl Default for BatchLimits {
 }
 
 /// Closed events, ready to send.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// The events, comma-separated JSON objects.
     pub body: Vec<u8>,
@@ -37,6 +37,19 @@ pub struct Batch {
     pub spans: Vec<(usize, usize)>,
     /// Each event's origin, for acknowledgements.
     pub origins: Vec<Origin>,
+    /// When it took its first event.
+    pub opened: Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            body: Vec::new(),
+            spans: Vec::new(),
+            origins: Vec::new(),
+            opened: Instant::now(),
+        }
+    }
 }
 
 impl Batch {
@@ -75,7 +88,9 @@ impl BatchBuilder {
     /// Adds an event; returns the batch it closed, if it filled one.
     pub fn push(&mut self, event: &[u8], origin: Origin) -> Option<Batch> {
         if self.open.is_empty() {
-            self.opened_at = Some(Instant::now());
+            let now = Instant::now();
+            self.opened_at = Some(now);
+            self.open.opened = now;
         } else {
             self.open.body.push(b',');
         }

@@ -8,6 +8,8 @@
 //! rest again from the oldest.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
@@ -23,6 +25,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use super::batch::Batch;
 use super::error::SendError;
 use super::sender::SenderConfig;
+use super::stats::SenderStats;
 use super::wire::{self, Reply, Unit, Wire};
 use crate::deliver::Origin;
 use crate::wake::{Wake, Waker};
@@ -40,6 +43,7 @@ pub(super) struct Outbox {
     waker: Waker,
     /// Events acknowledged so far.
     pub acked: u64,
+    pub stats: Arc<SenderStats>,
 }
 
 impl Outbox {
@@ -47,6 +51,7 @@ impl Outbox {
         queue: mpsc::Receiver<Batch>,
         acks: std_mpsc::Sender<Vec<Origin>>,
         waker: Waker,
+        stats: Arc<SenderStats>,
     ) -> Self {
         Outbox {
             pending: VecDeque::new(),
@@ -55,6 +60,7 @@ impl Outbox {
             acks,
             waker,
             acked: 0,
+            stats,
         }
     }
 
@@ -70,10 +76,38 @@ impl Outbox {
     /// The oldest unit is acknowledged: its origins go back to the agent.
     fn acknowledge_oldest(&mut self) {
         if let Some(unit) = self.pending.pop_front() {
-            self.acked += unit.origins.len() as u64;
+            let n = unit.origins.len() as u64;
+            self.acked += n;
+            let stats = &self.stats;
+            stats.working();
+            SenderStats::add(&stats.events_acked, n);
+            stats.in_flight_events.fetch_sub(n, Ordering::Relaxed);
+            stats
+                .delivery_latency
+                .observe(unit.opened.elapsed().as_secs_f64());
+            let oldest = self.pending.front().map_or(0, |u| u.handed_ms);
+            stats.oldest_unacked_ms.store(oldest, Ordering::Relaxed);
             let _ = self.acks.send(unit.origins);
             self.waker.wake(Wake::Acked);
         }
+    }
+
+    /// Takes a batch from the agent.
+    fn take(&mut self, batch: Batch, wire: Wire) {
+        let stats = &self.stats;
+        let n = batch.len() as u64;
+        stats.batch_events.observe(n as f64);
+        stats.in_flight_events.fetch_add(n, Ordering::Relaxed);
+        let units = wire.units(batch);
+        if self.pending.is_empty()
+            && let Some(first) = units.first()
+        {
+            stats
+                .oldest_unacked_ms
+                .store(first.handed_ms, Ordering::Relaxed);
+        }
+        self.pending.extend(units);
+        self.waker.wake(Wake::Space);
     }
 }
 
@@ -131,7 +165,7 @@ impl<'c> Connection<'c> {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         loop {
-            self.send_window(&outbox.pending).await?;
+            self.send_window(&mut outbox.pending, &outbox.stats).await?;
             if outbox.is_done() {
                 let _ = self.sink.send(Message::Close(None)).await;
                 return Ok(());
@@ -150,10 +184,7 @@ impl<'c> Connection<'c> {
                     }
                 }
                 batch = outbox.queue.recv(), if room => match batch {
-                    Some(b) => {
-                        outbox.pending.extend(self.config.wire.units(b));
-                        outbox.waker.wake(Wake::Space);
-                    }
+                    Some(b) => outbox.take(b, self.config.wire),
                     None => outbox.closed = true,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -167,14 +198,23 @@ impl<'c> Connection<'c> {
 
     /// Queues every message the window allows, then writes them out with
     /// one flush: one system call for many small messages.
-    async fn send_window(&mut self, pending: &VecDeque<Unit>) -> Result<(), SendError> {
+    async fn send_window(
+        &mut self,
+        pending: &mut VecDeque<Unit>,
+        stats: &SenderStats,
+    ) -> Result<(), SendError> {
         let mut queued = false;
         while self.in_flight.len() < self.config.window && self.in_flight.len() < pending.len() {
             self.seq += 1;
-            let text = self
-                .config
-                .wire
-                .message(&pending[self.in_flight.len()], self.seq);
+            let unit = &mut pending[self.in_flight.len()];
+            let text = self.config.wire.message(unit, self.seq);
+            let events = unit.origins.len() as u64;
+            SenderStats::add(&stats.messages_sent, 1);
+            SenderStats::add(&stats.events_sent, events);
+            SenderStats::add(&stats.bytes_sent, text.len() as u64);
+            if std::mem::replace(&mut unit.sent, true) {
+                SenderStats::add(&stats.events_resent, events);
+            }
             self.sink.feed(Message::text(text)).await?;
             self.in_flight.push_back((self.seq, Instant::now()));
             queued = true;

@@ -13,11 +13,13 @@ mod connection;
 pub mod error;
 pub mod secret_key;
 pub mod sender;
+pub mod stats;
 pub mod tls;
 pub mod wire;
 
 pub use error::SendError;
 pub use sender::{Sender, SenderConfig, redact_url};
+pub use stats::SenderStats;
 pub use wire::Wire;
 
 use std::collections::VecDeque;

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::batch::Batch;
 use super::connection::{Connection, Outbox};
+use super::stats::SenderStats;
 use super::wire::Wire;
 use crate::deliver::Origin;
 use crate::secret::Secret;
@@ -80,7 +81,11 @@ const QUEUE_BATCHES: usize = 2;
 impl Sender {
     /// Starts the sender thread; it wakes the agent's loop through `waker`
     /// when acknowledgements arrive or the queue has room.
-    pub fn spawn(config: SenderConfig, waker: Waker) -> std::io::Result<Self> {
+    pub fn spawn(
+        config: SenderConfig,
+        waker: Waker,
+        stats: Arc<SenderStats>,
+    ) -> std::io::Result<Self> {
         let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BATCHES);
         let (ack_tx, ack_rx) = std_mpsc::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -90,7 +95,7 @@ impl Sender {
             .name("sender".into())
             .spawn(move || {
                 let finished = waker.clone();
-                let outbox = Outbox::new(queue_rx, ack_tx, waker);
+                let outbox = Outbox::new(queue_rx, ack_tx, waker, stats);
                 runtime.block_on(run(config, outbox));
                 // The agent may be waiting for exactly this (draining at exit).
                 finished.wake(Wake::Space);
@@ -162,6 +167,7 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
         let mut connection = match Connection::open(&config).await {
             Ok(c) => c,
             Err(e) => {
+                outbox.stats.failed();
                 failures += 1;
                 let delay = delays.next().unwrap_or(config.backoff_max);
                 // Every failure while few, then one in ten: a backend away
@@ -177,6 +183,17 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
             }
         };
         connects += 1;
+        let stats = &outbox.stats;
+        stats.working();
+        stats
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .ever_connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if connects > 1 {
+            SenderStats::add(&stats.reconnects, 1);
+        }
         if connects > 1 || failures > 0 {
             tracing::info!(
                 "connected to {url}; sending {} unacknowledged messages again",
@@ -187,9 +204,15 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
         }
         failures = 0;
         let acked_before = outbox.acked;
-        let Err(why) = connection.deliver(&mut outbox).await else {
+        let delivered = connection.deliver(&mut outbox).await;
+        outbox
+            .stats
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let Err(why) = delivered else {
             return;
         };
+        outbox.stats.failed();
         if outbox.acked > acked_before {
             // The connection worked for a while: start backing off from
             // the beginning again.

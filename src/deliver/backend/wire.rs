@@ -38,6 +38,12 @@ pub struct Unit {
     pub events: Vec<u8>,
     /// Where each event's line ends, for the checkpoints.
     pub origins: Vec<Origin>,
+    /// When its batch took its first event (for the delivery latency).
+    pub opened: std::time::Instant,
+    /// When the sender took it (ms since the epoch).
+    pub handed_ms: u64,
+    /// Written on some connection already: writing it again is a resend.
+    pub sent: bool,
 }
 
 impl Wire {
@@ -47,11 +53,17 @@ impl Wire {
             Wire::Batch => vec![Unit {
                 events: batch.body,
                 origins: batch.origins,
+                opened: batch.opened,
+                handed_ms: super::stats::now_ms(),
+                sent: false,
             }],
             Wire::Single => (0..batch.len())
                 .map(|i| Unit {
                     events: batch.event(i).to_vec(),
                     origins: vec![batch.origins[i]],
+                    opened: batch.opened,
+                    handed_ms: super::stats::now_ms(),
+                    sent: false,
                 })
                 .collect(),
         }
@@ -107,6 +119,9 @@ mod tests {
     #[test]
     fn batch_message_wraps_the_events() {
         let unit = Unit {
+            opened: std::time::Instant::now(),
+            handed_ms: 0,
+            sent: false,
             events: b"{\"a\":1},{\"b\":2}".to_vec(),
             origins: vec![Origin { source: 1, end: 2 }, Origin { source: 1, end: 3 }],
         };
