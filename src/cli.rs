@@ -50,15 +50,39 @@ pub enum Command {
     Check(CheckArgs),
     /// List the bundled and user patterns.
     Patterns(PatternArgs),
+    /// Show what a running agent is doing, from its metrics address: lines,
+    /// events, files, backend, health. Exits 1 when it is not healthy or
+    /// cannot be reached.
+    Status(StatusArgs),
 }
 
-/// Where settings and patterns come from: shared by every command.
+/// The configuration file: shared by every command.
 #[derive(Debug, Args, Default, Clone, Serialize)]
-pub struct PatternArgs {
+pub struct ConfigArgs {
     /// Configuration file (TOML). Default: /etc/cerberus/agent.toml if present.
     #[arg(long, value_name = "FILE", env = "CERBERUS_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+}
+
+/// `cerberus-agent status`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct StatusArgs {
+    /// The running agent's metrics address (ADDR:PORT). Default: its
+    /// `metrics_addr` setting
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
+
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Where settings and patterns come from.
+#[derive(Debug, Args, Default, Clone, Serialize)]
+pub struct PatternArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub config: ConfigArgs,
 
     /// A folder of user pattern files (*.toml); repeatable. They add to the
     /// bundled patterns and replace bundled ones of the same name.
@@ -191,6 +215,12 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(skip)]
     pub no_checkpoints: bool,
+
+    /// How the agent's own messages are written on stderr: `text` (default)
+    /// or `json` (one object per message, with time and level).
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<crate::config::LogFormat>,
 
     /// Serve Prometheus metrics at /metrics, and /health and /ready, on
     /// this address (ADDR:PORT, e.g. 127.0.0.1:9478). Default: off

@@ -44,6 +44,17 @@ pub struct LogTable {
     pub exclude: Vec<String>,
 }
 
+/// How the agent's own messages are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per message (journald adds the time).
+    #[default]
+    Text,
+    /// One JSON object per message, with its time and level.
+    Json,
+}
+
 /// `http` or `https`, for lines that do not log the scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scheme {
@@ -83,6 +94,9 @@ pub struct Settings {
     /// that do not log it.
     #[serde(default, deserialize_with = "one_of_optional")]
     pub default_scheme: Option<Scheme>,
+    /// How the agent's own messages are written: `text` or `json`.
+    #[serde(default, deserialize_with = "one_of")]
+    pub log_format: LogFormat,
     /// Debug logging (`CERBERUS_DEBUG=true|1|yes`, as the middleware reads it).
     #[serde(default)]
     pub debug: bool,
@@ -281,7 +295,7 @@ impl Layers {
 
     /// Layers from given environment variables and flags (tests use this).
     pub fn new(common: &CommonArgs, run: Option<&RunArgs>, env: HashMap<String, String>) -> Self {
-        let file = match &common.patterns.config {
+        let file = match &common.patterns.config.config {
             Some(p) => Some((p.clone(), true)),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
                 Some((PathBuf::from(DEFAULT_CONFIG_FILE), false))

@@ -16,7 +16,8 @@
 //!
 //! Around them: [`config`] layers the settings and [`plan`] turns them into
 //! each component's options; [`agent`] is the loop that drives the stages;
-//! [`check`] is the `check` command; [`cli`] defines the flags. Leaf modules
+//! [`check`] and [`status`] are commands; [`cli`] defines the flags;
+//! [`metrics`] serves what the stages count. Leaf modules
 //! everyone may use: [`secret`] (values never printed), [`wake`] (the loop's
 //! coalesced wake-ups), [`diagnostics`] (counters, rate-limited messages).
 //!
@@ -37,5 +38,6 @@ pub mod pipeline;
 pub mod plan;
 pub mod pseudonymise;
 pub mod secret;
+pub mod status;
 pub mod tail;
 pub mod wake;

@@ -11,13 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 
 use cerberus_agent::agent::End;
-use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs};
-use cerberus_agent::config::{ConfigError, Layers, Settings};
+use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs, PatternArgs, RunArgs};
+use cerberus_agent::config::{ConfigError, Layers, LogFormat, Settings};
 use cerberus_agent::metrics::{self, Telemetry};
 use cerberus_agent::parse::{Format, Origin, PatternError};
 use cerberus_agent::plan::{self, Delivery, Plan, RunMode};
 use cerberus_agent::wake::{Wake, Wakes};
-use cerberus_agent::{agent, check};
+use cerberus_agent::{agent, check, status};
 
 /// Exit status for configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let patterns_only;
+    let status_only;
     let (common, run) = match &cli.command {
         Some(Command::Check(args)) => (&args.common, None),
         Some(Command::Patterns(args)) => {
@@ -37,6 +38,20 @@ fn main() -> ExitCode {
                 ..CommonArgs::default()
             };
             (&patterns_only, None)
+        }
+        Some(Command::Status(args)) => {
+            status_only = RunArgs {
+                metrics_addr: args.metrics_addr.clone(),
+                common: CommonArgs {
+                    patterns: PatternArgs {
+                        config: args.config.clone(),
+                        ..PatternArgs::default()
+                    },
+                    ..CommonArgs::default()
+                },
+                ..RunArgs::default()
+            };
+            (&status_only.common, Some(&status_only))
         }
         None => (&cli.run.common, Some(&cli.run)),
     };
@@ -64,6 +79,7 @@ fn main() -> ExitCode {
             run_agent(&settings, mode)
         }),
         Some(Command::Patterns(_)) => list_patterns(&settings),
+        Some(Command::Status(_)) => status::show(settings.metrics_addr.as_deref()),
         Some(Command::Check(args)) => run_check(&settings, args),
     };
     match result {
@@ -88,6 +104,7 @@ fn with_env_names(command: clap::Command) -> clap::Command {
     env_names_of_args(command)
         .mut_subcommand("check", env_names_of_args)
         .mut_subcommand("patterns", env_names_of_args)
+        .mut_subcommand("status", env_names_of_args)
 }
 
 fn env_names_of_args(command: clap::Command) -> clap::Command {
@@ -189,13 +206,17 @@ fn init_logging(settings: &Settings) {
     let level = if settings.debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERBERUS_LOG_FILTER")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_target(false);
+    match settings.log_format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .without_time()
+            .init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 fn list_patterns(settings: &Settings) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,7 @@ fn settings(file: Option<&str>, env: &[(&str, &str)], run: RunArgs) -> Result<Se
     if let Some(text) = file {
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
-        common.patterns.config = Some(path);
+        common.patterns.config.config = Some(path);
     }
     let env: HashMap<String, String> = env
         .iter()

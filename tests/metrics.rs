@@ -202,6 +202,17 @@ fn the_figures_add_up_and_health_follows_the_backend() {
         "the exposition does not parse:\n{exposition}"
     );
 
+    // `status` shows the same figures for a person.
+    let out = Command::new(common::agent_bin())
+        .args(["status", "--metrics-addr", m.trim_start_matches("http://")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(table.contains("health      ok"), "{table}");
+    assert!(table.contains("read 211, parsed 200, failed 11"), "{table}");
+    assert!(table.contains("acknowledged 200"), "{table}");
+
     // Healthy while the backend takes events; 503 with a reason once it
     // has been away past the grace (1 s here); healthy again when it is
     // back.
@@ -215,6 +226,11 @@ fn the_figures_add_up_and_health_follows_the_backend() {
         status == 503
     });
     assert!(body.contains("backend"), "{body}");
+    let out = Command::new(common::agent_bin())
+        .args(["status", "--metrics-addr", m.trim_start_matches("http://")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "status says it is failing");
     let _backend = Backend::start(port, Seen::new(Behaviour::default()), None);
     wait_until("/health turning 200 again", || {
         get(&format!("{m}/health")).0 == 200

@@ -488,3 +488,40 @@ fn an_unreadable_file_found_by_a_glob_is_reported_once_with_a_hint() {
         "says how to fix it: {stderr}"
     );
 }
+
+/// `--once` shows a progress bar on a terminal (here a pseudo-terminal
+/// made by `script`, from Debian's essential bsdutils), and none when
+/// stderr is not one.
+#[test]
+fn once_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    write_access_log(&log, 0..20_000);
+    let command = format!(
+        "{} --log {} --once --no-checkpoints --format nginx_combined > /dev/null",
+        common::agent_bin().display(),
+        log.display()
+    );
+    let out = Command::new("script")
+        .args(["-qc", &command, "/dev/null"])
+        .env_remove("CERBERUS_DEBUG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils) runs the agent on a pseudo-terminal");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("lines/s") && terminal.contains("eta"),
+        "{terminal}"
+    );
+
+    let out = agent(
+        &["--log", log.to_str().unwrap(), "--once", "--no-checkpoints"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("eta"),
+        "no bar without a terminal: {stderr}"
+    );
+}

@@ -32,7 +32,7 @@ use crate::tail::watch::DirWatcher;
 use crate::tail::{CheckpointStore, Delivery as LineDelivery, Tailer};
 use crate::wake::{Wake, WakeSet, Wakes};
 use key::KeyDecision;
-use status::Status;
+use status::{Progress, Status};
 
 /// Lines read per file before the loop delivers and acknowledges.
 const POLL_BUDGET: usize = 8192;
@@ -153,6 +153,8 @@ pub struct Agent<'w> {
     fatal: Option<anyhow::Error>,
     telemetry: Arc<Telemetry>,
     status: Status,
+    /// `--once` on a terminal: how far the backfill is.
+    progress: Option<Progress>,
 }
 
 impl<'w> Agent<'w> {
@@ -205,7 +207,12 @@ impl<'w> Agent<'w> {
             }
         }
         telemetry.started.store(true, Ordering::Relaxed);
+        let progress = plan
+            .once
+            .then(|| Progress::new(&tailer, &telemetry))
+            .flatten();
         Ok(Agent {
+            progress,
             status: Status::new(plan.status_interval, &telemetry),
             telemetry,
             tailer,
@@ -300,6 +307,9 @@ impl<'w> Agent<'w> {
             self.last_save = Instant::now();
         }
         self.status.log_if_due(&self.telemetry);
+        if let Some(p) = &self.progress {
+            p.update(&self.telemetry);
+        }
         if self.phase == Phase::Running
             && self.once
             && read_to_end
@@ -433,6 +443,9 @@ impl<'w> Agent<'w> {
 
     /// Saves the checkpoints for the last time and says what was done.
     fn finish(&mut self) -> Report {
+        if let Some(p) = self.progress.take() {
+            p.finish(&self.telemetry);
+        }
         self.tailer.update_checkpoints();
         self.save_checkpoints(true);
         for (path, bytes) in self.tailer.partial_lines() {

@@ -1,5 +1,6 @@
-//! The one-line status logged every `status_interval_s`: lines per second,
-//! events acknowledged, failures since the last line, lag, backend state.
+//! The one-line status logged every `status_interval_s` (lines per second,
+//! events acknowledged, failures since the last line, lag, backend state),
+//! and the progress bar of a `--once` backfill on a terminal.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -66,5 +67,58 @@ impl Status {
         self.last = Instant::now();
         self.lines = lines;
         self.failed = failed;
+    }
+}
+
+/// The progress bar of a `--once` run, on a terminal only.
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    /// Bytes read before the run (the counter is shared).
+    start: u64,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+impl Progress {
+    /// A bar over the bytes the files hold now, when stderr is a terminal.
+    pub fn new(tailer: &crate::tail::Tailer, telemetry: &Telemetry) -> Option<Self> {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return None;
+        }
+        let total: u64 = tailer
+            .paths()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Some(Progress {
+            bar,
+            start: telemetry.tail.bytes_read.load(Ordering::Relaxed),
+        })
+    }
+
+    pub fn update(&self, telemetry: &Telemetry) {
+        let read = telemetry.tail.bytes_read.load(Ordering::Relaxed);
+        self.bar.set_position(read.saturating_sub(self.start));
+        let per_s = self.bar.per_sec();
+        let bytes_per_line = telemetry.tail.bytes_read.load(Ordering::Relaxed) as f64
+            / (Counters::get(&telemetry.lines.lines_read).max(1)) as f64;
+        self.bar
+            .set_message(format!("{:.0} lines/s", per_s / bytes_per_line.max(1.0)));
+    }
+
+    pub fn finish(self, telemetry: &Telemetry) {
+        self.update(telemetry);
+        self.bar.finish_and_clear();
     }
 }

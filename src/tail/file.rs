@@ -55,6 +55,8 @@ pub(super) struct FileRead {
     /// The file was truncated between the check and the read; the lines
     /// not handed out start here.
     pub torn_at: Option<u64>,
+    /// Bytes the read went through.
+    pub bytes: u64,
 }
 
 #[derive(Debug)]
@@ -186,6 +188,7 @@ impl TailedFile {
         if self.state == State::Finished {
             return Ok(read);
         }
+        let before = self.reader.offset();
         let mut at_end = false;
         loop {
             if read.lines >= budget {
@@ -227,6 +230,7 @@ impl TailedFile {
             hand_out(&self.watched, ids, &mut self.in_flight, line, emit);
         }
         self.maybe_finish(read.lines > 0, at_end, now, rotate_wait, emit);
+        read.bytes = self.reader.offset().saturating_sub(before);
         Ok(read)
     }
 

@@ -754,6 +754,7 @@ impl Tailer {
             let left = budget.saturating_sub(outcome.lines);
             match self.files[i].read(left, now, self.options.rotate_wait, emit) {
                 Ok(read) => {
+                    self.stats.read_bytes(read.bytes);
                     outcome.lines += read.lines;
                     outcome.more |= read.more;
                     if let Some(at) = read.torn_at {

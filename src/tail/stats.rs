@@ -13,6 +13,8 @@ pub struct TailStats {
     /// Rotations and truncations seen.
     pub rotations: AtomicU64,
     pub checkpoint_writes: AtomicU64,
+    /// Bytes read from the files (lines handed out or skipped).
+    pub bytes_read: AtomicU64,
     /// Watched files the agent may not read, at the last look.
     pub unreadable: AtomicU64,
     /// Per live file, bytes written and not yet delivered (set by the
@@ -23,6 +25,10 @@ pub struct TailStats {
 impl TailStats {
     pub fn rotated(&self) {
         self.rotations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn read_bytes(&self, n: u64) {
+        self.bytes_read.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn checkpoint_written(&self) {
