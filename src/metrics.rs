@@ -262,6 +262,18 @@ fn register_sender(registry: &mut Registry, s: &SenderStats) {
     registry.register("batch_events", "Events per batch", s.batch_events.clone());
 }
 
+/// The samples of an exposition, `name{labels}` → value (for `status`,
+/// and for whoever reads `/metrics` back).
+pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 fn counter(value: u64) -> Counter {
     let c = Counter::default();
     c.inc_by(value);

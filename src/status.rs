@@ -1,11 +1,11 @@
 //! `cerberus-agent status`: what a running agent is doing, for a person at
 //! a terminal, read from its metrics address (`/metrics` and `/health`).
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::metrics::samples;
 
 /// Prints the running agent's figures as a short table. Exit status 0 when
 /// it is healthy, 1 when not, or when it cannot be reached.
@@ -111,15 +111,4 @@ pub fn show(metrics_addr: Option<&str>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The samples of an exposition: `name{labels}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }

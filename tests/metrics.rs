@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use cerberus_agent::metrics::samples;
 use common::agent_process::access_line;
 use common::backend::{Backend, Behaviour, Seen};
 
@@ -86,17 +86,6 @@ fn get(url: &str) -> (u16, String) {
         status,
         response.body_mut().read_to_string().unwrap_or_default(),
     )
-}
-
-/// The samples of an exposition: `name{labels}` → value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -359,9 +359,7 @@ fn after_a_corrupt_checkpoint_file_nothing_undelivered_is_skipped() {
     h.append(&log, &lines("b", 3));
     fs::rename(&log, h.rotated(1)).unwrap();
     h.append(&log, &lines("c", 3));
-    let saved = h.state.path().join("checkpoints.json");
-    let text = fs::read(&saved).unwrap();
-    fs::write(&saved, &text[..text.len() / 2]).unwrap();
+    h.cut_checkpoint_file();
     h.start();
     h.poll(true);
     let counts = h.counts();
@@ -683,9 +681,7 @@ fn after_falling_back_to_the_previous_save_unknown_rotated_files_are_read() {
     let seen_before = h.out.len();
     fs::rename(&log, h.rotated(1)).unwrap();
     h.append(&log, &lines("b", 2));
-    let saved = h.state.path().join("checkpoints.json");
-    let text = fs::read(&saved).unwrap();
-    fs::write(&saved, &text[..text.len() / 2]).unwrap();
+    h.cut_checkpoint_file();
     h.start();
     h.poll(true);
     let after: Vec<String> = h.out[seen_before..].to_vec();

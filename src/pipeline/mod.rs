@@ -395,31 +395,39 @@ impl Pipeline {
     /// Turns a tailed line into its event, if it has one.
     pub fn line(&mut self, tailed: &TailedLine<'_>) -> Option<&[u8]> {
         self.event.clear();
-        let line = &tailed.line;
-        let retry = match self.handlers.get(tailed.path) {
-            None => true,
-            Some(PathState::Reading(_)) => false,
-            Some(PathState::Undetected {
-                sampled_lines,
-                sampled_to,
-                ..
-            }) => line.offset == 0 || (*sampled_lines < SAMPLE_LINES && line.end > *sampled_to),
-        };
-        if retry {
-            self.choose_pattern(tailed.path);
+        // The usual line: one lookup of its path, and its pattern reads it.
+        if !self.read_with_pattern(tailed) {
+            let line = &tailed.line;
+            let retry = match self.handlers.get(tailed.path) {
+                Some(PathState::Undetected {
+                    sampled_lines,
+                    sampled_to,
+                    ..
+                }) => line.offset == 0 || (*sampled_lines < SAMPLE_LINES && line.end > *sampled_to),
+                _ => true,
+            };
+            if !(retry && self.choose_pattern(tailed.path) && self.read_with_pattern(tailed)) {
+                Counters::add(&self.reporter.counters.lines_unrecognised, 1);
+                return None;
+            }
         }
+        (!self.event.is_empty()).then_some(self.event.as_slice())
+    }
+
+    /// Runs the line through its path's pattern; false when the path has
+    /// none (yet).
+    fn read_with_pattern(&mut self, tailed: &TailedLine<'_>) -> bool {
         let Some(PathState::Reading(handler)) = self.handlers.get_mut(tailed.path) else {
-            Counters::add(&self.reporter.counters.lines_unrecognised, 1);
-            return None;
+            return false;
         };
         handle_line(
             tailed.path,
             tailed.stream,
             handler,
-            line,
+            &tailed.line,
             &self.reporter,
             &mut self.event,
         );
-        (!self.event.is_empty()).then_some(self.event.as_slice())
+        true
     }
 }

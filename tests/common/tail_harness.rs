@@ -96,6 +96,13 @@ impl Harness {
         }
     }
 
+    /// A crash of the filesystem: the checkpoint file cut in half.
+    pub fn cut_checkpoint_file(&self) {
+        let saved = self.state.path().join("checkpoints.json");
+        let text = fs::read(&saved).expect("a saved checkpoint file");
+        fs::write(&saved, &text[..text.len() / 2]).expect("cut it");
+    }
+
     /// kill -9: whatever was saved last stands.
     pub fn kill(&mut self) {
         self.tailer = None;

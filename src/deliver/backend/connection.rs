@@ -41,8 +41,6 @@ pub(super) struct Outbox {
     closed: bool,
     acks: std_mpsc::Sender<Vec<Origin>>,
     waker: Waker,
-    /// Events acknowledged so far.
-    pub acked: u64,
     pub stats: Arc<SenderStats>,
 }
 
@@ -59,7 +57,6 @@ impl Outbox {
             closed: false,
             acks,
             waker,
-            acked: 0,
             stats,
         }
     }
@@ -77,7 +74,6 @@ impl Outbox {
     fn acknowledge_oldest(&mut self) {
         if let Some(unit) = self.pending.pop_front() {
             let n = unit.origins.len() as u64;
-            self.acked += n;
             let stats = &self.stats;
             stats.working();
             SenderStats::add(&stats.events_acked, n);

@@ -203,7 +203,12 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
             tracing::info!("connected to {url}");
         }
         failures = 0;
-        let acked_before = outbox.acked;
+        let acked = |o: &Outbox| {
+            o.stats
+                .events_acked
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let acked_before = acked(&outbox);
         let delivered = connection.deliver(&mut outbox).await;
         outbox
             .stats
@@ -213,7 +218,7 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
             return;
         };
         outbox.stats.failed();
-        if outbox.acked > acked_before {
+        if acked(&outbox) > acked_before {
             // The connection worked for a while: start backing off from
             // the beginning again.
             delays = backoff();
