@@ -17,7 +17,8 @@
 //! Around them: [`config`] layers the settings and [`plan`] turns them into
 //! each component's options; [`agent`] is the loop that drives the stages;
 //! [`check`] and [`status`] are commands; [`cli`] defines the flags;
-//! [`metrics`] serves what the stages count. Leaf modules
+//! [`metrics`] serves what the stages count; [`privileges`] warns at start
+//! about root and secrets others may read. Leaf modules
 //! everyone may use: [`secret`] (values never printed), [`wake`] (the loop's
 //! coalesced wake-ups), [`diagnostics`] (counters, rate-limited messages).
 //!
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod plan;
+pub mod privileges;
 pub mod pseudonymise;
 pub mod secret;
 pub mod status;

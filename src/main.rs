@@ -76,7 +76,17 @@ fn main() -> ExitCode {
                 no_checkpoints: cli.run.no_checkpoints,
                 once_timeout,
             };
-            run_agent(&settings, mode)
+            let config_file = layers.file.as_ref().map(|(path, _)| path.as_path());
+            for warning in cerberus_agent::privileges::warnings(config_file) {
+                tracing::warn!("{warning}");
+            }
+            // A reload reads the config file again; flags and the
+            // environment are the process's own and stay as they were.
+            let reread = || -> anyhow::Result<Plan> {
+                let layers = Layers::from_process(&cli.run.common, Some(&cli.run));
+                Plan::from_settings(&layers.settings()?, mode)
+            };
+            run_agent(&settings, mode, Box::new(reread))
         }),
         Some(Command::Patterns(_)) => list_patterns(&settings),
         Some(Command::Status(_)) => status::show(settings.metrics_addr.as_deref()),
@@ -140,7 +150,11 @@ fn once_timeout(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
 
 /// Runs the agent. In `--once` mode the exit status says whether the job
 /// was done: 0 only when every file was read and every event delivered.
-fn run_agent(settings: &Settings, mode: RunMode) -> anyhow::Result<ExitCode> {
+fn run_agent(
+    settings: &Settings,
+    mode: RunMode,
+    reload: agent::Reloader<'_>,
+) -> anyhow::Result<ExitCode> {
     let plan = Plan::from_settings(settings, mode)?;
     let wakes = Wakes::new();
     forward_signals(&wakes)?;
@@ -153,7 +167,7 @@ fn run_agent(settings: &Settings, mode: RunMode) -> anyhow::Result<ExitCode> {
             .map_err(|e| ConfigError::new(format!("key `metrics_addr`: {e:#}")))?;
         tracing::info!("metrics at http://{bound}/metrics, health at /health and /ready");
     }
-    let report = agent::run(plan, &wakes, telemetry)?;
+    let report = agent::run(plan, &wakes, telemetry, Some(reload))?;
     if !mode.once || report.once_complete() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -169,9 +183,9 @@ fn run_agent(settings: &Settings, mode: RunMode) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-/// SIGTERM, SIGINT and SIGHUP wake the agent's loop to stop gracefully:
-/// deliver what is in flight, save checkpoints. (SIGHUP is what a service
-/// manager sends to reload; until reload exists it stops cleanly.)
+/// SIGTERM and SIGINT wake the agent's loop to stop gracefully (deliver
+/// what is in flight, save checkpoints); SIGHUP, to reload the
+/// configuration (what `systemctl reload` sends).
 fn forward_signals(wakes: &Wakes) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -180,8 +194,11 @@ fn forward_signals(wakes: &Wakes) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                waker.wake(Wake::Shutdown);
+            for signal in signals.forever() {
+                waker.wake(match signal {
+                    SIGHUP => Wake::Reload,
+                    _ => Wake::Shutdown,
+                });
             }
         })
         .context("starting the signal thread")?;

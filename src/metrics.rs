@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -48,6 +48,10 @@ pub struct Telemetry {
     pub key_missing: AtomicBool,
     /// The agent started: patterns loaded, files found.
     pub started: AtomicBool,
+    /// Reloads (SIGHUP) applied, and refused (the old configuration
+    /// stayed in force).
+    pub reloads: AtomicU64,
+    pub reloads_failed: AtomicU64,
 }
 
 /// The state `/health` reports.
@@ -104,6 +108,16 @@ impl Telemetry {
             "secret_key_ready",
             "1 once the secret key is known",
             key_ready,
+        );
+        registry.register(
+            "reloads",
+            "Reloads (SIGHUP) applied",
+            counter(self.reloads.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "reloads_failed",
+            "Reloads refused: the configuration did not load, the old one stays",
+            counter(self.reloads_failed.load(Ordering::Relaxed)),
         );
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         registry.register("build", "The agent's version", info);

@@ -32,7 +32,7 @@ pub struct RunMode {
 }
 
 /// Where the key for `remote_addr` comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
     /// Configured: hash with it.
     Configured(Secret),
@@ -60,6 +60,40 @@ pub enum Delivery {
     },
 }
 
+impl Delivery {
+    /// Whether `other` delivers the same way, so a reload can keep the
+    /// connection. With TLS it never is: the certificate files may have
+    /// changed, and a reload is how an operator makes them count.
+    pub fn same_as(&self, other: &Delivery) -> bool {
+        match (self, other) {
+            (Delivery::Stdout, Delivery::Stdout) => true,
+            (
+                Delivery::Backend { sender, batches },
+                Delivery::Backend {
+                    sender: s2,
+                    batches: b2,
+                },
+            ) => {
+                let (a, b) = (&**sender, &**s2);
+                batches == b2
+                    && a.url == b.url
+                    && a.token == b.token
+                    && a.client_id == b.client_id
+                    && a.wire == b.wire
+                    && a.window == b.window
+                    && a.ack_timeout == b.ack_timeout
+                    && a.ping_interval == b.ping_interval
+                    && a.connect_timeout == b.connect_timeout
+                    && a.backoff_min == b.backoff_min
+                    && a.backoff_max == b.backoff_max
+                    && a.tls.is_none()
+                    && b.tls.is_none()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A path or glob to follow and the pattern its files are read with.
 #[derive(Debug, Clone)]
 pub struct LogSource {
@@ -69,7 +103,7 @@ pub struct LogSource {
 }
 
 /// Everything the agent needs to run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub patterns: PatternSet,
     /// What to follow, in the order given (the first that names a file

@@ -21,12 +21,14 @@ pub enum Wake {
     Data = 1,
     /// Files were created, renamed or deleted: scan the paths again.
     Structure = 2,
-    /// SIGTERM, SIGINT or SIGHUP: deliver what is in flight and stop.
+    /// SIGTERM or SIGINT: deliver what is in flight and stop.
     Shutdown = 4,
     /// The sender has acknowledgements to hand over.
     Acked = 8,
     /// The sender took a batch, or finished: there is room to send again.
     Space = 16,
+    /// SIGHUP: read the configuration again and apply what changed.
+    Reload = 32,
 }
 
 /// The reasons gathered by one [`Wakes::wait`].

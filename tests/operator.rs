@@ -339,7 +339,7 @@ fn once_with_standard_output_closed_exits_1_with_the_count() {
 }
 
 #[test]
-fn sighup_stops_gracefully_and_saves_checkpoints() {
+fn sigterm_stops_gracefully_and_saves_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
@@ -357,7 +357,7 @@ fn sighup_stops_gracefully_and_saves_checkpoints() {
         let line = rx.recv_timeout(PATIENCE).expect("an event");
         assert!(line.unwrap().contains("/item/"));
     }
-    signal(&child, "HUP");
+    signal(&child, "TERM");
     let (code, stderr) = finish(child);
     assert_eq!(code, Some(0), "a clean stop: {stderr}");
     assert!(

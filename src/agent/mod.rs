@@ -4,6 +4,16 @@
 //! [`run`] takes a [`Plan`] and the loop's [`Wakes`] (the caller installs
 //! signal handlers that wake it; tests wake it themselves), decides the
 //! secret key, builds the sink, and runs an [`Agent`] to the end.
+//!
+//! A [`Wake::Reload`] asks the [`Reloader`] for a new plan and applies the
+//! difference. New patterns and event settings replace the pipeline at
+//! once: they apply from the next line. Other log paths, another state
+//! folder or another backend restart the tailer in place: reading stops,
+//! what is in flight is delivered (up to `shutdown_timeout_ms`), the
+//! checkpoints are saved, and the new tailer resumes from them exactly as a
+//! restarted agent would. So a reload loses no line, and repeats only lines
+//! that a backend took without acknowledging them in time (with their
+//! `event_id`). A plan that cannot be made leaves the old one in force.
 //! [`Agent::start`] takes any [`EventSink`], so tests drive the whole agent
 //! in-process with a sink of their own.
 //!
@@ -87,26 +97,56 @@ impl Report {
     }
 }
 
+/// Makes a new plan from the configuration as it is now (for a reload).
+pub type Reloader<'a> = Box<dyn FnMut() -> anyhow::Result<Plan> + 'a>;
+
 /// Runs the agent until the files are read and delivered (`once`), or
-/// until a [`Wake::Shutdown`].
-pub fn run(plan: Plan, wakes: &Wakes, telemetry: Arc<Telemetry>) -> anyhow::Result<Report> {
+/// until a [`Wake::Shutdown`]. With a `reloader`, [`Wake::Reload`] applies
+/// a new plan.
+pub fn run(
+    plan: Plan,
+    wakes: &Wakes,
+    telemetry: Arc<Telemetry>,
+    reloader: Option<Reloader<'_>>,
+) -> anyhow::Result<Report> {
     let mut plan = plan;
-    // No IP is pseudonymised, and no event built, before the key decision.
-    let fetching = matches!(plan.key, crate::plan::KeySource::Fetch { .. });
-    telemetry.key_missing.store(fetching, Ordering::Relaxed);
-    let decision = key::decide(&plan.key, wakes);
-    telemetry.key_missing.store(false, Ordering::Relaxed);
-    plan.event.secret_key = match decision {
+    plan.event.secret_key = match decide_key(&plan.key, wakes, &telemetry) {
         KeyDecision::Key(key) => Some(key),
         KeyDecision::Plain => None,
         KeyDecision::Stopped => return Ok(Report::default()),
     };
-    if plan.event.secret_key.is_none() {
+    let sink = open_sink(&plan.delivery, wakes, &telemetry)?;
+    let mut agent = Agent::start(plan, sink, wakes, telemetry)?;
+    agent.reloader = reloader;
+    agent.run()
+}
+
+/// The key decision, with `/ready` saying "not ready" while a key is
+/// fetched: no IP is pseudonymised, and no event built, before it.
+fn decide_key(
+    source: &crate::plan::KeySource,
+    wakes: &Wakes,
+    telemetry: &Telemetry,
+) -> KeyDecision {
+    let fetching = matches!(source, crate::plan::KeySource::Fetch { .. });
+    telemetry.key_missing.store(fetching, Ordering::Relaxed);
+    let decision = key::decide(source, wakes);
+    telemetry.key_missing.store(false, Ordering::Relaxed);
+    if matches!(decision, KeyDecision::Plain) {
         tracing::warn!(
             "no secret_key configured: client IPs go out in plain text (set secret_key, or backend_url to fetch it)"
         );
     }
-    let sink: Box<dyn EventSink> = match &plan.delivery {
+    decision
+}
+
+/// The sink the plan delivers to (a sender thread, for the backend).
+fn open_sink(
+    delivery: &Delivery,
+    wakes: &Wakes,
+    telemetry: &Telemetry,
+) -> anyhow::Result<Box<dyn EventSink>> {
+    Ok(match delivery {
         Delivery::Stdout => Box::new(StdoutSink::new()),
         Delivery::Backend { sender, batches } => {
             let stats = telemetry.sender.clone().unwrap_or_default();
@@ -115,8 +155,14 @@ pub fn run(plan: Plan, wakes: &Wakes, telemetry: Arc<Telemetry>) -> anyhow::Resu
                     .context("starting the sender thread")?;
             Box::new(BackendSink::new(*batches, sender))
         }
-    };
-    Agent::start(plan, sink, wakes, telemetry)?.run()
+    })
+}
+
+/// What the loop does when it returns.
+enum Next {
+    Stop,
+    /// Start again in place with this plan (a reload).
+    Restart(Box<Plan>),
 }
 
 /// Where the loop is.
@@ -125,7 +171,7 @@ enum Phase {
     /// Reading and delivering.
     Running,
     /// Not reading any more; waiting for what is in flight (until a time,
-    /// at shutdown; for ever with `--once`).
+    /// at shutdown or reload; for ever with `--once`).
     Draining { until: Option<Instant> },
 }
 
@@ -155,6 +201,14 @@ pub struct Agent<'w> {
     status: Status,
     /// `--once` on a terminal: how far the backfill is.
     progress: Option<Progress>,
+    /// The plan in force (with the decided key): what a reload compares
+    /// with, and goes back to if the new one cannot start.
+    plan: Plan,
+    reloader: Option<Reloader<'w>>,
+    /// A reload waiting for the drain before the restart in place.
+    pending: Option<Box<Plan>>,
+    /// The drain ended with events not acknowledged.
+    drain_incomplete: bool,
 }
 
 impl<'w> Agent<'w> {
@@ -166,6 +220,7 @@ impl<'w> Agent<'w> {
         wakes: &'w Wakes,
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Self> {
+        let current = plan.clone();
         let checkpoints = match &plan.state_dir {
             None => CheckpointStore::disabled(),
             Some(dir) => CheckpointStore::open(dir).map_err(|e| {
@@ -191,21 +246,7 @@ impl<'w> Agent<'w> {
                 );
             }
         }
-        let max_line = tailer.max_line();
-        let sources = plan
-            .sources
-            .into_iter()
-            .map(|s| (s.path, s.pattern))
-            .collect();
-        let counters = telemetry.lines.clone();
-        let mut pipeline = Pipeline::new(plan.patterns, sources, plan.event, max_line, counters);
-        // The files there now get their format at once: a file whose format
-        // cannot be found is reported now (and costs only itself).
-        for path in tailer.paths() {
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-                pipeline.choose_pattern(&path);
-            }
-        }
+        let pipeline = pipeline_for(&current, &tailer, &telemetry);
         telemetry.started.store(true, Ordering::Relaxed);
         let progress = plan
             .once
@@ -231,6 +272,10 @@ impl<'w> Agent<'w> {
             pushed: 0,
             acknowledged: 0,
             fatal: None,
+            plan: current,
+            reloader: None,
+            pending: None,
+            drain_incomplete: false,
         })
     }
 
@@ -238,31 +283,41 @@ impl<'w> Agent<'w> {
     /// fails ends the run too (checkpoints saved): the error says how many
     /// events were not delivered.
     pub fn run(mut self) -> anyhow::Result<Report> {
-        match self.run_loop() {
-            Ok(()) => Ok(self.finish()),
-            Err(e) => {
-                self.end = End::SinkFailed;
-                let report = self.finish();
-                Err(e.context(format!(
-                    "{} events were not delivered (they are sent again at the next start)",
-                    report.unacknowledged
-                )))
+        loop {
+            match self.run_loop() {
+                Ok(Next::Restart(plan)) => self = self.restart(*plan)?,
+                Ok(Next::Stop) => return Ok(self.finish()),
+                Err(e) => return Err(self.failed(e)),
             }
         }
     }
 
-    fn run_loop(&mut self) -> anyhow::Result<()> {
+    /// Ends a run whose sink failed: checkpoints saved, and the error
+    /// says how many events were not delivered.
+    fn failed(&mut self, e: anyhow::Error) -> anyhow::Error {
+        self.end = End::SinkFailed;
+        let report = self.finish();
+        e.context(format!(
+            "{} events were not delivered (they are sent again at the next start)",
+            report.unacknowledged
+        ))
+    }
+
+    fn run_loop(&mut self) -> anyhow::Result<Next> {
         loop {
             let more = self.step()?;
             if self.drained()? {
-                return Ok(());
+                return Ok(match self.pending.take() {
+                    Some(plan) => Next::Restart(plan),
+                    None => Next::Stop,
+                });
             }
             if self.give_up_at.is_some_and(|t| Instant::now() >= t) {
                 tracing::warn!(
                     "--once-timeout passed: stopping with events not delivered; they are sent again at the next start"
                 );
                 self.end = End::TimedOut;
-                return Ok(());
+                return Ok(Next::Stop);
             }
             if more && self.phase == Phase::Running {
                 continue;
@@ -270,11 +325,15 @@ impl<'w> Agent<'w> {
             let woken = self.wait();
             if woken.contains(Wake::Shutdown) {
                 self.end = End::Stopped;
-                if self.phase != Phase::Running {
+                if self.phase != Phase::Running && self.pending.is_none() {
                     // A second signal: stop waiting.
-                    return Ok(());
+                    return Ok(Next::Stop);
                 }
+                // A reload waiting for its drain gives way to the stop.
+                self.pending = None;
                 self.begin_drain(Some(self.shutdown_timeout));
+            } else if woken.contains(Wake::Reload) {
+                self.reload();
             }
             if self.phase == Phase::Running {
                 self.scan(woken.contains(Wake::Structure))?;
@@ -372,23 +431,160 @@ impl<'w> Agent<'w> {
     }
 
     /// While draining: whether everything is delivered, or the time is up.
+    /// A reload that keeps the sink waits for its acknowledgements without
+    /// closing it.
     fn drained(&mut self) -> anyhow::Result<bool> {
         let Phase::Draining { until } = self.phase else {
             return Ok(false);
         };
-        self.sink.close().context("delivering events")?;
-        if self.sink.is_finished() {
+        let keeps_sink = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.delivery.same_as(&self.plan.delivery));
+        if keeps_sink {
             self.take_acks();
-            return Ok(true);
+            if self.acknowledged >= self.pushed {
+                return Ok(true);
+            }
+        } else {
+            self.sink.close().context("delivering events")?;
+            if self.sink.is_finished() {
+                self.take_acks();
+                return Ok(true);
+            }
         }
         if until.is_some_and(|t| Instant::now() >= t) {
+            let then = match self.pending.is_some() {
+                true => "read again after the reload",
+                false => "sent again at the next start",
+            };
             tracing::warn!(
-                "shutdown: gave up waiting for acknowledgements after {} ms; unacknowledged lines are sent again at the next start",
+                "gave up waiting for acknowledgements after {} ms; unacknowledged lines are {then}",
                 self.shutdown_timeout.as_millis()
             );
+            self.drain_incomplete = true;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Reads the configuration again and applies what changed (see the
+    /// module's documentation). A configuration that does not load is
+    /// reported, and the one in force stays.
+    fn reload(&mut self) {
+        if self.once {
+            tracing::info!("SIGHUP ignored: --once reads the files it was given to their end");
+            return;
+        }
+        let Some(reloader) = self.reloader.as_mut() else {
+            return;
+        };
+        let mut plan = match reloader() {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.telemetry
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload: {e:#}; the configuration in force stays");
+                return;
+            }
+        };
+        plan.event.secret_key = if plan.key == self.plan.key {
+            self.plan.event.secret_key.clone()
+        } else {
+            match decide_key(&plan.key, self.wakes, &self.telemetry) {
+                KeyDecision::Key(k) => Some(k),
+                KeyDecision::Plain => None,
+                KeyDecision::Stopped => {
+                    self.end = End::Stopped;
+                    self.begin_drain(Some(self.shutdown_timeout));
+                    return;
+                }
+            }
+        };
+        if plan.metrics_addr != self.plan.metrics_addr {
+            tracing::warn!("reload: metrics_addr changes at the next restart only");
+        }
+        self.telemetry.reloads.fetch_add(1, Ordering::Relaxed);
+        let mut changed = Vec::new();
+        if plan.tail != self.plan.tail {
+            changed.push("the log files");
+        }
+        if plan.state_dir != self.plan.state_dir {
+            changed.push("state_dir");
+        }
+        if !plan.delivery.same_as(&self.plan.delivery) {
+            changed.push("the delivery");
+        }
+        self.shutdown_timeout = plan.shutdown_timeout;
+        self.status = Status::new(plan.status_interval, &self.telemetry);
+        if changed.is_empty() {
+            self.pipeline = pipeline_for(&plan, &self.tailer, &self.telemetry);
+            self.plan = plan;
+            tracing::info!(
+                "configuration reloaded: patterns and event settings apply from the next line"
+            );
+            return;
+        }
+        tracing::info!(
+            "reloading: {} changed; delivering what is in flight, then restarting in place",
+            changed.join(", ")
+        );
+        self.pending = Some(Box::new(plan));
+        self.phase = Phase::Draining {
+            until: Some(Instant::now() + self.shutdown_timeout),
+        };
+    }
+
+    /// After a reload's drain: saves the checkpoints, and starts a new
+    /// tailer (and sink, when the delivery changed or not everything was
+    /// acknowledged) from `plan`. If the new plan cannot start, the old
+    /// one starts again.
+    fn restart(mut self, plan: Plan) -> anyhow::Result<Agent<'w>> {
+        self.tailer.update_checkpoints();
+        self.save_checkpoints(true);
+        self.pipeline.reporter().flush_suppressed();
+        let keep_sink = !self.drain_incomplete && plan.delivery.same_as(&self.plan.delivery);
+        let Agent {
+            mut sink,
+            wakes,
+            telemetry,
+            reloader,
+            pushed,
+            acknowledged,
+            plan: old,
+            tailer,
+            watcher,
+            ..
+        } = self;
+        // The checkpoint store and the watches are the new tailer's now.
+        drop((tailer, watcher));
+        if !keep_sink {
+            // What is still unacknowledged is read again from the
+            // checkpoints just saved, and must not also reach the backend
+            // from the old sender.
+            sink.abort();
+            drop(sink);
+            sink = open_sink(&plan.delivery, wakes, &telemetry)?;
+        }
+        let mut next = match Agent::start(plan, sink, wakes, telemetry.clone()) {
+            Ok(agent) => {
+                tracing::info!("configuration reloaded");
+                agent
+            }
+            Err(e) => {
+                telemetry.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "reload: cannot start with the new configuration: {e:#}; going back to the one in force"
+                );
+                let sink = open_sink(&old.delivery, wakes, &telemetry)?;
+                Agent::start(old, sink, wakes, telemetry)?
+            }
+        };
+        next.reloader = reloader;
+        next.acknowledged = acknowledged;
+        next.pushed = if keep_sink { pushed } else { acknowledged };
+        Ok(next)
     }
 
     /// Sleeps until something happens or something is due. While draining
@@ -485,4 +681,28 @@ impl<'w> Agent<'w> {
         );
         report
     }
+}
+
+/// The pipeline for a plan's patterns, sources and event options. The
+/// files there now get their format at once: a file whose format cannot be
+/// found is reported now (and costs only itself).
+fn pipeline_for(plan: &Plan, tailer: &Tailer, telemetry: &Telemetry) -> Pipeline {
+    let sources = plan
+        .sources
+        .iter()
+        .map(|s| (s.path.clone(), s.pattern.clone()))
+        .collect();
+    let mut pipeline = Pipeline::new(
+        plan.patterns.clone(),
+        sources,
+        plan.event.clone(),
+        tailer.max_line(),
+        telemetry.lines.clone(),
+    );
+    for path in tailer.paths() {
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            pipeline.choose_pattern(&path);
+        }
+    }
+    pipeline
 }

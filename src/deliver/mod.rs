@@ -44,4 +44,7 @@ pub trait EventSink {
     fn close(&mut self) -> io::Result<()>;
     /// After `close`: true once everything is delivered.
     fn is_finished(&self) -> bool;
+    /// Gives up what is not delivered, at once: a reload replaces this
+    /// sink, and the tailer reads the unacknowledged lines again.
+    fn abort(&mut self) {}
 }

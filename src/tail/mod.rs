@@ -39,7 +39,7 @@ use discover::Sibling;
 use file::{State, TailedFile};
 
 /// How the tailer behaves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TailOptions {
     /// `--log` values: paths or globs.
     pub logs: Vec<String>,

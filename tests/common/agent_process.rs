@@ -118,9 +118,14 @@ unsafe extern "C" {
 
 /// Sends SIGTERM to `pid`.
 pub fn send_sigterm(pid: u32) {
+    send_signal(pid, 15);
+}
+
+/// Sends signal `sig` (15: SIGTERM, 1: SIGHUP) to `pid`.
+pub fn send_signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid the test started; no memory is involved.
-    let rc = unsafe { libc_kill(pid as i32, 15) };
-    assert_eq!(rc, 0, "kill({pid}, SIGTERM) failed");
+    let rc = unsafe { libc_kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
 /// An nginx combined line whose path carries `id`.

@@ -103,4 +103,10 @@ impl EventSink for BackendSink {
     fn is_finished(&self) -> bool {
         self.closed && self.sender.is_finished()
     }
+
+    fn abort(&mut self) {
+        self.waiting.clear();
+        self.sender.abort();
+        self.closed = true;
+    }
 }

@@ -73,6 +73,8 @@ pub struct Sender {
     queue: Option<mpsc::Sender<Batch>>,
     acks: std_mpsc::Receiver<Vec<Origin>>,
     thread: Option<JoinHandle<()>>,
+    /// Ends the thread at once, delivered or not (see [`Sender::abort`]).
+    abort: Arc<tokio::sync::Notify>,
 }
 
 /// Closed batches the queue holds at most (beyond those in flight).
@@ -88,6 +90,8 @@ impl Sender {
     ) -> std::io::Result<Self> {
         let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BATCHES);
         let (ack_tx, ack_rx) = std_mpsc::channel();
+        let abort = Arc::new(tokio::sync::Notify::new());
+        let aborted = abort.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -95,8 +99,20 @@ impl Sender {
             .name("sender".into())
             .spawn(move || {
                 let finished = waker.clone();
-                let outbox = Outbox::new(queue_rx, ack_tx, waker, stats);
-                runtime.block_on(run(config, outbox));
+                let outbox = Outbox::new(queue_rx, ack_tx, waker, stats.clone());
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = run(config, outbox) => {}
+                        () = aborted.notified() => {
+                            use std::sync::atomic::Ordering::Relaxed;
+                            // What was in flight is given up: the agent
+                            // reads it again for the next sender.
+                            stats.connected.store(false, Relaxed);
+                            stats.in_flight_events.store(0, Relaxed);
+                            stats.oldest_unacked_ms.store(0, Relaxed);
+                        }
+                    }
+                });
                 // The agent may be waiting for exactly this (draining at exit).
                 finished.wake(Wake::Space);
             })?;
@@ -104,6 +120,7 @@ impl Sender {
             queue: Some(queue_tx),
             acks: ack_rx,
             thread: Some(thread),
+            abort,
         })
     }
 
@@ -127,6 +144,15 @@ impl Sender {
     /// No more batches: the sender delivers what it has, then stops.
     pub fn close(&mut self) {
         self.queue = None;
+    }
+
+    /// Stops at once, dropping what is not acknowledged: for a reload that
+    /// replaces the backend, after which those lines are read again from
+    /// their checkpoints. (Closing instead would keep delivering them to
+    /// the old backend, and the new one would get them as well.)
+    pub fn abort(&mut self) {
+        self.queue = None;
+        self.abort.notify_one();
     }
 
     /// Whether the sender thread has finished (everything acknowledged
