@@ -33,7 +33,9 @@ Exit status:\n  \
 0  done (with --once: every file read and every event acknowledged)\n  \
 1  failed; with --once also: stopped by a signal, --once-timeout passed, standard output closed,\n     \
 or lines skipped in files whose format is unknown (the message says how many events were not delivered)\n  \
-2  configuration error (the message names the key, variable or file)"
+2  configuration error (the message names the key, variable or file)\n\n\
+Signals: SIGTERM and SIGINT stop gracefully (what is in flight is delivered, checkpoints saved);\n\
+SIGHUP reloads the config file (a file that does not load leaves the old configuration in force)."
 )]
 pub struct Cli {
     #[command(subcommand)]

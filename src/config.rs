@@ -284,6 +284,42 @@ pub fn settings_keys() -> &'static [&'static str] {
     })
 }
 
+/// The command line as clap defines it (`crate::cli`), each setting's flag
+/// with the environment variable that sets it too. The binary parses with
+/// it; the man page and the shell completions are made from it.
+pub fn command() -> clap::Command {
+    with_env_names(<crate::cli::Cli as clap::CommandFactory>::command())
+}
+
+/// Adds to each flag that sets a setting the environment variable that
+/// sets it too (`[env: CERBERUS_WS_URL]`), in every command's help.
+fn with_env_names(command: clap::Command) -> clap::Command {
+    env_names_of_args(command)
+        .mut_subcommand("check", env_names_of_args)
+        .mut_subcommand("patterns", env_names_of_args)
+        .mut_subcommand("status", env_names_of_args)
+}
+
+fn env_names_of_args(command: clap::Command) -> clap::Command {
+    let keys = settings_keys();
+    command.mut_args(|arg| {
+        let Some(long) = arg.get_long() else {
+            return arg;
+        };
+        let key = long.replace('-', "_");
+        let key = [key.clone(), format!("{key}s")]
+            .into_iter()
+            .find(|k| keys.contains(&k.as_str()));
+        match (key, arg.get_help().map(|h| h.to_string())) {
+            (Some(key), Some(help)) => {
+                let var = format!("CERBERUS_{}", key.to_ascii_uppercase());
+                arg.help(format!("{help} [env: {var}]"))
+            }
+            _ => arg,
+        }
+    })
+}
+
 impl Layers {
     /// Layers from the real environment and the parsed flags.
     pub fn from_process(common: &CommonArgs, run: Option<&RunArgs>) -> Self {

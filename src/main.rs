@@ -23,7 +23,7 @@ use cerberus_agent::{agent, check, status};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let matches = with_env_names(<Cli as clap::CommandFactory>::command()).get_matches();
+    let matches = cerberus_agent::config::command().get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -106,35 +106,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// Adds to each flag that sets a setting the environment variable that
-/// sets it too (`[env: CERBERUS_WS_URL]`), in every command's help.
-fn with_env_names(command: clap::Command) -> clap::Command {
-    env_names_of_args(command)
-        .mut_subcommand("check", env_names_of_args)
-        .mut_subcommand("patterns", env_names_of_args)
-        .mut_subcommand("status", env_names_of_args)
-}
-
-fn env_names_of_args(command: clap::Command) -> clap::Command {
-    let keys = cerberus_agent::config::settings_keys();
-    command.mut_args(|arg| {
-        let Some(long) = arg.get_long() else {
-            return arg;
-        };
-        let key = long.replace('-', "_");
-        let key = [key.clone(), format!("{key}s")]
-            .into_iter()
-            .find(|k| keys.contains(&k.as_str()));
-        match (key, arg.get_help().map(|h| h.to_string())) {
-            (Some(key), Some(help)) => {
-                let var = format!("CERBERUS_{}", key.to_ascii_uppercase());
-                arg.help(format!("{help} [env: {var}]"))
-            }
-            _ => arg,
-        }
-    })
 }
 
 fn once_timeout(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
