@@ -199,3 +199,66 @@ fn common_args_default_is_empty() {
     let layers = Layers::new(&CommonArgs::default(), None, HashMap::new());
     assert!(layers.flags.is_empty());
 }
+
+/// The packaged /etc/cerberus/agent.toml documents every setting, and with
+/// every commented example switched on it still loads (the examples are
+/// valid values, not prose).
+#[test]
+fn the_packaged_config_documents_every_setting_and_its_examples_load() {
+    let text = std::fs::read_to_string(common::repo().join("packaging/agent.toml")).unwrap();
+    let as_is = settings(Some(&text), &[], RunArgs::default()).expect("the packaged config loads");
+    assert_eq!(as_is.log, vec!["/var/log/nginx/access.log".to_owned()]);
+    assert_eq!(
+        as_is.ws_url, None,
+        "the package must not send anywhere before it is set"
+    );
+    for key in cerberus_agent::config::settings_keys() {
+        let documented = text.lines().any(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.starts_with(&format!("{key} =")) || l.starts_with(&format!("[[{key}]]"))
+        });
+        assert!(documented, "packaging/agent.toml does not document `{key}`");
+    }
+    // Uncomment every `# key = value` line (and the [[logs]] example).
+    let examples: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("[[")
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+            {
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .map(|l| l + "\n")
+        .collect();
+    // Keys uncommented after the [[logs]] table would land in it: move the
+    // table to the end.
+    let (top, logs): (Vec<&str>, Vec<&str>) = {
+        let mut logs = Vec::new();
+        let mut top = Vec::new();
+        let mut in_logs = false;
+        for l in examples.lines() {
+            if l.starts_with("[[logs]]") {
+                in_logs = true;
+            } else if in_logs
+                && !(l.starts_with("path") || l.starts_with("format") || l.starts_with("exclude"))
+            {
+                in_logs = false;
+            }
+            if in_logs { logs.push(l) } else { top.push(l) }
+        }
+        (top, logs)
+    };
+    let all = format!("{}\n{}\n", top.join("\n"), logs.join("\n"));
+    let s = settings(Some(&all), &[], RunArgs::default())
+        .unwrap_or_else(|e| panic!("the commented examples do not load: {e}\n{all}"));
+    assert_eq!(s.logs.len(), 1);
+    assert_eq!(
+        s.ws_url.as_deref(),
+        Some("wss://cerberus.example.com/ws/events/")
+    );
+}

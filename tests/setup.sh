@@ -7,12 +7,17 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive for real.
 # command:package pairs; the system test runs the real nginx and logrotate,
 # gzip is what logrotate compresses with, setpriv runs the agent as nobody.
+# The packaging test (packaging/test.sh) installs the .deb (dpkg, adduser),
+# reads the .rpm (rpm), checks the unit (systemd-analyze), runs the agent as
+# its service user (runuser) and traces its system calls (strace).
 need=()
-for pair in logrotate:logrotate nginx:nginx-light gzip:gzip setpriv:util-linux; do
+for pair in logrotate:logrotate nginx:nginx-light gzip:gzip setpriv:util-linux \
+    runuser:util-linux rpm:rpm systemd-analyze:systemd adduser:adduser strace:strace; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
