@@ -213,6 +213,7 @@ fn list_patterns(settings: &Settings) -> anyhow::Result<ExitCode> {
         let origin = match &p.origin {
             Origin::Bundled => "bundled".into(),
             Origin::File(path) => format!("user ({})", path.display()),
+            Origin::Flag => "--format".into(),
         };
         println!("{:<20} {:<8} {}", p.name, origin, p.description);
     }

@@ -319,12 +319,18 @@ fn readme_pattern_example_works() {
     assert_eq!(e["status"], 200);
 }
 
-/// The template example in README.md parses the nginx `log_format main`
-/// line it describes.
+/// Both nginx `log_format main` examples in README.md (the format string,
+/// and the `[split]` table spelling it out) parse the line they describe.
 #[test]
-fn readme_template_example_works() {
+fn readme_template_examples_work() {
+    for name in ["nginx_main", "nginx_main_split"] {
+        readme_template_example_works(name);
+    }
+}
+
+fn readme_template_example_works(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let pattern = readme_example(dir.path(), "nginx_main");
+    let pattern = readme_example(dir.path(), name);
     let log = dir.path().join("access.log");
     std::fs::write(
         &log,

@@ -525,3 +525,80 @@ fn once_shows_progress_on_a_terminal_only() {
         "no bar without a terminal: {stderr}"
     );
 }
+
+/// `--format 'nginx:…'`: the log_format line from nginx.conf is enough, no
+/// pattern file; each variable's meaning is known (the metrics header, the
+/// request time in seconds). A format that does not compile is a
+/// configuration error naming the part.
+#[test]
+fn a_servers_own_format_string_on_the_command_line_needs_no_pattern_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("custom.log");
+    fs::write(
+        &log,
+        "10.1.2.3 [25/Nov/2026:10:04:05 +0000] \"GET /shop/cart?x=1 HTTP/1.1\" 200 0.250 \"0.010, 0.240\" \"{\\x22cart_items\\x22:3}\"\n\
+         10.1.2.4 [25/Nov/2026:10:04:06 +0000] \"POST /api HTTP/1.1\" 201 0.010 \"-\" \"-\"\n",
+    )
+    .unwrap();
+    let format = r#"nginx:$remote_addr [$time_local] "$request" $status $request_time "$upstream_response_time" "$upstream_http_x_cerberus_metrics""#;
+    let out = agent(
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--format",
+            format,
+            "--once",
+            "--no-checkpoints",
+            "--stdout",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events = events(&out.stdout);
+    assert_eq!(events.len(), 2, "{stderr}");
+    assert_eq!(events[0]["remote_addr"], "10.1.2.3");
+    assert_eq!(events[0]["endpoint"], "/shop/cart");
+    assert_eq!(events[0]["custom_data"]["cart_items"], 3);
+    assert_eq!(events[0]["duration_ms"], 250.0);
+    assert_eq!(events[0]["timestamp"], "2026-11-25T10:04:05+00:00");
+    assert_eq!(events[1]["method"], "POST");
+    assert_eq!(events[1]["status"], 201);
+
+    let out = agent(
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--format",
+            "nginx:escape=xml $remote_addr",
+            "--once",
+            "--no-checkpoints",
+            "--stdout",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("escape=xml"), "{stderr}");
+}
+
+/// A pattern file gives one splitter: a server format string or `[split]`.
+#[test]
+fn a_pattern_file_with_both_a_format_string_and_a_split_table_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("both.toml"),
+        "description = \"x\"\nnginx = '$remote_addr \"$request\"'\n[split]\nkind = \"json\"\n[fields]\nrequest = \"request\"\n",
+    )
+    .unwrap();
+    let out = agent(
+        &["patterns", "--pattern-dir", dir.path().to_str().unwrap()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("exactly one of `nginx`, `gunicorn`, `apache`"),
+        "{stderr}"
+    );
+}

@@ -132,7 +132,12 @@ impl EventBuilder {
         let target = Target::split(target);
         // A log that keeps the query apart (nginx's `$uri` and `$args`) has
         // a path without `?` and the query in its own field.
-        let query = target.query.or_else(|| fields.get(Role::Query));
+        // Apache's `%q` writes the `?` too.
+        let query = target.query.or_else(|| {
+            fields
+                .get(Role::Query)
+                .map(|q| q.strip_prefix(b"?").unwrap_or(q))
+        });
         let now;
         let timestamp: &str = match (&mut self.timestamps, fields.text(Role::Timestamp)) {
             (Some(conv), Some(text)) => conv.convert(&text).map_err(BuildError::BadTimestamp)?,

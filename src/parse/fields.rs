@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 /// What a field means to the event builder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     /// The client address (`remote_addr`).
     ClientIp,

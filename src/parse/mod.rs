@@ -8,6 +8,7 @@
 pub mod escape;
 pub mod fields;
 pub mod pattern;
+pub mod server_format;
 pub mod template;
 pub mod timestamp;
 
@@ -144,10 +145,26 @@ pub enum Format {
     Named(String),
     /// A pattern file, compiled at start.
     File(PathBuf),
+    /// A format string in a server's own syntax (`nginx:$remote_addr …`).
+    Server {
+        server: server_format::Server,
+        text: String,
+    },
 }
 
 impl From<String> for Format {
     fn from(s: String) -> Self {
+        for server in server_format::Server::ALL {
+            if let Some(text) = s
+                .strip_prefix(server.key())
+                .and_then(|t| t.strip_prefix(':'))
+            {
+                return Format::Server {
+                    server,
+                    text: text.to_owned(),
+                };
+            }
+        }
         if s == "auto" {
             Format::Auto
         } else if s.contains('/') || s.ends_with(".toml") {
@@ -170,6 +187,7 @@ impl std::fmt::Display for Format {
             Format::Auto => f.write_str("auto"),
             Format::Named(n) => f.write_str(n),
             Format::File(p) => write!(f, "{}", p.display()),
+            Format::Server { server, text } => write!(f, "{}:{text}", server.key()),
         }
     }
 }
@@ -202,6 +220,17 @@ impl PatternSet {
                 Some(p) => Ok(Some(p)),
                 None => Err(unknown(self, &path.display().to_string())),
             },
+            Format::Server { server, text } => {
+                let name = format.to_string();
+                if let Some(p) = self.get(&name) {
+                    return Ok(Some(p));
+                }
+                let pattern =
+                    Pattern::from_server_format(*server, text).map_err(|e| e.to_string())?;
+                let pattern = Arc::new(pattern);
+                self.patterns.push(pattern.clone());
+                Ok(Some(pattern))
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::escape::Escape;
 use super::fields::{Fields, Role};
+use super::server_format::{self, CompiledFormat, Server, Split};
 use super::template::{MAX_FIELDS, Mismatch, Template};
 use super::timestamp::TimestampFormat;
 
@@ -26,6 +27,8 @@ pub enum Origin {
     Bundled,
     /// A user's pattern file.
     File(PathBuf),
+    /// A server format string given as `--format` (`nginx:…`).
+    Flag,
 }
 
 impl std::fmt::Display for Origin {
@@ -33,6 +36,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Bundled => f.write_str("bundled"),
             Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Flag => f.write_str("--format"),
         }
     }
 }
@@ -55,7 +59,7 @@ impl Names {
 }
 
 /// The `[split]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum SplitSpec {
     Regex {
@@ -72,7 +76,7 @@ enum SplitSpec {
 }
 
 /// The unit of the response-time field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
 pub enum TimeUnit {
     #[default]
     #[serde(rename = "s")]
@@ -105,19 +109,25 @@ pub enum MetricsEncoding {
     PercentJson,
 }
 
-/// A pattern file as written on disk.
-#[derive(Debug, Deserialize)]
+/// A pattern file as written on disk: a `[split]` table with its
+/// `[fields]`, or one of the servers' own format strings (`nginx = '…'`,
+/// `gunicorn = '…'`, `apache = '…'`), whose fields are known, with an
+/// optional `[fields]` table that adds to or overrides what they mean.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatternFile {
     name: Option<String>,
-    description: String,
+    description: Option<String>,
     #[serde(default = "default_priority")]
     detect_priority: i32,
-    split: SplitSpec,
+    split: Option<SplitSpec>,
+    nginx: Option<String>,
+    gunicorn: Option<String>,
+    apache: Option<String>,
+    #[serde(default)]
     fields: BTreeMap<String, Names>,
     timestamp_format: Option<String>,
-    #[serde(default)]
-    response_time_unit: TimeUnit,
+    response_time_unit: Option<TimeUnit>,
     #[serde(default)]
     metrics_encoding: MetricsEncoding,
     default_scheme: Option<String>,
@@ -203,14 +213,56 @@ impl Pattern {
         origin: Origin,
     ) -> Result<Self, PatternError> {
         let where_ = match &origin {
-            Origin::Bundled => fallback_name.to_owned(),
+            Origin::Bundled | Origin::Flag => fallback_name.to_owned(),
             Origin::File(p) => p.display().to_string(),
         };
         let file: PatternFile =
             toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
-        let name = file.name.unwrap_or_else(|| fallback_name.to_owned());
+        Self::build(file, fallback_name, origin, &where_)
+    }
 
-        let mappings = role_mappings(&file.fields, &where_)?;
+    /// A pattern from a server's format string alone (`--format
+    /// 'nginx:…'`), named by what was given.
+    pub fn from_server_format(server: Server, text: &str) -> Result<Self, PatternError> {
+        let name = format!("{}:{text}", server.key());
+        let mut file = PatternFile {
+            description: Some(format!("{} format given with --format", server.key())),
+            detect_priority: default_priority(),
+            ..PatternFile::default()
+        };
+        match server {
+            Server::Nginx => file.nginx = Some(text.to_owned()),
+            Server::Gunicorn => file.gunicorn = Some(text.to_owned()),
+            Server::Apache => file.apache = Some(text.to_owned()),
+        }
+        Self::build(file, &name, Origin::Flag, &name)
+    }
+
+    fn build(
+        file: PatternFile,
+        fallback_name: &str,
+        origin: Origin,
+        where_: &str,
+    ) -> Result<Self, PatternError> {
+        let where_ = where_.to_owned();
+        let name = file
+            .name
+            .clone()
+            .unwrap_or_else(|| fallback_name.to_owned());
+        let (spec, derived) = split_of(&file, &where_)?;
+        let mut mappings = role_mappings(&file.fields, &where_)?;
+        let (derived_fields, derived_time, derived_unit) = match derived {
+            Some(c) => (c.fields, c.timestamp_format, Some(c.response_time_unit)),
+            None => (BTreeMap::new(), None, None),
+        };
+        // What the server format says, unless `[fields]` says otherwise.
+        for (role, names) in derived_fields {
+            if !mappings.iter().any(|(r, _)| *r == role) {
+                mappings.push((role, names));
+            }
+        }
+        let timestamp_spec = file.timestamp_format.clone().or(derived_time);
+        let response_time_unit = file.response_time_unit.or(derived_unit).unwrap_or_default();
         let has = |role: Role| mappings.iter().any(|(r, _)| *r == role);
         let has_request = has(Role::Request) || (has(Role::Method) && has(Role::Path));
         if !has_request {
@@ -220,7 +272,7 @@ impl Pattern {
             ));
         }
 
-        let timestamp_format = match (&file.timestamp_format, has(Role::Timestamp)) {
+        let timestamp_format = match (&timestamp_spec, has(Role::Timestamp)) {
             (Some(spec), _) => {
                 Some(TimestampFormat::from_spec(spec).map_err(|e| PatternError::new(&where_, e))?)
             }
@@ -244,15 +296,19 @@ impl Pattern {
             }
         };
 
-        let splitter = splitter(file.split, mappings, &where_)?;
+        let splitter = splitter(spec, mappings, &where_)?;
+        let description = file.description.unwrap_or_else(|| match &splitter {
+            Splitter::Json { .. } => "JSON lines".to_owned(),
+            _ => format!("{name} format"),
+        });
 
         Ok(Pattern {
             name,
-            description: file.description,
+            description,
             origin,
             detect_priority: file.detect_priority,
             timestamp_format,
-            response_time_unit: file.response_time_unit,
+            response_time_unit,
             metrics_encoding: file.metrics_encoding,
             default_https,
             splitter,
@@ -347,6 +403,46 @@ impl Pattern {
             }
         }
         Ok(fields)
+    }
+}
+
+/// The file's splitter: its `[split]` table, or the one its server format
+/// string compiles to (with what that format says the fields mean).
+fn split_of(
+    file: &PatternFile,
+    where_: &str,
+) -> Result<(SplitSpec, Option<CompiledFormat>), PatternError> {
+    let formats = [
+        (Server::Nginx, &file.nginx),
+        (Server::Gunicorn, &file.gunicorn),
+        (Server::Apache, &file.apache),
+    ];
+    let mut given = formats
+        .iter()
+        .filter_map(|(server, text)| text.as_ref().map(|t| (*server, t)));
+    let first = given.next();
+    let count = usize::from(file.split.is_some()) + usize::from(first.is_some()) + given.count();
+    if count != 1 {
+        return Err(PatternError::new(
+            where_,
+            "give exactly one of `nginx`, `gunicorn`, `apache` (the server's format string) or a `[split]` table",
+        ));
+    }
+    match (&file.split, first) {
+        (Some(spec), _) => Ok((spec.clone(), None)),
+        (None, Some((server, text))) => {
+            let compiled = server_format::compile(server, text)
+                .map_err(|e| PatternError::new(where_, format!("`{}`: {e}", server.key())))?;
+            let spec = match &compiled.split {
+                Split::Template { template, escape } => SplitSpec::Template {
+                    template: template.clone(),
+                    escape: *escape,
+                },
+                Split::Json => SplitSpec::Json,
+            };
+            Ok((spec, Some(compiled)))
+        }
+        (None, None) => Err(PatternError::new(where_, "no splitter")),
     }
 }
 
