@@ -177,3 +177,60 @@ fn marked(line: &[u8], at: usize) -> (String, usize) {
     }
     (text, column)
 }
+
+/// `check --nginx-conf FILE` without a log file: what the config declares.
+/// For each log: its path, its format and where it is declared, the event
+/// fields the format fills and those it leaves empty; then the logs left
+/// out and why. Returns how many logs can be followed.
+pub fn server_config(
+    findings: &crate::server_config::Findings,
+    out: &mut impl Write,
+) -> anyhow::Result<usize> {
+    use crate::parse::fields::Role;
+    use crate::parse::server_format;
+    for log in &findings.logs {
+        writeln!(
+            out,
+            "{}\n  format: {} log_format {:?} ({})",
+            log.path.display(),
+            log.server.key(),
+            log.format_name,
+            log.declared_at
+        )?;
+        match server_format::compile(log.server, &log.format) {
+            Ok(compiled) => {
+                let has = |r: Role| compiled.fields.contains_key(&r);
+                let whole_request = has(Role::Request) || (has(Role::Method) && has(Role::Path));
+                let (filled, empty): (Vec<Role>, Vec<Role>) =
+                    Role::ALL.iter().copied().partition(|r| match r {
+                        Role::Request | Role::Method | Role::Path => has(*r) || whole_request,
+                        // The query comes with the request target too.
+                        Role::Query => has(*r) || has(Role::Request) || has(Role::Path),
+                        r => has(*r),
+                    });
+                let names = |v: &[Role]| v.iter().map(|r| r.key()).collect::<Vec<_>>().join(", ");
+                writeln!(out, "  fills: {}", names(&filled))?;
+                if !empty.is_empty() {
+                    writeln!(out, "  empty: {}", names(&empty))?;
+                }
+                if !whole_request {
+                    writeln!(
+                        out,
+                        "  problem: the format has no $request (or $request_method and $request_uri): its lines give no event"
+                    )?;
+                }
+            }
+            Err(e) => writeln!(out, "  problem: the format does not compile: {e}")?,
+        }
+    }
+    for why in &findings.skipped {
+        writeln!(out, "skipped: {why}")?;
+    }
+    writeln!(
+        out,
+        "\n{} access logs to follow, {} left out",
+        findings.logs.len(),
+        findings.skipped.len()
+    )?;
+    Ok(findings.logs.len())
+}

@@ -112,6 +112,13 @@ pub struct CommonArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
     pub query_params: bool,
+
+    /// Follow the access logs this nginx config (with its includes)
+    /// declares, each with its own log_format. Default: /etc/nginx/nginx.conf
+    /// when no log is given and it exists
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nginx_conf: Option<PathBuf>,
 }
 
 /// `cerberus-agent check`.
@@ -122,7 +129,9 @@ pub struct CheckArgs {
     #[arg(long, value_name = "NAME|FILE", default_value = "auto")]
     pub format: String,
 
-    /// The log file to check; `-` or nothing reads standard input.
+    /// The log file to check; `-` or nothing reads standard input. With
+    /// --nginx-conf and no FILE: what the config declares (each log, its
+    /// format, the event fields it fills and those it leaves empty).
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 

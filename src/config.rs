@@ -87,6 +87,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     #[serde(default = "default_pattern_dirs")]
     pub pattern_dirs: Vec<PathBuf>,
+    /// An nginx config whose access logs are followed, each with its
+    /// log_format (besides `log` and `[[logs]]`).
+    pub nginx_conf: Option<PathBuf>,
     /// Send sanitised query parameters instead of dropping query strings.
     #[serde(default)]
     pub query_params: bool,

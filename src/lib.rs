@@ -17,7 +17,8 @@
 //! Around them: [`config`] layers the settings and [`plan`] turns them into
 //! each component's options; [`agent`] is the loop that drives the stages;
 //! [`check`] and [`status`] are commands; [`cli`] defines the flags;
-//! [`metrics`] serves what the stages count; [`privileges`] warns at start
+//! [`metrics`] serves what the stages count; [`server_config`] reads the web
+//! servers' own configs for their logs; [`privileges`] warns at start
 //! about root and secrets others may read. Leaf modules
 //! everyone may use: [`secret`] (values never printed), [`wake`] (the loop's
 //! coalesced wake-ups), [`diagnostics`] (counters, rate-limited messages).
@@ -40,6 +41,7 @@ pub mod plan;
 pub mod privileges;
 pub mod pseudonymise;
 pub mod secret;
+pub mod server_config;
 pub mod status;
 pub mod tail;
 pub mod wake;

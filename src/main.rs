@@ -221,6 +221,18 @@ fn list_patterns(settings: &Settings) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(conf), None) = (&settings.nginx_conf, &args.file) {
+        let findings = cerberus_agent::server_config::nginx::read(conf)
+            .map_err(|e| ConfigError::new(format!("nginx config: {e}")))?;
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let logs = check::server_config(&findings, &mut out)?;
+        io::Write::flush(&mut out)?;
+        return Ok(if logs == 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let mut set = plan::load_patterns(settings)?;
     let options = plan::event_options(settings);
     let format = Format::from(args.format.as_str());

@@ -133,9 +133,9 @@ pub struct Plan {
 impl Plan {
     /// The plan for running the agent.
     pub fn from_settings(settings: &Settings, mode: RunMode) -> anyhow::Result<Plan> {
-        if settings.log.is_empty() && settings.logs.is_empty() {
+        if settings.log.is_empty() && settings.logs.is_empty() && nginx_conf(settings).is_none() {
             return Err(ConfigError::new(
-                "no log files given: use --log PATH (or `log` in the config file)",
+                "no log files given: use --log PATH (or `log` in the config file), or --nginx-conf FILE",
             )
             .into());
         }
@@ -199,6 +199,9 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
             pattern,
         });
     }
+    if let Some(conf) = nginx_conf(settings) {
+        sources.extend(server_config_sources(&conf, patterns)?);
+    }
     for table in &settings.logs {
         let pattern = match &table.format {
             Some(f) => patterns
@@ -208,6 +211,62 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
         };
         sources.push(LogSource {
             path: table.path.clone(),
+            pattern,
+        });
+    }
+    Ok(sources)
+}
+
+/// The nginx config to read: `nginx_conf`, or nginx's own when no log is
+/// given at all and it exists.
+pub fn nginx_conf(settings: &Settings) -> Option<PathBuf> {
+    let default = std::path::Path::new(crate::server_config::DEFAULT_NGINX_CONF);
+    match &settings.nginx_conf {
+        Some(p) => Some(p.clone()),
+        None if settings.log.is_empty() && settings.logs.is_empty() && default.exists() => {
+            Some(default.to_owned())
+        }
+        None => None,
+    }
+}
+
+/// The access logs an nginx config declares, each with its format. What
+/// it had to leave out is warned about; a config that names none is an
+/// error.
+fn server_config_sources(
+    conf: &std::path::Path,
+    patterns: &mut PatternSet,
+) -> anyhow::Result<Vec<LogSource>> {
+    let findings = crate::server_config::nginx::read(conf)
+        .map_err(|e| ConfigError::new(format!("nginx config: {e}")))?;
+    for why in &findings.skipped {
+        tracing::warn!("nginx config: {why}");
+    }
+    if findings.logs.is_empty() {
+        return Err(ConfigError::new(format!(
+            "nginx config {}: no access log the agent can follow",
+            conf.display()
+        ))
+        .into());
+    }
+    let mut sources = Vec::new();
+    for log in findings.logs {
+        let pattern = patterns.resolve(&log.as_format()).map_err(|e| {
+            ConfigError::new(format!(
+                "nginx config: {} (log_format {:?}, for {}): {e}",
+                log.declared_at,
+                log.format_name,
+                log.path.display()
+            ))
+        })?;
+        tracing::info!(
+            "{}: nginx log_format {:?} ({})",
+            log.path.display(),
+            log.format_name,
+            log.declared_at
+        );
+        sources.push(LogSource {
+            path: log.path.display().to_string(),
             pattern,
         });
     }

@@ -250,7 +250,32 @@ fn nginx(text: &str) -> Result<CompiledFormat, String> {
             }
         }
     }
-    Ok(meanings.finish(Split::Template { template, escape }))
+    Ok(prefer_request_uri(
+        meanings.finish(Split::Template { template, escape }),
+    ))
+}
+
+/// `$request_uri` holds the path and the query as the client sent them:
+/// with it, `$uri` and `$args` add nothing but a lookup per line.
+fn prefer_request_uri(mut c: CompiledFormat) -> CompiledFormat {
+    let variable_of = |name: &str| {
+        c.variables
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let has_request_uri = c
+        .fields
+        .get(&Role::Path)
+        .and_then(|v| v.first())
+        .is_some_and(|n| variable_of(n).as_deref() == Some("$request_uri"));
+    if has_request_uri {
+        if let Some(paths) = c.fields.get_mut(&Role::Path) {
+            paths.truncate(1);
+        }
+        c.fields.remove(&Role::Query);
+    }
+    c
 }
 
 /// A format string's literal text and variables, in order.
@@ -331,14 +356,10 @@ fn join_nginx_strings(text: &str) -> Result<String, String> {
                 let mut closed = false;
                 while let Some(c) = chars.next() {
                     match c {
-                        '\\' => {
-                            if let Some(n) = chars.next() {
-                                if n != q {
-                                    out.push('\\');
-                                }
-                                out.push(n);
-                            }
-                        }
+                        '\\' => match chars.next() {
+                            Some(n) => out.push_str(&unescape_nginx(n, q)),
+                            None => out.push('\\'),
+                        },
                         c if c == q => {
                             closed = true;
                             break;
@@ -357,6 +378,40 @@ fn join_nginx_strings(text: &str) -> Result<String, String> {
             }
         }
     }
+}
+
+/// What nginx's config reader makes of a backslash and `next` inside a
+/// string quoted with `quote`: the quote, a backslash, a tab, a newline or
+/// a carriage return; other pairs stay as they are.
+pub fn unescape_nginx(next: char, quote: char) -> String {
+    match next {
+        n if n == quote || n == '\\' => n.to_string(),
+        't' => "\t".into(),
+        'n' => "\n".into(),
+        'r' => "\r".into(),
+        n => format!("\\{n}"),
+    }
+}
+
+/// Quotes `text` as one nginx string, so that [`compile`] (and nginx)
+/// read it back as it is.
+pub fn quote_nginx(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// An `escape=json` format writing a JSON object: each key whose value is
@@ -382,7 +437,7 @@ fn nginx_json(body: &str) -> Result<CompiledFormat, String> {
     if meanings.found.is_empty() {
         return Err("no `\"key\":\"$variable\"` pair in the escape=json format".into());
     }
-    Ok(meanings.finish(Split::Json))
+    Ok(prefer_request_uri(meanings.finish(Split::Json)))
 }
 
 // --------------------------------------------------------------- gunicorn
@@ -702,6 +757,14 @@ mod tests {
             "{:?}",
             c.variables
         );
+    }
+
+    #[test]
+    fn quoted_nginx_strings_read_back_as_they_were() {
+        for text in [r#""$request" $status"#, r"a\b 'q' \t", "tab\there"] {
+            let quoted = quote_nginx(text);
+            assert_eq!(join_nginx_strings(&quoted).unwrap(), text, "{quoted}");
+        }
     }
 
     #[test]
