@@ -191,9 +191,13 @@ pub fn server_config(
     for log in &findings.logs {
         writeln!(
             out,
-            "{}\n  format: {} log_format {:?} ({})",
+            "{}\n  format: {} {} {:?} ({})",
             log.path.display(),
             log.server.key(),
+            match log.server {
+                crate::parse::server_format::Server::Apache => "LogFormat",
+                _ => "log_format",
+            },
             log.format_name,
             log.declared_at
         )?;
@@ -216,7 +220,7 @@ pub fn server_config(
                 if !whole_request {
                     writeln!(
                         out,
-                        "  problem: the format has no $request (or $request_method and $request_uri): its lines give no event"
+                        "  problem: the format has no request line (nor method and path): its lines give no event"
                     )?;
                 }
             }

@@ -119,6 +119,13 @@ pub struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nginx_conf: Option<PathBuf>,
+
+    /// Follow the access logs this Apache config (with its Includes)
+    /// declares with CustomLog, each with its LogFormat
+    /// (/etc/apache2/apache2.conf, /etc/httpd/conf/httpd.conf)
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apache_conf: Option<PathBuf>,
 }
 
 /// `cerberus-agent check`.
@@ -130,7 +137,7 @@ pub struct CheckArgs {
     pub format: String,
 
     /// The log file to check; `-` or nothing reads standard input. With
-    /// --nginx-conf and no FILE: what the config declares (each log, its
+    /// --nginx-conf or --apache-conf and no FILE: what the config declares (each log, its
     /// format, the event fields it fills and those it leaves empty).
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,

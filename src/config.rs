@@ -90,6 +90,9 @@ pub struct Settings {
     /// An nginx config whose access logs are followed, each with its
     /// log_format (besides `log` and `[[logs]]`).
     pub nginx_conf: Option<PathBuf>,
+    /// An Apache config whose CustomLogs are followed, each with its
+    /// LogFormat.
+    pub apache_conf: Option<PathBuf>,
     /// Send sanitised query parameters instead of dropping query strings.
     #[serde(default)]
     pub query_params: bool,

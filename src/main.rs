@@ -14,6 +14,7 @@ use cerberus_agent::agent::End;
 use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs, PatternArgs, RunArgs};
 use cerberus_agent::config::{ConfigError, Layers, LogFormat, Settings};
 use cerberus_agent::metrics::{self, Telemetry};
+use cerberus_agent::parse::server_format::Server;
 use cerberus_agent::parse::{Format, Origin, PatternError};
 use cerberus_agent::plan::{self, Delivery, Plan, RunMode};
 use cerberus_agent::wake::{Wake, Wakes};
@@ -221,11 +222,21 @@ fn list_patterns(settings: &Settings) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    if let (Some(conf), None) = (&settings.nginx_conf, &args.file) {
-        let findings = cerberus_agent::server_config::nginx::read(conf)
-            .map_err(|e| ConfigError::new(format!("nginx config: {e}")))?;
+    let configs: Vec<_> = [
+        (Server::Nginx, &settings.nginx_conf),
+        (Server::Apache, &settings.apache_conf),
+    ]
+    .into_iter()
+    .filter_map(|(server, conf)| conf.clone().map(|c| (server, c)))
+    .collect();
+    if !configs.is_empty() && args.file.is_none() {
         let mut out = io::BufWriter::new(io::stdout().lock());
-        let logs = check::server_config(&findings, &mut out)?;
+        let mut logs = 0;
+        for (server, conf) in configs {
+            let findings = cerberus_agent::server_config::read(server, &conf)
+                .map_err(|e| ConfigError::new(format!("{} config: {e}", server.key())))?;
+            logs += check::server_config(&findings, &mut out)?;
+        }
         io::Write::flush(&mut out)?;
         return Ok(if logs == 0 {
             ExitCode::FAILURE

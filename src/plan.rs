@@ -16,6 +16,7 @@ use crate::config::{ConfigError, Format, Scheme, Settings};
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::{SenderConfig, Wire};
 use crate::event::{EventOptions, Identity};
+use crate::parse::server_format::Server;
 use crate::parse::{Pattern, PatternError, PatternSet};
 use crate::secret::Secret;
 use crate::tail::TailOptions;
@@ -133,9 +134,12 @@ pub struct Plan {
 impl Plan {
     /// The plan for running the agent.
     pub fn from_settings(settings: &Settings, mode: RunMode) -> anyhow::Result<Plan> {
-        if settings.log.is_empty() && settings.logs.is_empty() && nginx_conf(settings).is_none() {
+        if settings.log.is_empty()
+            && settings.logs.is_empty()
+            && server_configs(settings).is_empty()
+        {
             return Err(ConfigError::new(
-                "no log files given: use --log PATH (or `log` in the config file), or --nginx-conf FILE",
+                "no log files given: use --log PATH (or `log` in the config file), --nginx-conf FILE or --apache-conf FILE",
             )
             .into());
         }
@@ -199,8 +203,8 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
             pattern,
         });
     }
-    if let Some(conf) = nginx_conf(settings) {
-        sources.extend(server_config_sources(&conf, patterns)?);
+    for (server, conf) in server_configs(settings) {
+        sources.extend(server_config_sources(server, &conf, patterns)?);
     }
     for table in &settings.logs {
         let pattern = match &table.format {
@@ -217,34 +221,40 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
     Ok(sources)
 }
 
-/// The nginx config to read: `nginx_conf`, or nginx's own when no log is
-/// given at all and it exists.
-pub fn nginx_conf(settings: &Settings) -> Option<PathBuf> {
-    let default = std::path::Path::new(crate::server_config::DEFAULT_NGINX_CONF);
-    match &settings.nginx_conf {
-        Some(p) => Some(p.clone()),
-        None if settings.log.is_empty() && settings.logs.is_empty() && default.exists() => {
-            Some(default.to_owned())
-        }
-        None => None,
+/// The servers' configs to read: `nginx_conf` and `apache_conf`, or
+/// nginx's own when nothing at all is given and it exists.
+pub fn server_configs(settings: &Settings) -> Vec<(Server, PathBuf)> {
+    let mut out = Vec::new();
+    if let Some(p) = &settings.nginx_conf {
+        out.push((Server::Nginx, p.clone()));
     }
+    if let Some(p) = &settings.apache_conf {
+        out.push((Server::Apache, p.clone()));
+    }
+    let default = std::path::Path::new(crate::server_config::DEFAULT_NGINX_CONF);
+    if out.is_empty() && settings.log.is_empty() && settings.logs.is_empty() && default.exists() {
+        out.push((Server::Nginx, default.to_owned()));
+    }
+    out
 }
 
-/// The access logs an nginx config declares, each with its format. What
+/// The access logs a server's config declares, each with its format. What
 /// it had to leave out is warned about; a config that names none is an
 /// error.
 fn server_config_sources(
+    server: Server,
     conf: &std::path::Path,
     patterns: &mut PatternSet,
 ) -> anyhow::Result<Vec<LogSource>> {
-    let findings = crate::server_config::nginx::read(conf)
-        .map_err(|e| ConfigError::new(format!("nginx config: {e}")))?;
+    let what = format!("{} config", server.key());
+    let findings = crate::server_config::read(server, conf)
+        .map_err(|e| ConfigError::new(format!("{what}: {e}")))?;
     for why in &findings.skipped {
-        tracing::warn!("nginx config: {why}");
+        tracing::warn!("{what}: {why}");
     }
     if findings.logs.is_empty() {
         return Err(ConfigError::new(format!(
-            "nginx config {}: no access log the agent can follow",
+            "{what} {}: no access log the agent can follow",
             conf.display()
         ))
         .into());
@@ -253,15 +263,16 @@ fn server_config_sources(
     for log in findings.logs {
         let pattern = patterns.resolve(&log.as_format()).map_err(|e| {
             ConfigError::new(format!(
-                "nginx config: {} (log_format {:?}, for {}): {e}",
+                "{what}: {} (format {:?}, for {}): {e}",
                 log.declared_at,
                 log.format_name,
                 log.path.display()
             ))
         })?;
         tracing::info!(
-            "{}: nginx log_format {:?} ({})",
+            "{}: {} format {:?} ({})",
             log.path.display(),
+            server.key(),
             log.format_name,
             log.declared_at
         );

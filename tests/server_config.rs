@@ -231,3 +231,248 @@ http {{
         }
     }
 }
+
+/// Waits until something listens on `port`, or panics with `log`'s text.
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not listen on 127.0.0.1:{port}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A request to the recording app (tests/samples/app.py), which answers
+/// with the status and the X-Cerberus-Metrics header it is asked for.
+fn app_request(port: u16, target: &str, status: u16, metrics: Option<&str>, forwarded: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let metrics = metrics
+        .map(|m| format!("X-Want-Metrics: {m}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: test\r\nUser-Agent: agent \"q\" é\r\nX-Want-Status: {status}\r\nX-Forwarded-For: {forwarded}\r\n{metrics}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+}
+
+/// gunicorn with a custom `access_log_format` (response time in µs, a
+/// request header, the metrics header), read with `--format 'gunicorn:…'`
+/// given the same string.
+#[test]
+fn gunicorn_custom_access_log_format_given_as_is_gives_every_event() {
+    let gunicorn = common::repo().join("target/test-venv/bin/gunicorn");
+    assert!(
+        gunicorn.exists(),
+        "gunicorn is not installed: tests/setup.sh installs it into target/test-venv"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let errors = dir.path().join("error.log");
+    let format = r#"%(h)s %(t)s "%(r)s" %(s)s %(B)s %(D)s "%({x-forwarded-for}i)s" "%(a)s" "%({x-cerberus-metrics}o)s""#;
+    let port = free_port();
+    let mut server = Command::new(&gunicorn)
+        .args(["--workers", "1", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--access-logfile")
+        .arg(&log)
+        .arg("--error-logfile")
+        .arg(&errors)
+        .args(["--access-logformat", format, "app:application"])
+        .env("PYTHONPATH", common::repo().join("tests/samples"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start gunicorn");
+    wait_for_port(port, "gunicorn", &errors);
+    let cases = [
+        ("/shop/cart?id=1", 200, Some(r#"{"cart_items":3}"#)),
+        ("/api/orders", 201, None),
+        ("/gone", 404, Some(r#"{"why":"gone"}"#)),
+    ];
+    for (target, status, metrics) in cases {
+        app_request(port, target, status, metrics, "203.0.113.7, 10.0.0.1");
+    }
+    common::agent_process::send_sigterm(server.id());
+    let _ = server.wait();
+
+    let out = agent(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--format",
+        &format!("gunicorn:{format}"),
+        "--once",
+        "--no-checkpoints",
+        "--stdout",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events.len(),
+        cases.len(),
+        "{stderr}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    for ((target, status, metrics), e) in cases.iter().zip(&events) {
+        assert_eq!(e["endpoint"], target.split('?').next().unwrap(), "{e}");
+        assert_eq!(e["status"], *status, "{e}");
+        assert_eq!(e["remote_addr"], "127.0.0.1", "{e}");
+        assert_eq!(e["user_agent"], "agent \"q\" é", "{e}");
+        // %(D)s is in microseconds: a real, small, positive duration.
+        let ms = e["duration_ms"].as_f64().unwrap_or(-1.0);
+        assert!(ms > 0.0 && ms < 5000.0, "{e}");
+        let want: Value = metrics
+            .map(|m| serde_json::from_str(m).unwrap())
+            .unwrap_or(serde_json::json!({}));
+        assert_eq!(e["custom_data"], want, "{e}");
+    }
+}
+
+/// Apache httpd (Debian's apache2) with a ServerRoot of the test's own: an
+/// `IncludeOptional`d site with two `CustomLog`s in two custom
+/// `LogFormat`s (one with %D and the metrics header, one with its own
+/// strftime time and %{ms}T); `--apache-conf` gives every request of both.
+#[test]
+fn apache_conf_with_includes_gives_every_request_of_both_logs_its_event() {
+    let apache = PathBuf::from("/usr/sbin/apache2");
+    assert!(
+        apache.exists(),
+        "apache2 is not installed: tests/setup.sh installs it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    for d in ["sites", "logs", "www/shop"] {
+        std::fs::create_dir_all(work.join(d)).unwrap();
+    }
+    // The workers (www-data, when started as root) read the documents.
+    for d in ["", "www", "www/shop"] {
+        std::fs::set_permissions(
+            work.join(d),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    for n in (0..6).step_by(2) {
+        let page = work.join(format!("www/shop/item{n}.html"));
+        std::fs::write(&page, "ok\n").unwrap();
+        std::fs::set_permissions(
+            page,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let port = free_port();
+    let mods = "/usr/lib/apache2/modules";
+    let user = if common::agent_process::is_root() {
+        "User www-data\nGroup www-data\n"
+    } else {
+        ""
+    };
+    let conf = work.join("httpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"# the test's own Apache
+ServerRoot {work}
+PidFile {work}/httpd.pid
+ErrorLog {work}/error.log
+DefaultRuntimeDir {work}
+Listen 127.0.0.1:{port}
+ServerName localhost
+LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule headers_module {mods}/mod_headers.so
+{user}DocumentRoot {work}/www
+<Directory {work}/www>
+    Require all granted
+</Directory>
+LogFormat "%a %l %u %t \"%r\" %>s %b %D \"%{{User-Agent}}i\" \"%{{X-Cerberus-Metrics}}o\"" withmetrics
+LogFormat "%h [%{{%Y-%m-%dT%H:%M:%S%z}}t] \"%m %U%q %H\" %>s %{{ms}}T" \
+    short
+IncludeOptional sites/*.conf
+"#,
+            work = work.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("sites/test.conf"),
+        "Header always set X-Cerberus-Metrics \"{\\\"hits\\\":1}\"\nCustomLog logs/main.log withmetrics\nCustomLog \"logs/short.log\" short\nCustomLog \"|/bin/cat\" withmetrics\n",
+    )
+    .unwrap();
+    let errors = work.join("error.log");
+    let mut server = Command::new(&apache)
+        .arg("-f")
+        .arg(&conf)
+        .arg("-DFOREGROUND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start apache2");
+    wait_for_port(port, "apache2", &errors);
+    let mut expected = Vec::new();
+    for n in 0..6 {
+        let (target, status) = match n % 2 {
+            0 => (format!("/shop/item{n}.html?n={n}"), 200),
+            _ => (format!("/missing/{n}"), 404),
+        };
+        let ua = format!("client \"{n}\" é");
+        assert_eq!(request(port, "GET", &target, &ua), status);
+        expected.push((target, status, ua));
+    }
+    common::agent_process::send_sigterm(server.id());
+    let _ = server.wait();
+
+    let out = agent(&["check", "--apache-conf", conf.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("2 access logs to follow, 1 left out"),
+        "{report}"
+    );
+    assert!(report.contains("a piped log"), "{report}");
+
+    let out = agent(&[
+        "--apache-conf",
+        conf.to_str().unwrap(),
+        "--once",
+        "--no-checkpoints",
+        "--stdout",
+        "--pattern-dir",
+        "/nonexistent",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2 * expected.len(), "{stderr}");
+    for (target, status, ua) in &expected {
+        let path = target.split('?').next().unwrap();
+        let both: Vec<&Value> = events.iter().filter(|e| e["endpoint"] == *path).collect();
+        assert_eq!(both.len(), 2, "{path} once in each log: {events:?}");
+        for e in both {
+            assert_eq!(e["status"], *status, "{e}");
+            assert_eq!(e["method"], "GET", "{e}");
+            assert_eq!(e["remote_addr"], "127.0.0.1", "{e}");
+            assert!(e["duration_ms"].is_number(), "{e}");
+            assert!(
+                e["timestamp"].as_str().is_some_and(|t| t.starts_with("20")),
+                "{e}"
+            );
+            if e.get("user_agent").is_some_and(|u| !u.is_null()) {
+                // The log with the user agent also has the metrics header.
+                assert_eq!(e["user_agent"], *ua, "{e}");
+                assert_eq!(e["custom_data"], serde_json::json!({"hits": 1}), "{e}");
+            }
+        }
+    }
+}

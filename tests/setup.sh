@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 # reads the .rpm (rpm), checks the unit (systemd-analyze), runs the agent as
 # its service user (runuser) and traces its system calls (strace).
 need=()
+# tests/server_config.rs runs the real nginx and Apache (apache2) with
+# configs of its own.
 for pair in logrotate:logrotate nginx:nginx-light gzip:gzip setpriv:util-linux \
-    runuser:util-linux rpm:rpm systemd-analyze:systemd adduser:adduser strace:strace; do
+    runuser:util-linux rpm:rpm systemd-analyze:systemd adduser:adduser strace:strace \
+    apache2:apache2; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -24,10 +27,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # A Python virtual environment with the `websockets` package, for the test
-# that runs a backend speaking only the middleware's exchange, and
-# `prometheus_client`, whose parser checks the agent's metrics exposition.
+# that runs a backend speaking only the middleware's exchange,
+# `prometheus_client`, whose parser checks the agent's metrics exposition,
+# and `gunicorn`, the real server behind the custom access_log_format test.
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import websockets, prometheus_client' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn' >/dev/null 2>&1; then
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1'
+  "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1' 'gunicorn==23.0.0'
 fi

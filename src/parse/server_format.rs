@@ -128,6 +128,31 @@ impl Meanings {
             .push((name.to_owned(), variable.to_owned(), meaning));
     }
 
+    /// When the template ends with the last field, and that field's name
+    /// passes `joins`, `name` (written `variable`) is written right after
+    /// it with nothing between: they become one field (`uri__is_args`),
+    /// which keeps the last one's meaning. False when it did not apply.
+    fn extend_last(
+        &mut self,
+        template: &mut String,
+        name: &str,
+        variable: &str,
+        joins: impl Fn(&str) -> bool,
+    ) -> bool {
+        let Some((last, written, _)) = self.found.last_mut() else {
+            return false;
+        };
+        let placeholder = format!("${{{last}}}");
+        if !template.ends_with(&placeholder) || !joins(last) {
+            return false;
+        }
+        template.truncate(template.len() - placeholder.len());
+        *last = format!("{last}__{name}");
+        written.push_str(variable);
+        template.push_str(&format!("${{{last}}}"));
+        true
+    }
+
     /// Each role's fields, best rank first (then in format order). The
     /// timestamp and the response time have one format or unit per
     /// pattern: only their best field is kept.
@@ -218,6 +243,9 @@ fn nginx_meaning(var: &str) -> Option<Meaning> {
     }
 }
 
+/// nginx variables that together write a request target.
+const TARGET_PARTS: &[&str] = &["uri", "document_uri", "is_args", "args", "query_string"];
+
 /// nginx's `log_format` text, optionally starting with `escape=…`. Several
 /// quoted strings, as nginx allows them, are joined first.
 fn nginx(text: &str) -> Result<CompiledFormat, String> {
@@ -244,6 +272,12 @@ fn nginx(text: &str) -> Result<CompiledFormat, String> {
     for piece in nginx_pieces(&body)? {
         match piece {
             Piece::Literal(l) => template.push_str(&l),
+            // `$uri$is_args$args` writes one request target: one field.
+            Piece::Variable(var)
+                if TARGET_PARTS.contains(&var.as_str())
+                    && meanings.extend_last(&mut template, &var, &format!("${var}"), |n| {
+                        n.split("__").all(|p| TARGET_PARTS.contains(&p))
+                    }) => {}
             Piece::Variable(var) => {
                 template.push_str(&format!("${{{var}}}"));
                 meanings.add(&var, &format!("${var}"), nginx_meaning(&var));
@@ -621,6 +655,13 @@ fn apache(text: &str) -> Result<CompiledFormat, String> {
                 }
             }
         }
+        // `%U%q` writes one request target: one field.
+        if letter == 'q'
+            && arg.is_none()
+            && meanings.extend_last(&mut template, "q", "%q", |n| n == "U")
+        {
+            continue;
+        }
         template.push_str(&format!("${{{name}}}"));
         let variable = match &arg {
             Some(a) => format!("%{{{a}}}{letter}"),
@@ -803,6 +844,27 @@ mod tests {
         assert!(e.contains("%(zz)s"), "{e}");
         let e = compile(Server::Gunicorn, "%(h)s %h").unwrap_err();
         assert!(e.contains("%h"), "{e}");
+    }
+
+    #[test]
+    fn a_target_written_in_parts_is_one_field() {
+        let c = compile(
+            Server::Nginx,
+            r#"'"$request_method $uri$is_args$args $server_protocol" $status'"#,
+        )
+        .unwrap();
+        assert_eq!(
+            template_of(&c).0,
+            r#""${request_method} ${uri__is_args__args} ${server_protocol}" ${status}"#
+        );
+        assert_eq!(
+            c.fields.get(&Role::Path),
+            Some(&vec!["uri__is_args__args".to_owned()])
+        );
+        let c = compile(Server::Apache, r#""%m %U%q %H" %>s"#).unwrap();
+        assert_eq!(template_of(&c).0, r#""${m} ${U__q} ${H}" ${s}"#);
+        assert_eq!(c.fields.get(&Role::Path), Some(&vec!["U__q".to_owned()]));
+        assert_eq!(c.fields.get(&Role::Query), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The servers' own configuration: which access logs a web server writes,
 //! and in which format, read from its config files, so that following them
-//! needs no `--log` and no pattern file (`--nginx-conf`).
+//! needs no `--log` and no pattern file (`--nginx-conf`, `--apache-conf`).
 //!
 //! A reader returns [`Findings`]: each log file with its server format
 //! string (compiled later like `--format 'nginx:…'`), and a message for
@@ -8,6 +8,7 @@
 //! compressed log, a file written in two formats). A config that cannot be
 //! read is a [`ReadError`] naming the file and the line.
 
+pub mod apache;
 pub mod nginx;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,19 @@ use crate::parse::server_format::Server;
 /// The config read when `--nginx-conf` is not given, no log is, and it
 /// exists.
 pub const DEFAULT_NGINX_CONF: &str = "/etc/nginx/nginx.conf";
+
+/// Reads a server's config for its access logs.
+pub fn read(server: Server, main: &Path) -> Result<Findings, ReadError> {
+    match server {
+        Server::Nginx => nginx::read(main),
+        Server::Apache => apache::read(main),
+        Server::Gunicorn => Err(ReadError::at(
+            main,
+            0,
+            "gunicorn's config is Python: give its access_log_format with --format 'gunicorn:…'",
+        )),
+    }
+}
 
 /// A log file a server writes, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]

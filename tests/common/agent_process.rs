@@ -145,3 +145,15 @@ pub fn id_of(event: &Value) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected event {event}"))
 }
+
+/// Whether the tests run as root (servers then switch to their own user).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
