@@ -11,6 +11,10 @@
 //! out at ~220 bytes), so every pattern is measured on the same traffic. One
 //! iteration handles all of them into a reused buffer; criterion reports
 //! lines per second (`thrpt`). Run: `cargo bench --bench parse`.
+//!
+//! The `server_format` group measures the servers' format strings as the
+//! agent compiles them (the template splitter) against the same formats
+//! written by hand as regular expressions, on the same lines.
 
 use std::hint::black_box;
 
@@ -145,9 +149,8 @@ fn render(format: &str, r: &Request) -> String {
     }
 }
 
-fn per_pattern(c: &mut Criterion) {
-    let set = PatternSet::bundled().expect("bundled patterns");
-    let options = EventOptions {
+fn bench_options() -> EventOptions {
+    EventOptions {
         identity: Identity {
             token: "bench-token".into(),
             client_id: "bench".into(),
@@ -155,7 +158,12 @@ fn per_pattern(c: &mut Criterion) {
         secret_key: Some(Secret::new("bench-secret")),
         query_params: false,
         default_https: None,
-    };
+    }
+}
+
+fn per_pattern(c: &mut Criterion) {
+    let set = PatternSet::bundled().expect("bundled patterns");
+    let options = bench_options();
     let requests = requests();
     let mut group = c.benchmark_group("line");
     group.throughput(Throughput::Elements(LINES as u64));
@@ -202,9 +210,103 @@ fn per_pattern(c: &mut Criterion) {
     group.finish();
 }
 
+/// The servers' format strings, compiled (`nginx = '…'`: the template
+/// splitter), next to the same formats written by hand as regular
+/// expressions with named groups, the way a pattern file could say them:
+/// same lines, same events, same escaping.
+const REGEX_EQUIVALENTS: &[(&str, &str, &str)] = &[
+    (
+        "nginx_combined",
+        "nginx",
+        r#"^(?P<remote_addr>\S+) - (?P<remote_user>\S+) \[(?P<time_local>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d+|-) (?P<body_bytes_sent>\d+|-) "(?P<http_referer>[^"]*)" "(?P<http_user_agent>[^"]*)"$"#,
+    ),
+    (
+        "apache_combined",
+        "apache",
+        r#"^(?P<h>\S+) (?P<l>\S+) (?P<u>\S+) \[(?P<t>[^\]]+)\] "(?P<r>(?:[^"\\]|\\.)*)" (?P<s>\d+|-) (?P<b>\d+|-) "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)"$"#,
+    ),
+    (
+        "gunicorn_cerberus",
+        "gunicorn",
+        r#"^(?P<h>\S+) (?P<l>\S+) (?P<u>\S+) \[(?P<t>[^\]]+)\] "(?P<r>(?:[^"\\]|\\.)*)" (?P<s>\d+|-) (?P<b>\d+|-) "(?P<f>(?:[^"\\]|\\.)*)" "(?P<a>(?:[^"\\]|\\.)*)" (?P<L>[\d.]+|-) "(?P<metrics>(?:[^"\\]|\\.)*)"$"#,
+    ),
+];
+
+/// The `[fields]` table of a hand-written pattern, by format.
+fn regex_fields(name: &str) -> &'static str {
+    match name {
+        "nginx_combined" => {
+            "client_ip = \"remote_addr\"\nrequest = \"request\"\ntimestamp = \"time_local\"\nstatus = \"status\"\nbytes_sent = \"body_bytes_sent\"\nuser_agent = \"http_user_agent\"\n"
+        }
+        "apache_combined" => {
+            "client_ip = \"h\"\nrequest = \"r\"\ntimestamp = \"t\"\nstatus = \"s\"\nbytes_sent = \"b\"\nuser_agent = \"agent\"\n"
+        }
+        _ => {
+            "client_ip = \"h\"\nrequest = \"r\"\ntimestamp = \"t\"\nstatus = \"s\"\nbytes_sent = \"b\"\nuser_agent = \"a\"\nresponse_time = \"L\"\nmetrics = \"metrics\"\n"
+        }
+    }
+}
+
+fn compiled_vs_regex(c: &mut Criterion) {
+    let set = PatternSet::bundled().expect("bundled patterns");
+    let options = bench_options();
+    let requests = requests();
+    let mut group = c.benchmark_group("server_format");
+    group.throughput(Throughput::Elements(LINES as u64));
+    for (name, escape, regex) in REGEX_EQUIVALENTS {
+        let lines: Vec<Vec<u8>> = requests
+            .iter()
+            .map(|r| render(name, r).into_bytes())
+            .collect();
+        let text = format!(
+            "description = \"hand-written\"\ntimestamp_format = \"%d/%b/%Y:%H:%M:%S %z\"\n[split]\nkind = \"regex\"\nescape = \"{escape}\"\nregex = '''{regex}'''\n[fields]\n{}",
+            regex_fields(name)
+        );
+        let by_hand = cerberus_agent::parse::Pattern::from_toml(
+            &text,
+            "by_hand",
+            cerberus_agent::parse::Origin::Bundled,
+        )
+        .expect("the hand-written regex pattern compiles");
+        let compiled = set.get(name).expect("bundled");
+        for (kind, pattern) in [("compiled", compiled), ("regex", std::sync::Arc::new(by_hand))] {
+            let mut handler = LineHandler::new(pattern, &options);
+            let mut out = Vec::with_capacity(LINES * 600);
+            // Both give an event for every line, or the comparison means
+            // nothing.
+            for (i, line) in lines.iter().enumerate() {
+                let pos = LinePosition {
+                    source: 1,
+                    offset: i as u64,
+                };
+                assert_eq!(
+                    handler.handle(line, pos, &mut out),
+                    cerberus_agent::pipeline::LineOutcome::Event,
+                    "{name} {kind}: {}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+            group.bench_function(format!("{name}/{kind}"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    for (i, line) in lines.iter().enumerate() {
+                        let pos = LinePosition {
+                            source: 1,
+                            offset: i as u64,
+                        };
+                        black_box(handler.handle(line, pos, &mut out));
+                    }
+                    black_box(out.len())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
-    targets = per_pattern
+    targets = per_pattern, compiled_vs_regex
 }
 criterion_main!(benches);
