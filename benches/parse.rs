@@ -269,7 +269,10 @@ fn compiled_vs_regex(c: &mut Criterion) {
         )
         .expect("the hand-written regex pattern compiles");
         let compiled = set.get(name).expect("bundled");
-        for (kind, pattern) in [("compiled", compiled), ("regex", std::sync::Arc::new(by_hand))] {
+        for (kind, pattern) in [
+            ("compiled", compiled),
+            ("regex", std::sync::Arc::new(by_hand)),
+        ] {
             let mut handler = LineHandler::new(pattern, &options);
             let mut out = Vec::with_capacity(LINES * 600);
             // Both give an event for every line, or the comparison means

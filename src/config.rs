@@ -55,6 +55,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the event's client address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ClientIpFrom {
+    /// The address the server saw (`$remote_addr`, `%h`).
+    #[default]
+    RemoteAddr,
+    /// The X-Forwarded-For header, behind `trusted_proxies`.
+    XForwardedFor,
+}
+
 /// `http` or `https`, for lines that do not log the scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scheme {
@@ -100,6 +111,13 @@ pub struct Settings {
     /// that do not log it.
     #[serde(default, deserialize_with = "one_of_optional")]
     pub default_scheme: Option<Scheme>,
+    /// `remote_addr` (default) or `x_forwarded_for`: the client behind the
+    /// `trusted_proxies`, as nginx's realip module finds it.
+    #[serde(default, deserialize_with = "one_of")]
+    pub client_ip_from: ClientIpFrom,
+    /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// How the agent's own messages are written: `text` or `json`.
     #[serde(default, deserialize_with = "one_of")]
     pub log_format: LogFormat,
@@ -387,6 +405,7 @@ impl Layers {
                 .with_list_parse_key("log")
                 .with_list_parse_key("exclude")
                 .with_list_parse_key("pattern_dirs")
+                .with_list_parse_key("trusted_proxies")
                 .source(Some(env)),
         );
         if !self.flags.is_empty() {

@@ -245,7 +245,7 @@ fn run_check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> 
         });
     }
     let mut set = plan::load_patterns(settings)?;
-    let options = plan::event_options(settings);
+    let options = plan::event_options(settings)?;
     let format = Format::from(args.format.as_str());
     let mut out = io::BufWriter::new(io::stdout().lock());
     let input: Box<dyn io::Read> = match args.file.as_deref() {

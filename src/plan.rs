@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Format, Scheme, Settings};
+use crate::config::{ClientIpFrom, ConfigError, Format, Scheme, Settings};
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::{SenderConfig, Wire};
+use crate::event::real_ip::RealIp;
 use crate::event::{EventOptions, Identity};
 use crate::parse::server_format::Server;
 use crate::parse::{Pattern, PatternError, PatternSet};
@@ -163,7 +164,7 @@ impl Plan {
             sources,
             tail,
             state_dir: (!mode.no_checkpoints).then(|| settings.state_dir.clone()),
-            event: event_options(settings),
+            event: event_options(settings)?,
             key: key_source(settings),
             delivery: delivery(settings)?,
             once: mode.once,
@@ -316,8 +317,21 @@ pub fn load_patterns(settings: &Settings) -> Result<PatternSet, PatternError> {
 
 /// What the event builder needs; the secret key as configured (a key to
 /// fetch is not known yet).
-pub fn event_options(settings: &Settings) -> EventOptions {
-    EventOptions {
+pub fn event_options(settings: &Settings) -> Result<EventOptions, ConfigError> {
+    let real_ip = match settings.client_ip_from {
+        ClientIpFrom::RemoteAddr => None,
+        ClientIpFrom::XForwardedFor if settings.trusted_proxies.is_empty() => {
+            return Err(ConfigError::new(
+                "client_ip_from = \"x_forwarded_for\" needs trusted_proxies: the proxies (addresses or CIDR ranges) whose X-Forwarded-For header is believed",
+            ));
+        }
+        ClientIpFrom::XForwardedFor => Some(Arc::new(
+            RealIp::new(&settings.trusted_proxies)
+                .map_err(|e| ConfigError::new(format!("key `trusted_proxies`: {e}")))?,
+        )),
+    };
+    Ok(EventOptions {
+        real_ip,
         identity: Identity {
             token: settings
                 .token
@@ -329,7 +343,7 @@ pub fn event_options(settings: &Settings) -> EventOptions {
         secret_key: settings.secret_key.clone(),
         query_params: settings.query_params,
         default_https: settings.default_scheme.map(|s| s == Scheme::Https),
-    }
+    })
 }
 
 fn key_source(settings: &Settings) -> KeySource {

@@ -333,6 +333,43 @@ fn gunicorn_custom_access_log_format_given_as_is_gives_every_event() {
             .unwrap_or(serde_json::json!({}));
         assert_eq!(e["custom_data"], want, "{e}");
     }
+
+    // Behind trusted proxies (127.0.0.1 saw the request, 10.0.0.1 forwarded
+    // it), the client is the first untrusted hop of X-Forwarded-For.
+    let out = Command::new(common::agent_bin())
+        .args([
+            "--log",
+            log.to_str().unwrap(),
+            "--format",
+            &format!("gunicorn:{format}"),
+        ])
+        .args(["--once", "--no-checkpoints", "--stdout"])
+        .env("CERBERUS_CLIENT_IP_FROM", "x_forwarded_for")
+        .env("CERBERUS_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cerberus-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(e["remote_addr"], "203.0.113.7", "{e}");
+    }
+    // Without trusted proxies the setting is refused, not ignored.
+    let out = Command::new(common::agent_bin())
+        .args([
+            "--log",
+            log.to_str().unwrap(),
+            "--once",
+            "--no-checkpoints",
+            "--stdout",
+        ])
+        .env("CERBERUS_CLIENT_IP_FROM", "x_forwarded_for")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cerberus-agent");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs trusted_proxies"));
 }
 
 /// Apache httpd (Debian's apache2) with a ServerRoot of the test's own: an

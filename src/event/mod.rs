@@ -10,6 +10,7 @@
 //! lies in which file.
 
 pub mod endpoint;
+pub mod real_ip;
 pub mod sanitize;
 
 use std::borrow::Cow;
@@ -50,6 +51,8 @@ pub struct EventOptions {
     pub query_params: bool,
     /// Overrides the pattern's `default_scheme` when set.
     pub default_https: Option<bool>,
+    /// With `client_ip_from = "x_forwarded_for"`: the trusted proxies.
+    pub real_ip: Option<std::sync::Arc<real_ip::RealIp>>,
 }
 
 /// Where a line is: which file content (the tailer's stream id, the same
@@ -86,6 +89,7 @@ pub struct EventBuilder {
     timestamps: Option<TimestampConverter>,
     send_query: bool,
     https: bool,
+    real_ip: Option<Arc<real_ip::RealIp>>,
 }
 
 impl EventBuilder {
@@ -108,6 +112,7 @@ impl EventBuilder {
             prefix,
             ips: IpPseudonymiser::new(options.secret_key.as_ref().map(Secret::expose)),
             send_query: options.query_params,
+            real_ip: options.real_ip.clone(),
         }
     }
 
@@ -156,7 +161,14 @@ impl EventBuilder {
 
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(b"\"remote_addr\":");
-        match fields.text(Role::ClientIp) {
+        let peer = fields.text(Role::ClientIp);
+        let client = match (&self.real_ip, &peer, fields.text(Role::ForwardedFor)) {
+            (Some(real), Some(peer), Some(forwarded)) => {
+                Some(Cow::Owned(real.client(peer, &forwarded).into_owned()))
+            }
+            _ => peer,
+        };
+        match client {
             Some(ip) => push_json_str(out, self.ips.pseudonymise(&ip)),
             None => out.extend_from_slice(b"null"),
         }

@@ -33,11 +33,14 @@ pub enum Role {
     UserAgent,
     /// The application's custom metrics (JSON).
     Metrics,
+    /// The X-Forwarded-For request header: the client behind trusted
+    /// proxies (used with `client_ip_from = "x_forwarded_for"`).
+    ForwardedFor,
 }
 
 impl Role {
     /// Every role, in the order of [`Fields`] slots.
-    pub const ALL: [Role; 12] = [
+    pub const ALL: [Role; 13] = [
         Role::ClientIp,
         Role::Request,
         Role::Method,
@@ -50,6 +53,7 @@ impl Role {
         Role::BytesSent,
         Role::UserAgent,
         Role::Metrics,
+        Role::ForwardedFor,
     ];
 
     /// The key that maps this role in a pattern file's `[fields]` table.
@@ -67,6 +71,7 @@ impl Role {
             Role::BytesSent => "bytes_sent",
             Role::UserAgent => "user_agent",
             Role::Metrics => "metrics",
+            Role::ForwardedFor => "forwarded_for",
         }
     }
 

@@ -204,6 +204,7 @@ fn header_field(header: &str) -> String {
 fn header_meaning(kind: char, header: &str) -> Option<Meaning> {
     match (kind, header.to_ascii_lowercase().as_str()) {
         ('i', "user-agent") => Meaning::of(Role::UserAgent, 0),
+        ('i', "x-forwarded-for") => Meaning::of(Role::ForwardedFor, 0),
         ('o', METRICS_HEADER) => Meaning::of(Role::Metrics, 0),
         _ => None,
     }
@@ -231,6 +232,7 @@ fn nginx_meaning(var: &str) -> Option<Meaning> {
         "bytes_sent" => Meaning::of(Role::BytesSent, 1),
         "request_time" => Meaning::duration(TimeUnit::Seconds, 0),
         "http_user_agent" => Meaning::of(Role::UserAgent, 0),
+        "http_x_forwarded_for" => Meaning::of(Role::ForwardedFor, 0),
         _ => {
             let header = var
                 .strip_prefix("upstream_http_")
