@@ -158,6 +158,7 @@ fn bench_options() -> EventOptions {
         secret_key: Some(Secret::new("bench-secret")),
         query_params: false,
         default_https: None,
+        real_ip: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn options() -> EventOptions {
         secret_key: Some(Secret::new("sample-secret")),
         query_params: true,
         default_https: None,
+        real_ip: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn handlers() -> &'static Mutex<Vec<LineHandler>> {
             secret_key: Some(Secret::new("fuzz-secret")),
             query_params: true,
             default_https: None,
+            real_ip: None,
         };
         Mutex::new(
             set.iter()
