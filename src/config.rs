@@ -118,6 +118,9 @@ pub struct Settings {
     /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// A response header besides X-Cerberus-Metrics that carries custom
+    /// metrics, in the servers' format strings.
+    pub metrics_header: Option<String>,
     /// How the agent's own messages are written: `text` or `json`.
     #[serde(default, deserialize_with = "one_of")]
     pub log_format: LogFormat,

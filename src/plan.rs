@@ -312,7 +312,7 @@ pub fn load_patterns(settings: &Settings) -> Result<PatternSet, PatternError> {
             );
         }
     }
-    PatternSet::load(&settings.pattern_dirs)
+    PatternSet::load_with(&settings.pattern_dirs, settings.metrics_header.as_deref())
 }
 
 /// What the event builder needs; the secret key as configured (a key to

@@ -50,6 +50,9 @@ pub fn bundled_names() -> impl Iterator<Item = &'static str> {
 #[derive(Debug, Clone)]
 pub struct PatternSet {
     patterns: Vec<Arc<Pattern>>,
+    /// The `metrics_header` setting, for the server format strings of
+    /// user patterns and `--format` (the bundled ones name theirs).
+    metrics_header: Option<String>,
 }
 
 impl PatternSet {
@@ -59,7 +62,10 @@ impl PatternSet {
         for (name, text) in BUNDLED {
             patterns.push(Arc::new(Pattern::from_toml(text, name, Origin::Bundled)?));
         }
-        let mut set = PatternSet { patterns };
+        let mut set = PatternSet {
+            patterns,
+            metrics_header: None,
+        };
         set.sort();
         Ok(set)
     }
@@ -68,7 +74,13 @@ impl PatternSet {
     /// not exist are skipped: they are optional). A user pattern replaces a
     /// bundled or earlier one of the same name.
     pub fn load(dirs: &[PathBuf]) -> Result<Self, PatternError> {
+        Self::load_with(dirs, None)
+    }
+
+    /// As [`PatternSet::load`], with the `metrics_header` setting.
+    pub fn load_with(dirs: &[PathBuf], metrics_header: Option<&str>) -> Result<Self, PatternError> {
         let mut set = Self::bundled()?;
+        set.metrics_header = metrics_header.map(str::to_owned);
         for dir in dirs {
             for path in toml_files_in(dir)? {
                 set.add_file(&path)?;
@@ -85,10 +97,11 @@ impl PatternSet {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let pattern = Arc::new(Pattern::from_toml(
+        let pattern = Arc::new(Pattern::from_toml_with(
             &text,
             &stem,
             Origin::File(path.to_owned()),
+            self.metrics_header.as_deref(),
         )?);
         self.patterns.retain(|p| p.name != pattern.name);
         self.patterns.push(pattern.clone());
@@ -226,7 +239,8 @@ impl PatternSet {
                     return Ok(Some(p));
                 }
                 let pattern =
-                    Pattern::from_server_format(*server, text).map_err(|e| e.to_string())?;
+                    Pattern::from_server_format(*server, text, self.metrics_header.as_deref())
+                        .map_err(|e| e.to_string())?;
                 let pattern = Arc::new(pattern);
                 self.patterns.push(pattern.clone());
                 Ok(Some(pattern))

@@ -218,12 +218,33 @@ impl Pattern {
         };
         let file: PatternFile =
             toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
-        Self::build(file, fallback_name, origin, &where_)
+        Self::build(file, fallback_name, origin, &where_, None)
+    }
+
+    /// As [`Pattern::from_toml`], with the `metrics_header` setting applied
+    /// to a server format string.
+    pub fn from_toml_with(
+        text: &str,
+        fallback_name: &str,
+        origin: Origin,
+        metrics_header: Option<&str>,
+    ) -> Result<Self, PatternError> {
+        let where_ = match &origin {
+            Origin::Bundled | Origin::Flag => fallback_name.to_owned(),
+            Origin::File(p) => p.display().to_string(),
+        };
+        let file: PatternFile =
+            toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
+        Self::build(file, fallback_name, origin, &where_, metrics_header)
     }
 
     /// A pattern from a server's format string alone (`--format
     /// 'nginx:…'`), named by what was given.
-    pub fn from_server_format(server: Server, text: &str) -> Result<Self, PatternError> {
+    pub fn from_server_format(
+        server: Server,
+        text: &str,
+        metrics_header: Option<&str>,
+    ) -> Result<Self, PatternError> {
         let name = format!("{}:{text}", server.key());
         let mut file = PatternFile {
             description: Some(format!("{} format given with --format", server.key())),
@@ -235,7 +256,7 @@ impl Pattern {
             Server::Gunicorn => file.gunicorn = Some(text.to_owned()),
             Server::Apache => file.apache = Some(text.to_owned()),
         }
-        Self::build(file, &name, Origin::Flag, &name)
+        Self::build(file, &name, Origin::Flag, &name, metrics_header)
     }
 
     fn build(
@@ -243,13 +264,14 @@ impl Pattern {
         fallback_name: &str,
         origin: Origin,
         where_: &str,
+        metrics_header: Option<&str>,
     ) -> Result<Self, PatternError> {
         let where_ = where_.to_owned();
         let name = file
             .name
             .clone()
             .unwrap_or_else(|| fallback_name.to_owned());
-        let (spec, derived) = split_of(&file, &where_)?;
+        let (spec, derived) = split_of(&file, &where_, metrics_header)?;
         let mut mappings = role_mappings(&file.fields, &where_)?;
         let (derived_fields, derived_time, derived_unit) = match derived {
             Some(c) => (c.fields, c.timestamp_format, Some(c.response_time_unit)),
@@ -411,6 +433,7 @@ impl Pattern {
 fn split_of(
     file: &PatternFile,
     where_: &str,
+    metrics_header: Option<&str>,
 ) -> Result<(SplitSpec, Option<CompiledFormat>), PatternError> {
     let formats = [
         (Server::Nginx, &file.nginx),
@@ -431,7 +454,7 @@ fn split_of(
     match (&file.split, first) {
         (Some(spec), _) => Ok((spec.clone(), None)),
         (None, Some((server, text))) => {
-            let compiled = server_format::compile(server, text)
+            let compiled = server_format::compile_with(server, text, metrics_header)
                 .map_err(|e| PatternError::new(where_, format!("`{}`: {e}", server.key())))?;
             let spec = match &compiled.split {
                 Split::Template { template, escape } => SplitSpec::Template {

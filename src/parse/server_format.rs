@@ -78,6 +78,51 @@ pub fn compile(server: Server, text: &str) -> Result<CompiledFormat, String> {
     }
 }
 
+/// As [`compile`], with `header` (the `metrics_header` setting) a response
+/// header that carries custom metrics too, first in line.
+pub fn compile_with(
+    server: Server,
+    text: &str,
+    header: Option<&str>,
+) -> Result<CompiledFormat, String> {
+    let mut c = compile(server, text)?;
+    let Some(header) = header else {
+        return Ok(c);
+    };
+    let wanted = header_field(header);
+    let names: Vec<String> = c
+        .variables
+        .iter()
+        .filter(|(_, variable)| {
+            let named = match server {
+                Server::Nginx => variable
+                    .strip_prefix("$upstream_http_")
+                    .or_else(|| variable.strip_prefix("$sent_http_"))
+                    .map(str::to_owned),
+                Server::Gunicorn => variable
+                    .strip_prefix("%({")
+                    .and_then(|v| v.strip_suffix("}o)s"))
+                    .map(header_field),
+                Server::Apache => variable
+                    .strip_prefix("%{")
+                    .and_then(|v| v.strip_suffix("}o"))
+                    .map(header_field),
+            };
+            named.is_some_and(|n| n == wanted)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let metrics = c.fields.entry(Role::Metrics).or_default();
+    for name in names.into_iter().rev() {
+        metrics.retain(|n| *n != name);
+        metrics.insert(0, name);
+    }
+    if metrics.is_empty() {
+        c.fields.remove(&Role::Metrics);
+    }
+    Ok(c)
+}
+
 /// What one variable means to the event.
 #[derive(Debug, Clone, Copy)]
 struct Meaning {
@@ -773,7 +818,7 @@ mod tests {
         assert_eq!(c.timestamp_format.as_deref(), Some("iso8601"));
         assert_eq!(c.response_time_unit, TimeUnit::Seconds);
 
-        let p = Pattern::from_server_format(Server::Nginx, text).unwrap();
+        let p = Pattern::from_server_format(Server::Nginx, text, None).unwrap();
         let line = br#"10.0.0.1 [2026-11-25T10:04:05+00:00] "GET /a?b=1 HTTP/1.1" 200 512 0.012 "0.010, 0.002" "{\x22n\x22:1}" "203.0.113.9, 10.0.0.1" 1764065045.123"#;
         let fields = p.split(line).expect("the line splits");
         assert_eq!(fields.get(Role::ClientIp), Some(&b"10.0.0.1"[..]));
@@ -846,6 +891,31 @@ mod tests {
         assert!(e.contains("%(zz)s"), "{e}");
         let e = compile(Server::Gunicorn, "%(h)s %h").unwrap_err();
         assert!(e.contains("%h"), "{e}");
+    }
+
+    #[test]
+    fn the_metrics_header_setting_names_another_header_in_every_spelling() {
+        for (server, text) in [
+            (
+                Server::Nginx,
+                r#"$remote_addr "$request" "$sent_http_x_app_stats""#,
+            ),
+            (Server::Gunicorn, r#"%(h)s "%(r)s" "%({X-App-Stats}o)s""#),
+            (Server::Apache, r#"%h \"%r\" \"%{X-App-Stats}o\""#),
+        ] {
+            let c = compile_with(server, text, Some("X-App-Stats")).unwrap();
+            assert_eq!(
+                c.fields.get(&Role::Metrics).map(Vec::len),
+                Some(1),
+                "{server:?}"
+            );
+            assert!(
+                !compile(server, text)
+                    .unwrap()
+                    .fields
+                    .contains_key(&Role::Metrics)
+            );
+        }
     }
 
     #[test]
