@@ -117,7 +117,7 @@ http {{
     client_body_temp_path {work}/body;
     log_format withmetrics '$remote_addr - $remote_user [$time_local] "$request" '
                            '$status $body_bytes_sent "$http_referer" "$http_user_agent" '
-                           '$request_time "$sent_http_x_cerberus_metrics"';
+                           '$request_time $upstream_response_time "$sent_http_x_cerberus_metrics"';
     log_format jsonlog escape=json
         '{{"ip":"$remote_addr","when":"$time_iso8601","method":"$request_method",'
         '"uri":"$request_uri","code":$status,"took":$request_time,"ua":"$http_user_agent"}}';

@@ -393,3 +393,80 @@ fn tokenize(text: &str, file: &Path) -> Result<Vec<Token>, ReadError> {
     }
     Ok(tokens)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(
+            dir.path(),
+            "nginx.conf",
+            "events {}\nhttp {\n  access_log /x;\n",
+        );
+        let e = read(&main).unwrap_err().to_string();
+        assert!(
+            e.contains("nginx.conf:3") && e.contains("not closed"),
+            "{e}"
+        );
+        let main = write(
+            dir.path(),
+            "nginx.conf",
+            "http {\n  include missing.conf;\n}\n",
+        );
+        let e = read(&main).unwrap_err().to_string();
+        assert!(
+            e.contains("nginx.conf:2") && e.contains("missing.conf"),
+            "{e}"
+        );
+        let main = write(dir.path(), "nginx.conf", "http {\n  log_format x '$a;\n}\n");
+        let e = read(&main).unwrap_err().to_string();
+        assert!(
+            e.contains("nginx.conf:2") && e.contains("not closed"),
+            "{e}"
+        );
+        let main = write(dir.path(), "loop.conf", "http { include loop.conf; }\n");
+        let e = read(&main).unwrap_err().to_string();
+        assert!(e.contains("nests deeper"), "{e}");
+    }
+
+    #[test]
+    fn formats_and_logs_across_includes_with_comments_and_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        let main = write(
+            dir.path(),
+            "nginx.conf",
+            "# a comment { ; }\nhttp {\n  log_format q escape=default '\"$request\" $status' \"#$body_bytes_sent\";\n  include conf.d/*.conf;\n  access_log off;\n}\n",
+        );
+        write(
+            dir.path(),
+            "conf.d/a.conf",
+            "server { location / { access_log /var/log/a.log q if=$loggable; } }\n",
+        );
+        let found = read(&main).unwrap();
+        assert_eq!(found.skipped, Vec::<String>::new());
+        assert_eq!(found.logs.len(), 1);
+        let log = &found.logs[0];
+        assert_eq!(log.path, PathBuf::from("/var/log/a.log"));
+        assert_eq!(
+            log.format,
+            r#"escape=default '"$request" $status' '#$body_bytes_sent'"#
+        );
+        assert!(log.declared_at.ends_with("a.conf:1"), "{}", log.declared_at);
+        // The format reads back as nginx writes it.
+        let c = crate::parse::server_format::compile(Server::Nginx, &log.format).unwrap();
+        assert!(matches!(
+            c.split,
+            crate::parse::server_format::Split::Template { .. }
+        ));
+    }
+}
