@@ -88,6 +88,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The events an agent printed, one JSON object per line.
+fn events_of(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 fn agent(args: &[&str]) -> Output {
     Command::new(common::agent_bin())
         .args(args)
@@ -198,10 +206,7 @@ http {{
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = events_of(&out);
     assert_eq!(
         events.len(),
         expected.len(),
@@ -310,10 +315,7 @@ fn gunicorn_custom_access_log_format_given_as_is_gives_every_event() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = events_of(&out);
     assert_eq!(
         events.len(),
         cases.len(),
@@ -487,10 +489,7 @@ IncludeOptional sites/*.conf
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = events_of(&out);
     assert_eq!(events.len(), 2 * expected.len(), "{stderr}");
     for (target, status, ua) in &expected {
         let path = target.split('?').next().unwrap();

@@ -212,13 +212,7 @@ impl Pattern {
         fallback_name: &str,
         origin: Origin,
     ) -> Result<Self, PatternError> {
-        let where_ = match &origin {
-            Origin::Bundled | Origin::Flag => fallback_name.to_owned(),
-            Origin::File(p) => p.display().to_string(),
-        };
-        let file: PatternFile =
-            toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
-        Self::build(file, fallback_name, origin, &where_, None)
+        Self::from_toml_with(text, fallback_name, origin, None)
     }
 
     /// As [`Pattern::from_toml`], with the `metrics_header` setting applied
