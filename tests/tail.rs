@@ -693,3 +693,44 @@ fn after_falling_back_to_the_previous_save_unknown_rotated_files_are_read() {
     }
     assert_eq!(h.unstable_ids(), Vec::<String>::new());
 }
+
+/// A rotation's new file is opened while still empty (no first line, so no
+/// fingerprint), then written to and not read: the backend was away and
+/// the agent read nothing. Its checkpoint must exist from the first save
+/// after its first line, or a crash and one more rotation lose it: the
+/// next start takes every rotated file last written before that save for
+/// one it already knows. (Found by the system test, seed
+/// 1795630199394224309: 224 requests lost.)
+#[test]
+fn a_file_opened_empty_and_not_read_before_a_crash_is_read_after_it() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("first", 2));
+    h.start();
+    h.poll(true);
+    // logrotate `create`: the file renamed, a new empty one in its place,
+    // which the agent opens at its next look.
+    fs::rename(&log, h.rotated(1)).unwrap();
+    fs::write(&log, "").unwrap();
+    h.poll(true);
+    // The server writes; the agent, held back, reads none of it. The
+    // lines were written a while before the agent's next save.
+    h.append(&log, &lines("unread", 5));
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
+        .unwrap();
+    let t = h.tailer.as_mut().unwrap();
+    t.learn_identities();
+    t.save_checkpoints(true).unwrap();
+    h.kill();
+    // Rotated again while the agent is down.
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    fs::rename(&log, h.rotated(1)).unwrap();
+    fs::write(&log, "").unwrap();
+    h.start();
+    h.poll(true);
+    assert_exactly_once(&h, &concat(&[("first", 2), ("unread", 5)]));
+}

@@ -359,6 +359,7 @@ impl<'w> Agent<'w> {
             .context("delivering events")?;
         self.take_acks();
         if self.last_save.elapsed() >= SAVE_EVERY {
+            self.tailer.learn_identities();
             if self.tailer.checkpoints_dirty() {
                 self.save_checkpoints(false);
             }
@@ -642,7 +643,7 @@ impl<'w> Agent<'w> {
         if let Some(p) = self.progress.take() {
             p.finish(&self.telemetry);
         }
-        self.tailer.update_checkpoints();
+        self.tailer.learn_identities();
         self.save_checkpoints(true);
         for (path, bytes) in self.tailer.partial_lines() {
             tracing::info!(

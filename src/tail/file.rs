@@ -110,6 +110,25 @@ impl TailedFile {
         self.ids.map(|i| i.source)
     }
 
+    /// A file opened before its first line was complete (a rotation's new,
+    /// empty file) has no fingerprint, so no checkpoint: the store cannot
+    /// say it was seen. Once the line is there, take the fingerprint, so
+    /// that a crash before the first read still finds the file (and reads
+    /// it from its checkpoint, 0) instead of taking it for one already
+    /// read. Nothing was handed out yet, so no acknowledgement carries the
+    /// old number.
+    pub fn learn_identity(&mut self) {
+        if self.ids.is_some() || self.identity.fingerprint.is_some() {
+            return;
+        }
+        if let Ok(id) = FileIdentity::of(&self.head)
+            && id.fingerprint.is_some()
+        {
+            self.identity = id;
+            self.ids = Ids::of(&id);
+        }
+    }
+
     /// How far into the file we have read (complete lines and the partial
     /// line held).
     pub fn read_position(&self) -> u64 {

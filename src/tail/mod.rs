@@ -814,6 +814,17 @@ impl Tailer {
         }
     }
 
+    /// Gives a checkpoint to open files whose first line was written since
+    /// they were opened (see [`TailedFile::learn_identity`]). Cheap: only
+    /// files without a fingerprint are looked at. Call it about once a
+    /// second, before the checkpoints are saved.
+    pub fn learn_identities(&mut self) {
+        for f in &mut self.files {
+            f.learn_identity();
+        }
+        self.update_checkpoints();
+    }
+
     /// Moves checkpoints to what is delivered and closes finished files
     /// whose lines are all delivered.
     pub fn update_checkpoints(&mut self) {
