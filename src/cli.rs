@@ -181,6 +181,13 @@ pub struct RunArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wire: Option<Wire>,
 
+    /// Compression on the WebSocket: `deflate` (default; permessage-deflate,
+    /// used when the backend accepts it, plain messages otherwise) or `off`.
+    /// Level and window: `compression_level`, `compression_window_bits`.
+    #[arg(long, value_name = "HOW")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::config::Compression>,
+
     /// The API token. Prefer the config file or CERBERUS_TOKEN: flags are
     /// visible to other users in `ps`.
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]

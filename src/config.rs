@@ -20,6 +20,8 @@ use serde::Deserialize;
 use crate::cli::{CommonArgs, RunArgs};
 pub use crate::deliver::backend::Wire;
 use crate::deliver::backend::batch::BatchLimits;
+pub use crate::deliver::backend::compression::Compression;
+use crate::deliver::backend::compression::{self, DeflateSettings};
 pub use crate::parse::Format;
 use crate::secret::Secret;
 use crate::tail::lines::{DEFAULT_MAX_LINE, MAX_LINE_LIMIT};
@@ -147,6 +149,16 @@ pub struct Settings {
     /// …or when it has been open this long.
     #[serde(default = "default_batch_linger_ms")]
     pub batch_linger_ms: u64,
+    /// Compression on the WebSocket: `deflate` (permessage-deflate, used
+    /// when the backend accepts it) or `off`.
+    #[serde(default, deserialize_with = "one_of")]
+    pub compression: Compression,
+    /// zlib's level for `deflate`: 1 (fastest) to 9 (smallest).
+    #[serde(default = "default_compression_level")]
+    pub compression_level: u32,
+    /// The compression window for `deflate`, 2^N bytes: 9 to 15.
+    #[serde(default = "default_compression_window_bits")]
+    pub compression_window_bits: u8,
     /// Messages sent and not yet acknowledged, at most (default: 8 batches
     /// in `batch`, 256 events in `single`).
     pub max_in_flight: Option<usize>,
@@ -214,6 +226,12 @@ fn default_batch_max_bytes() -> usize {
 }
 fn default_batch_linger_ms() -> u64 {
     BatchLimits::default().linger.as_millis() as u64
+}
+fn default_compression_level() -> u32 {
+    DeflateSettings::default().level
+}
+fn default_compression_window_bits() -> u8 {
+    DeflateSettings::default().window_bits
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000
@@ -499,6 +517,18 @@ impl Settings {
                     "key `{key}` is 0: expected at least 1"
                 )));
             }
+        }
+        if !compression::LEVELS.contains(&self.compression_level) {
+            return Err(ConfigError::new(format!(
+                "key `compression_level` is {}: expected 1 (fastest) to 9 (smallest)",
+                self.compression_level
+            )));
+        }
+        if !compression::WINDOW_BITS.contains(&self.compression_window_bits) {
+            return Err(ConfigError::new(format!(
+                "key `compression_window_bits` is {}: expected 9 to 15 (a window of 2^N bytes)",
+                self.compression_window_bits
+            )));
         }
         if self.format == Format::Named(String::new()) {
             return Err(ConfigError::new(

@@ -228,8 +228,13 @@ fn register_sender(registry: &mut Registry, s: &SenderStats) {
         ),
         (
             "bytes_sent",
-            "Bytes of messages written to the backend",
+            "Bytes of messages written to the backend, before compression",
             get(&s.bytes_sent),
+        ),
+        (
+            "wire_bytes_sent",
+            "Bytes written to the backend's socket: after compression, with WebSocket and TLS framing",
+            get(&s.wire_bytes_sent),
         ),
         (
             "reconnects",

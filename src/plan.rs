@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ClientIpFrom, ConfigError, Format, Scheme, Settings};
+use crate::config::{ClientIpFrom, Compression, ConfigError, Format, Scheme, Settings};
 use crate::deliver::backend::batch::BatchLimits;
+use crate::deliver::backend::compression::DeflateSettings;
 use crate::deliver::backend::{SenderConfig, Wire};
 use crate::event::real_ip::RealIp;
 use crate::event::{EventOptions, Identity};
@@ -88,6 +89,7 @@ impl Delivery {
                     && a.connect_timeout == b.connect_timeout
                     && a.backoff_min == b.backoff_min
                     && a.backoff_max == b.backoff_max
+                    && a.compression == b.compression
                     && a.tls.is_none()
                     && b.tls.is_none()
             }
@@ -403,6 +405,13 @@ fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             tls,
+            compression: match settings.compression {
+                Compression::Deflate => Some(DeflateSettings {
+                    level: settings.compression_level,
+                    window_bits: settings.compression_window_bits,
+                }),
+                Compression::Off => None,
+            },
         }),
         batches: BatchLimits {
             max_events: settings.batch_max_events,

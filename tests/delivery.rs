@@ -646,10 +646,50 @@ fn a_garbage_key_answer_falls_back_to_plain_ips_only_when_allowed() {
     assert!(s.stderr().contains("plain text"), "{}", s.stderr());
 }
 
-/// The middleware's own backend behaviour, written with Python's
-/// `websockets` (installed by tests/setup.sh): one reply per message.
+/// A backend written with Python's `websockets` (installed by
+/// tests/setup.sh), as the real one is: the agent's events arrive exactly
+/// once in both exchanges, with permessage-deflate when both sides want
+/// it, and as plain messages when the backend refuses the extension or the
+/// agent has it turned off.
 #[test]
-fn a_backend_that_knows_only_the_middleware_exchange_works_unchanged() {
+fn a_python_websockets_backend_gets_every_event_compressed_or_not() {
+    for wire in ["single", "batch"] {
+        for (agent_compression, backend_compresses, agreed) in [
+            ("deflate", true, true),
+            ("deflate", false, false),
+            ("off", true, false),
+        ] {
+            let case = format!(
+                "wire {wire}, agent compression {agent_compression}, backend accepts it: {backend_compresses}"
+            );
+            let (connections, stderr) =
+                deliver_to_python_backend(wire, agent_compression, backend_compresses, &case);
+            let expected = if agreed { "permessage-deflate" } else { "none" };
+            assert!(
+                !connections.is_empty() && connections.iter().all(|c| c == expected),
+                "{case}: connections negotiated {connections:?}, expected {expected}"
+            );
+            let said = match (agent_compression, agreed) {
+                ("off", _) => None,
+                (_, true) => Some("(compressed: permessage-deflate)"),
+                (_, false) => Some("the backend declined permessage-deflate"),
+            };
+            if let Some(said) = said {
+                assert!(stderr.contains(said), "{case}: {stderr}");
+            }
+        }
+    }
+}
+
+/// Runs the agent with `--once` against the Python backend; checks that
+/// every one of 250 events arrived exactly once and returns what each
+/// connection negotiated, and the agent's messages.
+fn deliver_to_python_backend(
+    wire: &str,
+    compression: &str,
+    backend_compresses: bool,
+    case: &str,
+) -> (Vec<String>, String) {
     let python = common::repo().join("target/test-venv/bin/python");
     assert!(
         python.exists(),
@@ -659,10 +699,15 @@ fn a_backend_that_knows_only_the_middleware_exchange_works_unchanged() {
     let s = Setup::new(250);
     let port = free_port();
     let received = s.dir.path().join("received.jsonl");
-    let mut peer = Command::new(&python)
-        .arg(common::repo().join("tests/peers/middleware_backend.py"))
+    let mut peer = Command::new(&python);
+    peer.arg(common::repo().join("tests/peers/middleware_backend.py"))
         .arg(port.to_string())
         .arg(&received)
+        .args(["--wire", wire]);
+    if !backend_compresses {
+        peer.arg("--no-compression");
+    }
+    let mut peer = peer
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the Python backend");
@@ -679,13 +724,17 @@ fn a_backend_that_knows_only_the_middleware_exchange_works_unchanged() {
     }
     assert!(ready.starts_with("listening"), "{ready}");
     let mut agent = s.agent(
-        &ws_config(&format!("ws://127.0.0.1:{port}/"), "wire = \"single\""),
+        &ws_config(
+            &format!("ws://127.0.0.1:{port}/"),
+            &format!("wire = \"{wire}\"\ncompression = \"{compression}\""),
+        ),
         &["--once"],
     );
     let code = wait_exit(&mut agent, PATIENCE);
     let _ = peer.kill();
     let _ = peer.wait();
-    assert_eq!(code, Some(0), "{}", s.stderr());
+    let stderr = s.stderr();
+    assert_eq!(code, Some(0), "{case}: {stderr}");
     drop(agent);
     let lines: Vec<serde_json::Value> = fs::read_to_string(&received)
         .unwrap()
@@ -701,6 +750,15 @@ fn a_backend_that_knows_only_the_middleware_exchange_works_unchanged() {
                 && e["endpoint"].as_str().unwrap().starts_with("/item/")
         );
     }
-    assert_eq!(ids.len(), 250);
-    assert!(ids.values().all(|&n| n == 1));
+    assert_eq!(ids.len(), 250, "{case}");
+    assert!(
+        ids.values().all(|&n| n == 1),
+        "{case}: an event arrived twice"
+    );
+    let connections = fs::read_to_string(received.with_extension("jsonl.connections"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (connections, stderr)
 }

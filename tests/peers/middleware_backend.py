@@ -1,30 +1,56 @@
-"""A backend that speaks only the middleware's exchange (cerberus-django):
-each message is one event, and it answers every message once. Events are
-appended to a JSON-lines file for the test to check.
+"""A backend written with Python's `websockets`, as the Cerberus backend is:
+it speaks the middleware's exchange (cerberus-django: each message is one
+event, every message answered once) or, with --wire batch, the agent's batch
+exchange (docs/protocol.md). Events are appended to a JSON-lines file for the
+test to check; each connection's negotiated extensions are appended to
+OUT_FILE.connections, one line per connection ("permessage-deflate" or
+"none").
 
-Usage: middleware_backend.py PORT OUT_FILE   (listens on 127.0.0.1)
+`websockets` accepts permessage-deflate by default (with its own defaults:
+12-bit windows, context takeover); --no-compression refuses it, as a server
+built without it would.
+
+Usage: middleware_backend.py PORT OUT_FILE [--wire single|batch] [--no-compression]
+(listens on 127.0.0.1)
 """
+import argparse
 import asyncio
 import json
-import sys
 
-import websockets
+from websockets.asyncio.server import serve
 
 
-async def main(port, out_path):
-    out = open(out_path, "a", encoding="utf-8")
+async def main(a):
+    out = open(a.out_file, "a", encoding="utf-8")
+    connections = open(a.out_file + ".connections", "a", encoding="utf-8")
 
     async def handle(ws):
+        names = [ext.name for ext in ws.protocol.extensions] or ["none"]
+        connections.write(",".join(names) + "\n")
+        connections.flush()
         async for message in ws:
-            event = json.loads(message)
-            out.write(json.dumps(event) + "\n")
-            out.flush()
-            await ws.send(json.dumps({"status": "received"}))
+            if a.wire == "batch":
+                batch = json.loads(message)
+                for event in batch["events"]:
+                    out.write(json.dumps(event) + "\n")
+                out.flush()
+                await ws.send(json.dumps({"type": "ack", "seq": batch["seq"]}))
+            else:
+                event = json.loads(message)
+                out.write(json.dumps(event) + "\n")
+                out.flush()
+                await ws.send(json.dumps({"status": "received"}))
 
-    async with websockets.serve(handle, "127.0.0.1", port):
+    compression = None if a.no_compression else "deflate"
+    async with serve(handle, "127.0.0.1", a.port, compression=compression):
         print("listening", flush=True)
         await asyncio.Future()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("out_file")
+    ap.add_argument("--wire", choices=["single", "batch"], default="single")
+    ap.add_argument("--no-compression", action="store_true")
+    asyncio.run(main(ap.parse_args()))

@@ -6,6 +6,12 @@
 //! (up to the window), matches acknowledgements in order, and pops what is
 //! acknowledged; when it ends with an error, the next connection sends the
 //! rest again from the oldest.
+//!
+//! The WebSocket is ratchet's, over TCP or TLS (tokio-rustls), with
+//! permessage-deflate when both sides want it ([`super::compression`]).
+//! Its reads are not cancellation safe, so a [`Listener`] task owns the
+//! read half and forwards what the backend says over a channel; the
+//! delivery loop waits on that channel, the agent's queue and the timers.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,16 +19,15 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use http::HeaderValue;
+use ratchet_rs::deflate::{DeflateDecoder, DeflateEncoder};
+use ratchet_rs::{Message, PayloadType, SubprotocolRegistry, WebSocketConfig};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio::task::JoinHandle;
 
 use super::batch::Batch;
+use super::compression::Offer;
 use super::error::SendError;
 use super::sender::SenderConfig;
 use super::stats::SenderStats;
@@ -30,7 +35,13 @@ use super::wire::{self, Reply, Unit, Wire};
 use crate::deliver::Origin;
 use crate::wake::{Wake, Waker};
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+/// TCP, or TLS over TCP, counted: what the WebSocket runs on.
+type Io = super::transport::CountedStream;
+type WsSender = ratchet_rs::Sender<Io, DeflateEncoder>;
+type WsReceiver = ratchet_rs::Receiver<Io, DeflateDecoder>;
+
+/// The largest message the backend may send (its replies are a few bytes).
+const MAX_REPLY_BYTES: usize = 1 << 20;
 
 /// The sender's work, across connections.
 pub(super) struct Outbox {
@@ -107,50 +118,125 @@ impl Outbox {
     }
 }
 
+/// What the backend said, as the [`Listener`] task hands it over.
+enum Heard {
+    /// A text reply, or a binary one (which `single` also takes for an
+    /// acknowledgement).
+    Reply(String),
+    /// A ping or a pong: the backend is alive.
+    Alive,
+    /// The backend closed the connection (the reason, for the message).
+    Closed(String),
+    Failed(ratchet_rs::Error),
+}
+
+/// The task that reads the backend's messages for one connection.
+struct Listener {
+    heard: mpsc::UnboundedReceiver<Heard>,
+    task: JoinHandle<()>,
+}
+
+impl Listener {
+    fn spawn(mut receiver: WsReceiver) -> Self {
+        let (tx, heard) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            loop {
+                buf.clear();
+                let heard = match receiver.read(&mut buf).await {
+                    Ok(Message::Text | Message::Binary) => {
+                        Heard::Reply(String::from_utf8_lossy(&buf).into_owned())
+                    }
+                    Ok(Message::Ping(_) | Message::Pong(_)) => Heard::Alive,
+                    Ok(Message::Close(reason)) => Heard::Closed(
+                        reason
+                            .map(|r| {
+                                let code = u16::from(r.code);
+                                let text = r.description.unwrap_or_default();
+                                format!(" (code {code} {text})")
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    Err(e) => Heard::Failed(e),
+                };
+                let last = matches!(heard, Heard::Closed(_) | Heard::Failed(_));
+                if tx.send(heard).is_err() || last {
+                    return;
+                }
+            }
+        });
+        Listener { heard, task }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An open connection and what is in flight on it.
 pub(super) struct Connection<'c> {
     config: &'c SenderConfig,
-    sink: SplitSink<Ws, Message>,
-    stream: SplitStream<Ws>,
+    sender: WsSender,
+    listener: Listener,
+    /// Whether permessage-deflate was agreed on.
+    pub compressed: bool,
     /// The sequence number of the last message sent on this connection.
     seq: u64,
     /// The first `in_flight.len()` units of the outbox are sent on this
     /// connection, with their sequence numbers and when they went out.
     in_flight: VecDeque<(u64, Instant)>,
     last_heard: Instant,
+    /// The message being written, reused.
+    message: Vec<u8>,
 }
 
 impl<'c> Connection<'c> {
-    /// Connects and completes the WebSocket handshake (TLS for `wss://`).
-    pub async fn open(config: &'c SenderConfig) -> Result<Self, SendError> {
-        let request = handshake_request(config)?;
-        let connector = match &config.tls {
-            Some(tls) if config.url.starts_with("wss://") => Connector::Rustls(tls.clone()),
-            _ => Connector::Plain,
+    /// Connects and completes the WebSocket handshake (TLS for `wss://`),
+    /// offering compression as configured; the bytes it writes are counted
+    /// in `stats.wire_bytes_sent`.
+    pub async fn open(
+        config: &'c SenderConfig,
+        stats: &Arc<SenderStats>,
+    ) -> Result<Self, SendError> {
+        let offer = Offer::new(config.compression);
+        let attempt = async {
+            let request = handshake_request(config)?;
+            let io = super::transport::connect(request.uri(), config.tls.as_ref(), stats.clone())
+                .await?;
+            let ws_config = WebSocketConfig {
+                max_message_size: MAX_REPLY_BYTES,
+            };
+            let upgraded = ratchet_rs::subscribe_with(
+                ws_config,
+                io,
+                request,
+                &offer,
+                SubprotocolRegistry::default(),
+            )
+            .await?;
+            Ok::<_, SendError>(upgraded.websocket)
         };
-        let ws_config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-        let attempt = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(ws_config),
-            true,
-            Some(connector),
-        );
         let ws = match tokio::time::timeout(config.connect_timeout, attempt).await {
             Err(_) => {
                 return Err(SendError::ConnectTimeout(
                     config.connect_timeout.as_millis(),
                 ));
             }
-            Ok(result) => result?.0,
+            Ok(result) => result?,
         };
-        let (sink, stream) = ws.split();
+        let compressed = offer.agreed();
+        let (sender, receiver) = ws.split()?;
         Ok(Connection {
             config,
-            sink,
-            stream,
+            sender,
+            listener: Listener::spawn(receiver),
+            compressed,
             seq: 0,
             in_flight: VecDeque::new(),
             last_heard: Instant::now(),
+            message: Vec::new(),
         })
     }
 
@@ -163,7 +249,13 @@ impl<'c> Connection<'c> {
         loop {
             self.send_window(&mut outbox.pending, &outbox.stats).await?;
             if outbox.is_done() {
-                let _ = self.sink.send(Message::Close(None)).await;
+                let _ = self
+                    .sender
+                    .close(ratchet_rs::CloseReason::new(
+                        ratchet_rs::CloseCode::Normal,
+                        None,
+                    ))
+                    .await;
                 return Ok(());
             }
             let deadline = self
@@ -172,9 +264,9 @@ impl<'c> Connection<'c> {
                 .map(|(_, sent)| tokio::time::Instant::from_std(*sent + self.config.ack_timeout));
             let room = !outbox.closed && outbox.pending.len() < self.config.window;
             tokio::select! {
-                message = self.stream.next() => {
+                heard = self.listener.heard.recv() => {
                     self.last_heard = Instant::now();
-                    if self.is_acknowledgement(message)? {
+                    if self.is_acknowledgement(heard)? {
                         self.in_flight.pop_front();
                         outbox.acknowledge_oldest();
                     }
@@ -192,54 +284,39 @@ impl<'c> Connection<'c> {
         }
     }
 
-    /// Queues every message the window allows, then writes them out with
-    /// one flush: one system call for many small messages.
+    /// Writes every message the window allows.
     async fn send_window(
         &mut self,
         pending: &mut VecDeque<Unit>,
         stats: &SenderStats,
     ) -> Result<(), SendError> {
-        let mut queued = false;
         while self.in_flight.len() < self.config.window && self.in_flight.len() < pending.len() {
             self.seq += 1;
             let unit = &mut pending[self.in_flight.len()];
-            let text = self.config.wire.message(unit, self.seq);
+            self.config
+                .wire
+                .message_into(unit, self.seq, &mut self.message);
             let events = unit.origins.len() as u64;
             SenderStats::add(&stats.messages_sent, 1);
             SenderStats::add(&stats.events_sent, events);
-            SenderStats::add(&stats.bytes_sent, text.len() as u64);
+            SenderStats::add(&stats.bytes_sent, self.message.len() as u64);
             if std::mem::replace(&mut unit.sent, true) {
                 SenderStats::add(&stats.events_resent, events);
             }
-            self.sink.feed(Message::text(text)).await?;
+            self.sender.write(&self.message, PayloadType::Text).await?;
             self.in_flight.push_back((self.seq, Instant::now()));
-            queued = true;
-        }
-        if queued {
-            self.sink.flush().await?;
         }
         Ok(())
     }
 
-    /// Whether `message` acknowledges the oldest message in flight; an
-    /// error when it ends the connection.
-    fn is_acknowledgement(
-        &self,
-        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) -> Result<bool, SendError> {
-        let text = match message {
-            Some(Ok(Message::Text(t))) => t.to_string(),
-            Some(Ok(Message::Binary(b))) if self.config.wire == Wire::Single => {
-                String::from_utf8_lossy(&b).into_owned()
-            }
-            Some(Ok(Message::Close(frame))) => {
-                let why = frame
-                    .map(|f| format!(" (code {} {})", u16::from(f.code), f.reason))
-                    .unwrap_or_default();
-                return Err(SendError::Closed(why));
-            }
-            Some(Ok(_)) => return Ok(false),
-            Some(Err(e)) => return Err(e.into()),
+    /// Whether what was `heard` acknowledges the oldest message in flight;
+    /// an error when it ends the connection.
+    fn is_acknowledgement(&self, heard: Option<Heard>) -> Result<bool, SendError> {
+        let text = match heard {
+            Some(Heard::Reply(text)) => text,
+            Some(Heard::Alive) => return Ok(false),
+            Some(Heard::Closed(why)) => return Err(SendError::Closed(why)),
+            Some(Heard::Failed(e)) => return Err(e.into()),
             None => return Err(SendError::Closed(String::new())),
         };
         let oldest = self.in_flight.front().map(|(seq, _)| *seq);
@@ -273,20 +350,20 @@ impl<'c> Connection<'c> {
         if silent > self.config.ping_interval * 3 {
             return Err(SendError::Silent(silent.as_secs()));
         }
-        self.sink.send(Message::Ping(Bytes::new())).await?;
+        self.sender.write_ping(&[]).await?;
         Ok(())
     }
 }
 
 /// The handshake request with the token and client id headers.
-fn handshake_request(
-    config: &SenderConfig,
-) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, SendError> {
-    let mut request = config
+fn handshake_request(config: &SenderConfig) -> Result<http::Request<()>, SendError> {
+    let uri: http::Uri = config
         .url
-        .as_str()
-        .into_client_request()
-        .map_err(SendError::BadUrl)?;
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| SendError::BadUrl(e.to_string()))?;
+    let mut request = http::Request::get(uri)
+        .body(())
+        .map_err(|e| SendError::BadUrl(e.to_string()))?;
     let headers = request.headers_mut();
     if let Some(token) = &config.token {
         let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))

@@ -4,17 +4,20 @@
 //! [`BackendSink`] is the agent's [`EventSink`] for the backend: it closes
 //! batches ([`batch`]) and offers them to the [`Sender`] thread
 //! ([`sender`]), which delivers them on a [`connection`] in the exchange the
-//! `wire` setting names ([`wire`]), over TLS for `wss://` ([`tls`]).
+//! `wire` setting names ([`wire`]), compressed when the backend agrees
+//! ([`compression`]), over TCP or TLS for `wss://` ([`transport`], [`tls`]).
 //! Failures are [`SendError`]s, retried by reconnecting. [`secret_key`]
 //! fetches the key the client IPs are hashed with.
 
 pub mod batch;
+pub mod compression;
 mod connection;
 pub mod error;
 pub mod secret_key;
 pub mod sender;
 pub mod stats;
 pub mod tls;
+mod transport;
 pub mod wire;
 
 pub use error::SendError;

@@ -46,6 +46,8 @@ pub struct SenderConfig {
     pub backoff_max: Duration,
     /// For `wss://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// permessage-deflate offered with these settings; `None`: off.
+    pub compression: Option<super::compression::DeflateSettings>,
 }
 
 impl SenderConfig {
@@ -190,7 +192,7 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
     let mut connects: u64 = 0;
     // With nothing to send and the agent gone, do not connect at all.
     while !outbox.is_done() {
-        let mut connection = match Connection::open(&config).await {
+        let mut connection = match Connection::open(&config, &outbox.stats).await {
             Ok(c) => c,
             Err(e) => {
                 outbox.stats.failed();
@@ -220,13 +222,18 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
         if connects > 1 {
             SenderStats::add(&stats.reconnects, 1);
         }
+        let how = match (config.compression, connection.compressed) {
+            (None, _) => "",
+            (Some(_), true) => " (compressed: permessage-deflate)",
+            (Some(_), false) => " (uncompressed: the backend declined permessage-deflate)",
+        };
         if connects > 1 || failures > 0 {
             tracing::info!(
-                "connected to {url}; sending {} unacknowledged messages again",
+                "connected to {url}{how}; sending {} unacknowledged messages again",
                 outbox.unacknowledged()
             );
         } else {
-            tracing::info!("connected to {url}");
+            tracing::info!("connected to {url}{how}");
         }
         failures = 0;
         let acked = |o: &Outbox| {

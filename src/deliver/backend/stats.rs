@@ -17,6 +17,9 @@ pub struct SenderStats {
     /// Messages (batches, or single events) written.
     pub messages_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Bytes written to the backend's socket: frames, TLS and compression
+    /// included (what the link carries).
+    pub wire_bytes_sent: AtomicU64,
     /// Connections made after the first.
     pub reconnects: AtomicU64,
     /// Connections that failed or ended in error (refused, timed out,
@@ -47,6 +50,7 @@ impl Default for SenderStats {
             events_resent: AtomicU64::new(0),
             messages_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            wire_bytes_sent: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             backend_errors: AtomicU64::new(0),
             connected: AtomicBool::new(false),

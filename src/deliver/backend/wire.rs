@@ -69,13 +69,22 @@ impl Wire {
         }
     }
 
-    /// The text message for `unit` sent as number `seq` on its connection.
-    pub fn message(self, unit: &Unit, seq: u64) -> String {
-        // Events are JSON written by the agent (valid UTF-8 by construction).
-        let events = String::from_utf8_lossy(&unit.events);
+    /// Writes into `out` (cleared first) the text message for `unit`,
+    /// sent as number `seq` on its connection. The events are JSON the
+    /// agent wrote, valid UTF-8 by construction: they are copied as bytes,
+    /// not checked again.
+    pub fn message_into(self, unit: &Unit, seq: u64, out: &mut Vec<u8>) {
+        out.clear();
         match self {
-            Wire::Batch => format!("{{\"type\":\"batch\",\"seq\":{seq},\"events\":[{events}]}}"),
-            Wire::Single => events.into_owned(),
+            Wire::Batch => {
+                out.reserve(unit.events.len() + 48);
+                out.extend_from_slice(b"{\"type\":\"batch\",\"seq\":");
+                out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+                out.extend_from_slice(b",\"events\":[");
+                out.extend_from_slice(&unit.events);
+                out.extend_from_slice(b"]}");
+            }
+            Wire::Single => out.extend_from_slice(&unit.events),
         }
     }
 }
@@ -125,8 +134,9 @@ mod tests {
             events: b"{\"a\":1},{\"b\":2}".to_vec(),
             origins: vec![Origin { source: 1, end: 2 }, Origin { source: 1, end: 3 }],
         };
-        let m = Wire::Batch.message(&unit, 17);
-        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let mut m = vec![b'x'];
+        Wire::Batch.message_into(&unit, 17, &mut m);
+        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
         assert_eq!(v["type"], "batch");
         assert_eq!(v["seq"], 17);
         assert_eq!(v["events"].as_array().unwrap().len(), 2);
@@ -144,7 +154,9 @@ mod tests {
         let batch = b.push(b"{\"b\":2}", Origin { source: 1, end: 2 }).unwrap();
         let units = Wire::Single.units(batch);
         assert_eq!(units.len(), 2);
-        assert_eq!(Wire::Single.message(&units[1], 9), "{\"b\":2}");
+        let mut m = Vec::new();
+        Wire::Single.message_into(&units[1], 9, &mut m);
+        assert_eq!(m, b"{\"b\":2}");
     }
 
     #[test]

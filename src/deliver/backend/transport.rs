@@ -1,0 +1,117 @@
+//! The byte stream under the WebSocket: TCP, or TLS over TCP for `wss://`,
+//! with every byte written to the socket counted, so that the metrics show
+//! what the link to the backend really carries (TLS records and WebSocket
+//! frames included, after compression).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::error::SendError;
+use super::stats::SenderStats;
+
+/// What the WebSocket reads and writes.
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+
+/// TCP or TLS, chosen per URL.
+pub type CountedStream = Box<dyn ByteStream>;
+
+/// Opens TCP to the URL's host and port, and TLS over it for `wss://`.
+pub async fn connect(
+    uri: &http::Uri,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    stats: Arc<SenderStats>,
+) -> Result<CountedStream, SendError> {
+    let secure = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        other => {
+            return Err(SendError::BadUrl(format!(
+                "scheme {:?}: expected ws:// or wss://",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| SendError::BadUrl("no host".into()))?;
+    // An IPv6 literal comes in brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(SendError::Io)?;
+    // Acknowledgements are small and awaited: no Nagle delay on them.
+    tcp.set_nodelay(true).map_err(SendError::Io)?;
+    let counted = Counted { inner: tcp, stats };
+    let Some(tls) = tls.filter(|_| secure) else {
+        return Ok(Box::new(counted));
+    };
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| SendError::BadUrl(format!("{host:?} is not a valid TLS server name")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, counted)
+        .await
+        .map_err(SendError::from_tls)?;
+    Ok(Box::new(stream))
+}
+
+/// A socket whose written bytes are added to `wire_bytes_sent`.
+struct Counted {
+    inner: TcpStream,
+    stats: Arc<SenderStats>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            SenderStats::add(&self.stats.wire_bytes_sent, n as u64);
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            SenderStats::add(&self.stats.wire_bytes_sent, n as u64);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
