@@ -2,28 +2,44 @@
 """End-to-end benchmark of cerberus-agent, on this machine, 127.0.0.1 only.
 
 Method: builds the agent and the receiver (benches/e2e/receiver.rs) in
-release mode; generates a deterministic nginx `combined` input (seeded
-random: ~220-byte lines, client IPs drawn with a heavy-tailed distribution
-from 20,000 addresses, real user agents, query strings, percent-encoded
-paths); then for each case runs it RUNS times and prints the median:
+release mode; generates deterministic nginx `combined` inputs (seeded
+random: ~220-byte lines, real user agents, query strings, percent-encoded
+paths) with one of two spreads of client IPs (--ips):
 
-  batch    `--once` over the input to a receiver that acknowledges each batch
-  single   the same with `--wire single` (one event per message)
-  stdout   baseline measured in the same run: `--once --stdout > /dev/null`,
-           the same parsing with no network (the ratio shows what the
-           WebSocket path costs)
+  few      a heavy-tailed (Pareto) draw from 20,000 addresses: a handful of
+           clients make most requests (the input earlier figures used)
+  zipf     100,000 distinct addresses, Zipf-distributed (s = 1), as on a
+           busy public site: most IP hashes miss a small cache
+
+then, for each input, runs each case RUNS times and prints the median:
+
+  stdout          baseline: `--once --stdout > /dev/null`, the same parsing
+                  with no network (ratios below are against it)
+  batch           `--once` to a receiver that acknowledges each batch,
+                  `--compression off`
+  batch+deflate   the same with permessage-deflate (the default)
+  single          `--wire single` (one event per message), no compression
+  single+deflate  the same with permessage-deflate
   latency  a writer appends 2,000 lines/s for 10 s to a followed file, each
            line stamped with its write time; the receiver records write →
            arrival (p50, p99)
   idle     20 watched files, nothing written, for IDLE_SECONDS: agent CPU
            time and wake-ups (voluntary context switches, all threads)
 
-Agent CPU time and peak RSS come from wait4() (the kernel's rusage).
+Agent CPU time comes from wait4() (the kernel's rusage of that child).
+Peak RSS is the agent's own VmHWM, read from /proc while it runs (wait4's
+ru_maxrss would carry over this Python process's peak through fork and
+exec). Bytes on the wire per event are the bytes the receiver's socket
+read (WebSocket frames, after compression) over the events received.
+Figures move with the machine (2x and more between machines of the same
+kind); compare the ratios, measured in the same run.
 
 Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S]
-                                  [--cases batch,single,stdout,latency,idle]
+           [--ips few,zipf] [--cases stdout,batch,batch+deflate,single,single+deflate,latency,idle]
 """
 import argparse
+import bisect
+import itertools
 import os
 import random
 import socket
@@ -55,15 +71,30 @@ PATHS = [
 ]
 
 
-def generate(path, lines, seed=20261125):
+def ip_picker(rng, spread):
+    """A function drawing one client IP per call, by the spread's name."""
+    def address():
+        return f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    if spread == "few":
+        ips = [address() for _ in range(20000)]
+        return lambda: ips[min(int(rng.paretovariate(1.2)) - 1, len(ips) - 1)]
+    if spread == "zipf":
+        ips = [address() for _ in range(100_000)]
+        cumulative = list(itertools.accumulate(1.0 / k for k in range(1, len(ips) + 1)))
+        total = cumulative[-1]
+        return lambda: ips[min(bisect.bisect_left(cumulative, rng.random() * total), len(ips) - 1)]
+    sys.exit(f"unknown --ips {spread}: few or zipf")
+
+
+def generate(path, lines, spread="few", seed=20261125):
     rng = random.Random(seed)
-    ips = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(20000)]
+    pick_ip = ip_picker(rng, spread)
     t = 1764064800  # 2025-11-25 10:00:00 UTC
     with open(path, "w") as f:
         for i in range(lines):
             if i % 500 == 0:
                 t += 1
-            ip = ips[min(int(rng.paretovariate(1.2)) - 1, len(ips) - 1)]
+            ip = pick_ip()
             ts = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t))
             method = "GET" if rng.random() < 0.85 else rng.choice(["POST", "PUT", "DELETE"])
             p = rng.choice(PATHS).format(n=rng.randint(1, 99999))
@@ -91,15 +122,38 @@ def start_receiver(expected, latency=False):
     return rx, port
 
 
+def peak_rss_kib(pid):
+    """The process's own high-water mark of resident memory, or 0."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_agent(args, stdout=subprocess.DEVNULL):
     """Runs the agent to its end; returns (wall s, cpu s, peak RSS KiB)."""
     start = time.monotonic()
     p = subprocess.Popen([AGENT] + args, stdout=stdout, stderr=subprocess.DEVNULL)
+    peak = [0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], peak_rss_kib(p.pid))
+            done.wait(0.02)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.monotonic() - start
+    done.set()
+    watcher.join()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"agent failed: {args}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    return wall, usage.ru_utime + usage.ru_stime, peak[0]
 
 
 def common_args(state):
@@ -107,16 +161,20 @@ def common_args(state):
             "--pattern-dir", "/nonexistent"]
 
 
-def case_throughput(log, lines, wire):
+def case_throughput(log, lines, wire, compression, extra):
     rx, port = start_receiver(lines)
     with tempfile.TemporaryDirectory() as state:
         wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
-                                    "--wire", wire] + common_args(state))
+                                    "--wire", wire, "--compression", compression]
+                                   + common_args(state) + extra)
     out, _ = rx.communicate(timeout=60)
-    got = int(out.split("events=")[1].split()[0])
+    fields = dict(kv.split("=") for kv in out.split())
+    got = int(fields["events"])
     if got < lines:
         sys.exit(f"receiver got {got} of {lines} events")
-    return {"lines_per_s": lines / wall, "cpu_us_per_line": cpu / lines * 1e6, "peak_rss_mib": rss / 1024}
+    return {"lines_per_s": lines / wall, "cpu_us_per_line": cpu / lines * 1e6, "peak_rss_mib": rss / 1024,
+            "wire_bytes_per_event": int(fields["wire_bytes"]) / got,
+            "message_bytes_per_event": int(fields["message_bytes"]) / got}
 
 
 def case_stdout(log, lines):
@@ -192,46 +250,82 @@ def median_of(results):
     return {k: statistics.median(r[k] for r in results) for k in keys}
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+THROUGHPUT = {
+    "batch": ("batch", "off"),
+    "batch+deflate": ("batch", "deflate"),
+    "single": ("single", "off"),
+    "single+deflate": ("single", "deflate"),
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--single-lines", type=int, default=500_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle-seconds", type=int, default=60)
-    ap.add_argument("--cases", default="stdout,batch,single,latency,idle")
-    ap.add_argument("--agent-args", default="", help="extra agent flags for the batch case (tuning)")
+    ap.add_argument("--ips", default="few,zipf", help="client IP spreads: few, zipf, or both")
+    ap.add_argument("--cases", default="stdout,batch,batch+deflate,single,single+deflate,latency,idle")
+    ap.add_argument("--agent-args", default="", help="extra agent flags for the WebSocket cases (tuning)")
     a = ap.parse_args()
     cases = a.cases.split(",")
+    extra = a.agent_args.split()
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "cerberus-agent",
                     "--example", "bench-receiver"], cwd=ROOT, check=True)
     work = os.path.join(ROOT, "target", "bench-e2e")
     os.makedirs(work, exist_ok=True)
-    log = os.path.join(work, f"nginx-{a.lines}.log")
-    if not os.path.exists(log):
-        generate(log, a.lines)
-    single_log = os.path.join(work, f"nginx-{a.single_lines}.log")
-    if "single" in cases and not os.path.exists(single_log):
-        generate(single_log, a.single_lines)
-    size = os.path.getsize(log)
-    print(f"machine: {os.cpu_count()} cores; input: {a.lines} lines, {size / a.lines:.0f} bytes/line; "
-          f"median of {a.runs} runs")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; median of {a.runs} runs; "
+          "figures move with the machine: compare the ratios")
 
     def report(name, res):
-        print(f"{name:8} " + "  ".join(f"{k}={v:,.3f}" if v < 100 else f"{k}={v:,.0f}" for k, v in res.items()),
+        print(f"{name:22} " + "  ".join(f"{k}={v:,.3f}" if v < 100 else f"{k}={v:,.0f}" for k, v in res.items()),
               flush=True)
         return res
 
-    out = {}
-    if "stdout" in cases:
-        out["stdout"] = report("stdout", median_of([case_stdout(log, a.lines) for _ in range(a.runs)]))
-    if "batch" in cases:
-        out["batch"] = report("batch", median_of([case_throughput(log, a.lines, "batch") for _ in range(a.runs)]))
-    if "single" in cases:
-        out["single"] = report("single", median_of([case_throughput(single_log, a.single_lines, "single")
-                                                    for _ in range(a.runs)]))
-    if "stdout" in out and "batch" in out:
-        print(f"ratio    batch/stdout lines_per_s = {out['batch']['lines_per_s'] / out['stdout']['lines_per_s']:.2f}")
+    def input_for(spread, lines):
+        path = os.path.join(work, f"nginx-{spread}-{lines}.log")
+        if not os.path.exists(path):
+            generate(path, lines, spread)
+        return path
+
+    for spread in a.ips.split(","):
+        log = input_for(spread, a.lines)
+        size = os.path.getsize(log)
+        print(f"-- ips={spread}: {a.lines} lines, {size / a.lines:.0f} bytes/line "
+              f"(single: {a.single_lines} lines)")
+        out = {}
+        if "stdout" in cases:
+            out["stdout"] = report(f"{spread} stdout",
+                                   median_of([case_stdout(log, a.lines) for _ in range(a.runs)]))
+        for case, (wire, compression) in THROUGHPUT.items():
+            if case not in cases:
+                continue
+            path, lines = (log, a.lines) if wire == "batch" else (input_for(spread, a.single_lines), a.single_lines)
+            out[case] = report(f"{spread} {case}", median_of(
+                [case_throughput(path, lines, wire, compression, extra) for _ in range(a.runs)]))
+        base = out.get("stdout")
+        for case in THROUGHPUT:
+            if base and case in out:
+                print(f"ratio {spread} {case}/stdout: cpu_us_per_line "
+                      f"{out[case]['cpu_us_per_line'] / base['cpu_us_per_line']:.2f}, lines_per_s "
+                      f"{out[case]['lines_per_s'] / base['lines_per_s']:.2f}")
+        for plain, packed in (("batch", "batch+deflate"), ("single", "single+deflate")):
+            if plain in out and packed in out:
+                print(f"ratio {spread} {packed}/{plain}: wire bytes "
+                      f"{out[packed]['wire_bytes_per_event'] / out[plain]['wire_bytes_per_event']:.3f}, "
+                      f"cpu {out[packed]['cpu_us_per_line'] / out[plain]['cpu_us_per_line']:.2f}")
     if "latency" in cases:
         report("latency", median_of([case_latency() for _ in range(a.runs)]))
     if "idle" in cases:
