@@ -13,6 +13,7 @@
 //! `event_id` lets the backend drop repeats).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -77,6 +78,8 @@ pub struct Sender {
     thread: Option<JoinHandle<()>>,
     /// Ends the thread at once, delivered or not (see [`Sender::abort`]).
     abort: Arc<tokio::sync::Notify>,
+    /// Set by the thread as its very last act, after its runtime is gone.
+    done: Arc<AtomicBool>,
 }
 
 /// Closed batches the queue holds at most (beyond those in flight).
@@ -94,6 +97,8 @@ impl Sender {
         let (ack_tx, ack_rx) = std_mpsc::channel();
         let abort = Arc::new(tokio::sync::Notify::new());
         let aborted = abort.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let thread_done = done.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -106,7 +111,7 @@ impl Sender {
                     tokio::select! {
                         () = run(config, outbox) => {}
                         () = aborted.notified() => {
-                            use std::sync::atomic::Ordering::Relaxed;
+                            use Ordering::Relaxed;
                             // What was in flight is given up: the agent
                             // reads it again for the next sender.
                             stats.connected.store(false, Relaxed);
@@ -115,6 +120,11 @@ impl Sender {
                         }
                     }
                 });
+                // Shut the runtime down before saying so: the agent's drain
+                // asks whether the thread is finished as soon as it wakes,
+                // and a "not yet" would cost it a whole wait period.
+                drop(runtime);
+                thread_done.store(true, Ordering::Release);
                 // The agent may be waiting for exactly this (draining at exit).
                 finished.wake(Wake::Space);
             })?;
@@ -123,6 +133,7 @@ impl Sender {
             acks: ack_rx,
             thread: Some(thread),
             abort,
+            done,
         })
     }
 
@@ -160,15 +171,16 @@ impl Sender {
     /// Whether the sender thread has finished (everything acknowledged
     /// after [`Sender::close`]).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        // The thread's own end too: a thread that panicked never set `done`.
+        self.done.load(Ordering::Acquire) || self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
         self.queue = None;
-        if let Some(t) = self.thread.take()
-            && t.is_finished()
+        if self.is_finished()
+            && let Some(t) = self.thread.take()
         {
             let _ = t.join();
         }
