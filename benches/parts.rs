@@ -5,7 +5,9 @@
 //! encoding, query-string parsing.
 //!
 //! Inputs are fixed, realistic values (an nginx combined line of ~220 bytes,
-//! 500 client IPs in a skewed distribution). Criterion reports time per
+//! 500 client IPs in a skewed distribution, and a busy public site's spread:
+//! 100,000 addresses drawn Zipf (s = 1), where a small cache misses most
+//! of the time). Criterion reports time per
 //! iteration; throughput is in elements (lines, IPs, strings) per second.
 //! Run: `cargo bench --bench parts`.
 
@@ -26,6 +28,42 @@ fn ips() -> Vec<String> {
             let u = (i.wrapping_mul(2654435761) % 10_000) as f64 / 10_000.0;
             let rank = (u * u * 500.0) as usize;
             format!("198.51.{}.{}", rank / 250, 1 + rank % 250)
+        })
+        .collect()
+}
+
+/// 200,000 draws from 100,000 addresses, Zipf-distributed (s = 1), from a
+/// fixed seed: the spread of a busy public site, as in `benches/e2e`.
+fn zipf_ips() -> Vec<String> {
+    const ADDRESSES: usize = 100_000;
+    let mut cumulative = Vec::with_capacity(ADDRESSES);
+    let mut total = 0.0;
+    for rank in 1..=ADDRESSES {
+        total += 1.0 / rank as f64;
+        cumulative.push(total);
+    }
+    // splitmix64: deterministic and good enough to draw ranks.
+    let mut state: u64 = 0x5eed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..200_000)
+        .map(|_| {
+            let u = (next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let rank = cumulative.partition_point(|&c| c < u) as u32;
+            // A scattered address per rank, so neighbours do not share prefixes.
+            let a = rank.wrapping_mul(2_654_435_761);
+            format!(
+                "{}.{}.{}.{}",
+                1 + (a >> 24) % 223,
+                (a >> 16) & 255,
+                (a >> 8) & 255,
+                1 + a % 254
+            )
         })
         .collect()
 }
@@ -71,6 +109,17 @@ fn parts(c: &mut Criterion) {
             }
         })
     });
+    let zipf = zipf_ips();
+    g.throughput(Throughput::Elements(zipf.len() as u64));
+    let mut busy = IpPseudonymiser::new(Some("bench-secret"));
+    g.bench_function("ip_hash/cached_zipf_100k", |b| {
+        b.iter(|| {
+            for ip in &zipf {
+                black_box(busy.pseudonymise(ip).len());
+            }
+        })
+    });
+    g.throughput(Throughput::Elements(ips.len() as u64));
     let without = IpPseudonymiser::new(Some("bench-secret"));
     g.bench_function("ip_hash/uncached", |b| {
         b.iter(|| {
