@@ -22,7 +22,7 @@ impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
             max_events: 1000,
-            max_bytes: 256 * 1024,
+            max_bytes: 128 * 1024,
             linger: Duration::from_millis(2),
         }
     }
@@ -67,6 +67,9 @@ impl Batch {
         &self.body[a..b]
     }
 }
+
+/// Beyond `max_bytes`, room for the event that crosses it.
+const BODY_SLACK: usize = 8 * 1024;
 
 /// Collects events into batches.
 #[derive(Debug)]
@@ -116,9 +119,14 @@ impl BatchBuilder {
 
     fn take(&mut self) -> Batch {
         self.opened_at = None;
-        let capacity = self.open.body.capacity();
         let mut next = Batch::default();
-        next.body.reserve(capacity);
+        // Room for a full batch at once: growing by doubling would copy the
+        // body several times and leave a buffer up to twice the limit. (A
+        // batch closes on the event that reaches the limit, so one long
+        // line may still make it grow.)
+        let expected = self.limits.max_bytes.saturating_add(BODY_SLACK);
+        next.body
+            .reserve(expected.min(self.open.body.capacity().max(BODY_SLACK)));
         std::mem::replace(&mut self.open, next)
     }
 }
