@@ -31,6 +31,7 @@ use super::compression::Offer;
 use super::error::SendError;
 use super::sender::SenderConfig;
 use super::stats::SenderStats;
+use super::transport::Cork;
 use super::wire::{self, Reply, Unit, Wire};
 use crate::deliver::Origin;
 use crate::wake::{Wake, Waker};
@@ -180,6 +181,8 @@ pub(super) struct Connection<'c> {
     config: &'c SenderConfig,
     sender: WsSender,
     listener: Listener,
+    /// Holds back the flush after each message of a burst.
+    cork: Cork,
     /// Whether permessage-deflate was agreed on.
     pub compressed: bool,
     /// The sequence number of the last message sent on this connection.
@@ -201,10 +204,16 @@ impl<'c> Connection<'c> {
         stats: &Arc<SenderStats>,
     ) -> Result<Self, SendError> {
         let offer = Offer::new(config.compression);
+        let cork = Cork::default();
         let attempt = async {
             let request = handshake_request(config)?;
-            let io = super::transport::connect(request.uri(), config.tls.as_ref(), stats.clone())
-                .await?;
+            let io = super::transport::connect(
+                request.uri(),
+                config.tls.as_ref(),
+                stats.clone(),
+                cork.clone(),
+            )
+            .await?;
             let ws_config = WebSocketConfig {
                 max_message_size: MAX_REPLY_BYTES,
             };
@@ -232,6 +241,7 @@ impl<'c> Connection<'c> {
             config,
             sender,
             listener: Listener::spawn(receiver),
+            cork,
             compressed,
             seq: 0,
             in_flight: VecDeque::new(),
@@ -266,9 +276,11 @@ impl<'c> Connection<'c> {
             tokio::select! {
                 heard = self.listener.heard.recv() => {
                     self.last_heard = Instant::now();
-                    if self.is_acknowledgement(heard)? {
-                        self.in_flight.pop_front();
-                        outbox.acknowledge_oldest();
+                    self.take_reply(heard, outbox)?;
+                    // Whatever else has come in too, before the next burst:
+                    // with `single`, replies arrive one per message.
+                    while let Ok(more) = self.listener.heard.try_recv() {
+                        self.take_reply(Some(more), outbox)?;
                     }
                 }
                 batch = outbox.queue.recv(), if room => match batch {
@@ -284,8 +296,33 @@ impl<'c> Connection<'c> {
         }
     }
 
-    /// Writes every message the window allows.
+    /// Handles one thing the backend said.
+    fn take_reply(&mut self, heard: Option<Heard>, outbox: &mut Outbox) -> Result<(), SendError> {
+        if self.is_acknowledgement(heard)? {
+            self.in_flight.pop_front();
+            outbox.acknowledge_oldest();
+        }
+        Ok(())
+    }
+
+    /// Writes every message the window allows, flushed once at the end.
     async fn send_window(
+        &mut self,
+        pending: &mut VecDeque<Unit>,
+        stats: &SenderStats,
+    ) -> Result<(), SendError> {
+        if self.in_flight.len() >= self.config.window || self.in_flight.len() >= pending.len() {
+            return Ok(());
+        }
+        self.cork.hold();
+        let written = self.write_burst(pending, stats).await;
+        self.cork.release();
+        written?;
+        self.sender.flush().await?;
+        Ok(())
+    }
+
+    async fn write_burst(
         &mut self,
         pending: &mut VecDeque<Unit>,
         stats: &SenderStats,

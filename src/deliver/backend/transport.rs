@@ -1,11 +1,14 @@
 //! The byte stream under the WebSocket: TCP, or TLS over TCP for `wss://`,
 //! with every byte written to the socket counted, so that the metrics show
 //! what the link to the backend really carries (TLS records and WebSocket
-//! frames included, after compression).
+//! frames included, after compression). Writes are buffered, and a
+//! [`Cork`] holds back the flush the WebSocket does after every message
+//! while the sender writes a burst of them.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use rustls::pki_types::ServerName;
@@ -22,11 +25,35 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
 /// TCP or TLS, chosen per URL.
 pub type CountedStream = Box<dyn ByteStream>;
 
+/// While set, flushes asked of the stream are skipped: a burst of messages
+/// leaves in as few writes as the buffer allows, and the writer flushes
+/// once at its end. (The buffer still writes through when it fills, so
+/// holding never stores more than its capacity.)
+#[derive(Debug, Clone, Default)]
+pub struct Cork(Arc<AtomicBool>);
+
+impl Cork {
+    /// Holds flushes back until [`Cork::release`].
+    pub fn hold(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets flushes through again; the caller flushes what is buffered.
+    pub fn release(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    fn held(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Opens TCP to the URL's host and port, and TLS over it for `wss://`.
 pub async fn connect(
     uri: &http::Uri,
     tls: Option<&Arc<rustls::ClientConfig>>,
     stats: Arc<SenderStats>,
+    cork: Cork,
 ) -> Result<CountedStream, SendError> {
     let secure = match uri.scheme_str() {
         Some("wss") => true,
@@ -54,7 +81,11 @@ pub async fn connect(
     // flushes after each message: buffered, that is one system call per
     // message instead of two (what `single` sends most of).
     let Some(tls) = tls.filter(|_| secure) else {
-        return Ok(Box::new(BufWriter::with_capacity(WRITE_BUFFER, counted)));
+        let buffered = BufWriter::with_capacity(WRITE_BUFFER, counted);
+        return Ok(Box::new(Corked {
+            inner: buffered,
+            cork,
+        }));
     };
     let name = ServerName::try_from(host.to_owned())
         .map_err(|_| SendError::BadUrl(format!("{host:?} is not a valid TLS server name")))?;
@@ -62,7 +93,48 @@ pub async fn connect(
         .connect(name, counted)
         .await
         .map_err(SendError::from_tls)?;
-    Ok(Box::new(BufWriter::with_capacity(WRITE_BUFFER, stream)))
+    let buffered = BufWriter::with_capacity(WRITE_BUFFER, stream);
+    Ok(Box::new(Corked {
+        inner: buffered,
+        cork,
+    }))
+}
+
+/// A stream whose flushes a [`Cork`] can hold back.
+struct Corked<S> {
+    inner: S,
+    cork: Cork,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Corked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.cork.held() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Messages up to this size go out in one write; larger ones bypass it.
