@@ -1,10 +1,12 @@
 //! Batch: group events for the wire, closing a batch at N events, B bytes
 //! or T milliseconds, whichever comes first.
 //!
-//! Events are appended to one buffer, comma-separated, so that the batch
-//! message is written without re-encoding them; each event's span and the
-//! place its line ends in its file (what an acknowledgement moves the
-//! checkpoint to) are kept beside it.
+//! Events are appended to one buffer, comma-separated, after [`HEAD_ROOM`]
+//! bytes left free, so that the batch message is written around them in
+//! place (the envelope's head into that room, its tail after them) without
+//! copying or re-encoding them; each event's span and the place its line
+//! ends in its file (what an acknowledgement moves the checkpoint to) are
+//! kept beside it.
 
 use std::time::{Duration, Instant};
 
@@ -28,10 +30,15 @@ impl Default for BatchLimits {
     }
 }
 
+/// Bytes left free at the start of every batch body, for the envelope's
+/// head (`{"type":"batch","seq":N,"events":[`, at most 53 bytes).
+pub const HEAD_ROOM: usize = 56;
+
 /// Closed events, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    /// The events, comma-separated JSON objects.
+    /// [`HEAD_ROOM`] free bytes, then the events, comma-separated JSON
+    /// objects.
     pub body: Vec<u8>,
     /// Each event's span in `body`.
     pub spans: Vec<(usize, usize)>,
@@ -44,7 +51,7 @@ pub struct Batch {
 impl Default for Batch {
     fn default() -> Self {
         Batch {
-            body: Vec::new(),
+            body: vec![0; HEAD_ROOM],
             spans: Vec::new(),
             origins: Vec::new(),
             opened: Instant::now(),
@@ -65,6 +72,11 @@ impl Batch {
     pub fn event(&self, i: usize) -> &[u8] {
         let (a, b) = self.spans[i];
         &self.body[a..b]
+    }
+
+    /// The events, comma-separated, without the room before them.
+    pub fn events(&self) -> &[u8] {
+        &self.body[HEAD_ROOM..]
     }
 }
 
@@ -102,7 +114,7 @@ impl BatchBuilder {
         self.open.spans.push((start, self.open.body.len()));
         self.open.origins.push(origin);
         let full = self.open.len() >= self.limits.max_events
-            || self.open.body.len() >= self.limits.max_bytes;
+            || self.open.body.len() - HEAD_ROOM >= self.limits.max_bytes;
         full.then(|| self.take())
     }
 
@@ -120,13 +132,15 @@ impl BatchBuilder {
     fn take(&mut self) -> Batch {
         self.opened_at = None;
         let mut next = Batch::default();
+        next.body.clear();
         // Room for a full batch at once: growing by doubling would copy the
         // body several times and leave a buffer up to twice the limit. (A
         // batch closes on the event that reaches the limit, so one long
         // line may still make it grow.)
         let expected = self.limits.max_bytes.saturating_add(BODY_SLACK);
         next.body
-            .reserve(expected.min(self.open.body.capacity().max(BODY_SLACK)));
+            .reserve(HEAD_ROOM + expected.min(self.open.body.capacity().max(BODY_SLACK)));
+        next.body.resize(HEAD_ROOM, 0);
         std::mem::replace(&mut self.open, next)
     }
 }
@@ -149,7 +163,7 @@ mod tests {
         assert!(b.push(b"{\"a\":1}", o(1, 10)).is_none());
         assert!(b.push(b"{\"a\":2}", o(1, 20)).is_none());
         let full = b.push(b"{}", o(1, 30)).expect("three events close it");
-        assert_eq!(full.body, b"{\"a\":1},{\"a\":2},{}");
+        assert_eq!(full.events(), b"{\"a\":1},{\"a\":2},{}");
         assert_eq!(full.event(1), b"{\"a\":2}");
         assert_eq!(full.origins, vec![o(1, 10), o(1, 20), o(1, 30)]);
 

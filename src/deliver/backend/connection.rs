@@ -191,8 +191,6 @@ pub(super) struct Connection<'c> {
     /// connection, with their sequence numbers and when they went out.
     in_flight: VecDeque<(u64, Instant)>,
     last_heard: Instant,
-    /// The message being written, reused.
-    message: Vec<u8>,
 }
 
 impl<'c> Connection<'c> {
@@ -246,7 +244,6 @@ impl<'c> Connection<'c> {
             seq: 0,
             in_flight: VecDeque::new(),
             last_heard: Instant::now(),
-            message: Vec::new(),
         })
     }
 
@@ -330,17 +327,15 @@ impl<'c> Connection<'c> {
         while self.in_flight.len() < self.config.window && self.in_flight.len() < pending.len() {
             self.seq += 1;
             let unit = &mut pending[self.in_flight.len()];
-            self.config
-                .wire
-                .message_into(unit, self.seq, &mut self.message);
             let events = unit.origins.len() as u64;
-            SenderStats::add(&stats.messages_sent, 1);
-            SenderStats::add(&stats.events_sent, events);
-            SenderStats::add(&stats.bytes_sent, self.message.len() as u64);
             if std::mem::replace(&mut unit.sent, true) {
                 SenderStats::add(&stats.events_resent, events);
             }
-            self.sender.write(&self.message, PayloadType::Text).await?;
+            let message = self.config.wire.message(unit, self.seq);
+            SenderStats::add(&stats.messages_sent, 1);
+            SenderStats::add(&stats.events_sent, events);
+            SenderStats::add(&stats.bytes_sent, message.len() as u64);
+            self.sender.write(message, PayloadType::Text).await?;
             self.in_flight.push_back((self.seq, Instant::now()));
         }
         Ok(())

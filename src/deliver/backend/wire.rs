@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::batch::Batch;
+use super::batch::{Batch, HEAD_ROOM};
 use crate::deliver::Origin;
 
 /// Which exchange to speak (the `wire` setting, `--wire`).
@@ -34,8 +34,12 @@ pub enum Wire {
 /// One message's worth of events, waiting for its acknowledgement.
 #[derive(Debug, Clone)]
 pub struct Unit {
-    /// The events' JSON, comma-separated (one event in `single`).
+    /// `batch`: a batch body ([`HEAD_ROOM`] bytes, then the events' JSON,
+    /// comma-separated), into which the message is written in place.
+    /// `single`: one event's JSON, the message itself.
     pub events: Vec<u8>,
+    /// `batch`: whether the envelope's tail follows the events already.
+    closed: bool,
     /// Where each event's line ends, for the checkpoints.
     pub origins: Vec<Origin>,
     /// When its batch took its first event (for the delivery latency).
@@ -52,6 +56,7 @@ impl Wire {
         match self {
             Wire::Batch => vec![Unit {
                 events: batch.body,
+                closed: false,
                 origins: batch.origins,
                 opened: batch.opened,
                 handed_ms: super::stats::now_ms(),
@@ -60,6 +65,7 @@ impl Wire {
             Wire::Single => (0..batch.len())
                 .map(|i| Unit {
                     events: batch.event(i).to_vec(),
+                    closed: true,
                     origins: vec![batch.origins[i]],
                     opened: batch.opened,
                     handed_ms: super::stats::now_ms(),
@@ -69,23 +75,32 @@ impl Wire {
         }
     }
 
-    /// Writes into `out` (cleared first) the text message for `unit`,
-    /// sent as number `seq` on its connection. The events are JSON the
-    /// agent wrote, valid UTF-8 by construction: they are copied as bytes,
-    /// not checked again.
-    pub fn message_into(self, unit: &Unit, seq: u64, out: &mut Vec<u8>) {
-        out.clear();
-        match self {
-            Wire::Batch => {
-                out.reserve(unit.events.len() + 48);
-                out.extend_from_slice(b"{\"type\":\"batch\",\"seq\":");
-                out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-                out.extend_from_slice(b",\"events\":[");
-                out.extend_from_slice(&unit.events);
-                out.extend_from_slice(b"]}");
-            }
-            Wire::Single => out.extend_from_slice(&unit.events),
+    /// The text message for `unit`, sent as number `seq` on its
+    /// connection. `batch` writes its envelope around the events in place
+    /// (the head into the room before them, right-aligned, as the digits
+    /// of `seq` need; the tail once after them): the events, JSON the agent
+    /// wrote and valid UTF-8 by construction, are neither copied nor
+    /// checked again.
+    pub fn message(self, unit: &mut Unit, seq: u64) -> &[u8] {
+        if self == Wire::Single {
+            return &unit.events;
         }
+        if !unit.closed {
+            unit.events.extend_from_slice(b"]}");
+            unit.closed = true;
+        }
+        let mut digits = itoa::Buffer::new();
+        let seq = digits.format(seq).as_bytes();
+        let parts: [&[u8]; 3] = [b"{\"type\":\"batch\",\"seq\":", seq, b",\"events\":["];
+        let head: usize = parts.iter().map(|p| p.len()).sum();
+        // HEAD_ROOM holds the longest head: 33 bytes and 20 digits.
+        let start = HEAD_ROOM - head;
+        let mut at = start;
+        for part in parts {
+            unit.events[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        &unit.events[start..]
     }
 }
 
@@ -127,19 +142,24 @@ mod tests {
 
     #[test]
     fn batch_message_wraps_the_events() {
-        let unit = Unit {
-            opened: std::time::Instant::now(),
-            handed_ms: 0,
-            sent: false,
-            events: b"{\"a\":1},{\"b\":2}".to_vec(),
-            origins: vec![Origin { source: 1, end: 2 }, Origin { source: 1, end: 3 }],
-        };
-        let mut m = vec![b'x'];
-        Wire::Batch.message_into(&unit, 17, &mut m);
-        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
-        assert_eq!(v["type"], "batch");
-        assert_eq!(v["seq"], 17);
-        assert_eq!(v["events"].as_array().unwrap().len(), 2);
+        let mut b = crate::deliver::backend::batch::BatchBuilder::new(
+            crate::deliver::backend::batch::BatchLimits {
+                max_events: 2,
+                ..Default::default()
+            },
+        );
+        b.push(b"{\"a\":1}", Origin { source: 1, end: 2 });
+        let batch = b.push(b"{\"b\":2}", Origin { source: 1, end: 3 }).unwrap();
+        let mut unit = Wire::Batch.units(batch).remove(0);
+        // Sent again on later connections, with other numbers: the
+        // envelope is rewritten, the events stay as they are.
+        for seq in [17, 9, u64::MAX, 1] {
+            let m = Wire::Batch.message(&mut unit, seq);
+            let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+            assert_eq!(v["type"], "batch");
+            assert_eq!(v["seq"], seq);
+            assert_eq!(v["events"], serde_json::json!([{"a": 1}, {"b": 2}]));
+        }
     }
 
     #[test]
@@ -154,9 +174,8 @@ mod tests {
         let batch = b.push(b"{\"b\":2}", Origin { source: 1, end: 2 }).unwrap();
         let units = Wire::Single.units(batch);
         assert_eq!(units.len(), 2);
-        let mut m = Vec::new();
-        Wire::Single.message_into(&units[1], 9, &mut m);
-        assert_eq!(m, b"{\"b\":2}");
+        let mut units = units;
+        assert_eq!(Wire::Single.message(&mut units[1], 9), b"{\"b\":2}");
     }
 
     #[test]
