@@ -87,16 +87,25 @@ impl quick_cache::Equivalent<AddressText> for LookUp<'_> {
 /// A string that does not parse (`unknown`, `01.2.3.4`) is returned as it was
 /// given, untrimmed, exactly like the Python original.
 pub fn normalize_ip(raw: &str) -> Cow<'_, str> {
+    let mut text = String::new();
+    match write_normalised(raw, &mut text) {
+        true => Cow::Owned(text),
+        false => Cow::Borrowed(raw),
+    }
+}
+
+/// Writes the normalised text of `raw` into `out` when it differs from
+/// `raw`; false when `raw` is its own normalised text. Bare IPv4 text that
+/// parses is canonical already (the parser takes no leading zeros), so the
+/// common case prints nothing.
+fn write_normalised(raw: &str, out: &mut String) -> bool {
     match parse_ip(raw) {
+        None | Some((IpAddr::V4(_), true)) => false,
         Some((ip, _)) => {
-            let canonical = ip.to_string();
-            if canonical == raw {
-                Cow::Borrowed(raw)
-            } else {
-                Cow::Owned(canonical)
-            }
+            out.clear();
+            let _ = write!(out, "{ip}");
+            out != raw
         }
-        None => Cow::Borrowed(raw),
     }
 }
 
@@ -150,29 +159,18 @@ impl IpPseudonymiser {
     /// The value for `remote_addr` of a request from `raw_ip`.
     pub fn pseudonymise<'a>(&'a mut self, raw_ip: &'a str) -> &'a str {
         let Some(keyed) = &self.keyed else {
-            return match parse_ip(raw_ip) {
-                // Bare IPv4 text that parses is canonical already (the
-                // parser takes no leading zeros): no rewriting.
-                Some((IpAddr::V4(_), true)) => raw_ip,
-                Some((ip, _)) => {
-                    self.text.clear();
-                    let _ = write!(self.text, "{ip}");
-                    &self.text
-                }
-                None => raw_ip,
+            return match write_normalised(raw_ip, &mut self.text) {
+                true => &self.text,
+                false => raw_ip,
             };
         };
         let digest = if let Some(digest) = self.cache.get(&LookUp(raw_ip.as_bytes())) {
             *digest
         } else {
-            let digest = match parse_ip(raw_ip) {
-                Some((ip, _)) => {
-                    self.text.clear();
-                    let _ = write!(self.text, "{ip}");
-                    hmac(keyed, &self.text)
-                }
-                // Not an address ("unknown", "-"): hashed as given.
-                None => hmac(keyed, raw_ip),
+            // Text that is no address ("unknown", "-") is hashed as given.
+            let digest = match write_normalised(raw_ip, &mut self.text) {
+                true => hmac(keyed, &self.text),
+                false => hmac(keyed, raw_ip),
             };
             if let Some(key) = AddressText::new(raw_ip) {
                 self.cache.insert(key, digest);

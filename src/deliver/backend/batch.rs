@@ -132,15 +132,14 @@ impl BatchBuilder {
     fn take(&mut self) -> Batch {
         self.opened_at = None;
         let mut next = Batch::default();
-        next.body.clear();
         // Room for a full batch at once: growing by doubling would copy the
         // body several times and leave a buffer up to twice the limit. (A
         // batch closes on the event that reaches the limit, so one long
         // line may still make it grow.)
         let expected = self.limits.max_bytes.saturating_add(BODY_SLACK);
+        // (`reserve` counts beyond the head room the body already holds.)
         next.body
-            .reserve(HEAD_ROOM + expected.min(self.open.body.capacity().max(BODY_SLACK)));
-        next.body.resize(HEAD_ROOM, 0);
+            .reserve(expected.min(self.open.body.capacity().max(BODY_SLACK)));
         std::mem::replace(&mut self.open, next)
     }
 }
