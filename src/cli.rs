@@ -56,6 +56,30 @@ pub enum Command {
     /// events, files, backend, health. Exits 1 when it is not healthy or
     /// cannot be reached.
     Status(StatusArgs),
+    /// Send the events of the dead-letter file (events the backend refused
+    /// on their own) to the backend again, once it takes them. Exits 1
+    /// when some were not delivered; they stay for the next replay.
+    ReplayDeadLetters(ReplayArgs),
+}
+
+/// `cerberus-agent replay-dead-letters`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ReplayArgs {
+    /// The state folder whose dead-letter file is sent. Default: the
+    /// `state_dir` setting
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The backend's WebSocket URL. Default: the `ws_url` setting
+    #[arg(long, value_name = "URL")]
+    pub ws_url: Option<String>,
+
+    /// Give up waiting for the backend after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// The configuration file: shared by every command.

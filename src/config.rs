@@ -160,8 +160,18 @@ pub struct Settings {
     #[serde(default = "default_compression_window_bits")]
     pub compression_window_bits: u8,
     /// Messages sent and not yet acknowledged, at most (default: 8 batches
-    /// in `batch`, 256 events in `single`).
+    /// in `batch`; 1 event in `single`, whose replies name no event).
     pub max_in_flight: Option<usize>,
+    /// The largest message the backend takes, when known: larger batches
+    /// are sent in pieces. Without it, a limit is learnt from the backend.
+    pub max_message_bytes: Option<usize>,
+    /// An event the backend refuses this many times on its own, while it
+    /// takes others, goes to the dead-letter file.
+    #[serde(default = "default_dead_letter_after")]
+    pub dead_letter_after: u32,
+    /// The dead-letter file's size limit; once full, a refused event waits.
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: u64,
     /// A message not acknowledged within this is sent again on a new
     /// connection.
     #[serde(default = "default_ack_timeout_ms")]
@@ -232,6 +242,12 @@ fn default_compression_level() -> u32 {
 }
 fn default_compression_window_bits() -> u8 {
     DeflateSettings::default().window_bits
+}
+fn default_dead_letter_after() -> u32 {
+    crate::deliver::backend::RefusalPolicy::default().dead_letter_after
+}
+fn default_dead_letter_max_bytes() -> u64 {
+    64 << 20
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000
@@ -343,6 +359,7 @@ fn with_env_names(command: clap::Command) -> clap::Command {
         .mut_subcommand("check", env_names_of_args)
         .mut_subcommand("patterns", env_names_of_args)
         .mut_subcommand("status", env_names_of_args)
+        .mut_subcommand("replay-dead-letters", env_names_of_args)
 }
 
 fn env_names_of_args(command: clap::Command) -> clap::Command {
@@ -511,12 +528,20 @@ impl Settings {
             ("batch_max_bytes", self.batch_max_bytes as u64),
             ("max_in_flight", self.max_in_flight.unwrap_or(1) as u64),
             ("ack_timeout_ms", self.ack_timeout_ms),
+            ("dead_letter_after", u64::from(self.dead_letter_after)),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(format!(
                     "key `{key}` is 0: expected at least 1"
                 )));
             }
+        }
+        if let Some(max) = self.max_message_bytes
+            && max < 1024
+        {
+            return Err(ConfigError::new(format!(
+                "key `max_message_bytes` is {max}: expected at least 1024 (an event must fit)"
+            )));
         }
         if !compression::LEVELS.contains(&self.compression_level) {
             return Err(ConfigError::new(format!(

@@ -16,7 +16,7 @@
 //!
 //! Around them: [`config`] layers the settings and [`plan`] turns them into
 //! each component's options; [`agent`] is the loop that drives the stages;
-//! [`check`] and [`status`] are commands; [`cli`] defines the flags;
+//! [`check`], [`status`] and [`replay`] are commands; [`cli`] defines the flags;
 //! [`metrics`] serves what the stages count; [`server_config`] reads the web
 //! servers' own configs for their logs; [`privileges`] warns at start
 //! about root and secrets others may read. Leaf modules
@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod privileges;
 pub mod pseudonymise;
+pub mod replay;
 pub mod secret;
 pub mod server_config;
 pub mod status;

@@ -13,6 +13,7 @@ use anyhow::Context;
 use cerberus_agent::agent::End;
 use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs, PatternArgs, RunArgs};
 use cerberus_agent::config::{ConfigError, Layers, LogFormat, Settings};
+use cerberus_agent::deliver::backend::dead_letter::DeadLetters;
 use cerberus_agent::metrics::{self, Telemetry};
 use cerberus_agent::parse::server_format::Server;
 use cerberus_agent::parse::{Format, Origin, PatternError};
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     };
     let patterns_only;
     let status_only;
+    let replay_only;
     let (common, run) = match &cli.command {
         Some(Command::Check(args)) => (&args.common, None),
         Some(Command::Patterns(args)) => {
@@ -53,6 +55,21 @@ fn main() -> ExitCode {
                 ..RunArgs::default()
             };
             (&status_only.common, Some(&status_only))
+        }
+        Some(Command::ReplayDeadLetters(args)) => {
+            replay_only = RunArgs {
+                state_dir: args.state_dir.clone(),
+                ws_url: args.ws_url.clone(),
+                common: CommonArgs {
+                    patterns: PatternArgs {
+                        config: args.config.clone(),
+                        ..PatternArgs::default()
+                    },
+                    ..CommonArgs::default()
+                },
+                ..RunArgs::default()
+            };
+            (&replay_only.common, Some(&replay_only))
         }
         None => (&cli.run.common, Some(&cli.run)),
     };
@@ -90,8 +107,14 @@ fn main() -> ExitCode {
             run_agent(&settings, mode, Box::new(reread))
         }),
         Some(Command::Patterns(_)) => list_patterns(&settings),
-        Some(Command::Status(_)) => status::show(settings.metrics_addr.as_deref()),
+        Some(Command::Status(_)) => status::show(
+            settings.metrics_addr.as_deref(),
+            &DeadLetters::new(&settings.state_dir, settings.dead_letter_max_bytes),
+        ),
         Some(Command::Check(args)) => run_check(&settings, args),
+        Some(Command::ReplayDeadLetters(args)) => {
+            cerberus_agent::replay::replay(&settings, Duration::from_secs(args.timeout))
+        }
     };
     match result {
         Ok(code) => code,
@@ -139,9 +162,31 @@ fn run_agent(
             .map_err(|e| ConfigError::new(format!("key `metrics_addr`: {e:#}")))?;
         tracing::info!("metrics at http://{bound}/metrics, health at /health and /ready");
     }
+    let dead_letters = match &plan.delivery {
+        Delivery::Backend { sender, .. } => sender.refusals.dead_letters.clone(),
+        Delivery::Stdout => None,
+    };
+    let sender_stats = telemetry.sender.clone();
     let report = agent::run(plan, &wakes, telemetry, Some(reload))?;
+    let dead = sender_stats.map_or(0, |s| {
+        s.events_dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    if dead > 0 {
+        let path = dead_letters.map(|d| d.path().display().to_string());
+        eprintln!(
+            "cerberus-agent: {dead} events the backend refused were written to {}; `cerberus-agent replay-dead-letters` sends them again",
+            path.unwrap_or_default()
+        );
+    }
     if !mode.once || report.once_complete() {
-        return Ok(ExitCode::SUCCESS);
+        // A --once run that left events in the dead-letter file did not
+        // deliver everything: it says so above.
+        return Ok(if mode.once && dead > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let why = match report.end {
         End::Stopped => "stopped by a signal before the end",
@@ -191,20 +236,53 @@ fn is_config_error(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Libraries whose messages are never shown, whatever CERBERUS_LOG_FILTER
+/// says: the WebSocket library logs every ordinary disconnect at ERROR (in
+/// Rust's debug format) beside the agent's own WARN, and it and the HTTP
+/// client log URLs and handshake headers, which carry the token, at debug
+/// and trace. The agent reports what they saw in its own words.
+const QUIET_LIBRARIES: [&str; 6] = [
+    "ratchet_core",
+    "ratchet_deflate",
+    "ratchet_ext",
+    "ratchet_rs",
+    "ureq",
+    "ureq_proto",
+];
+
 fn init_logging(settings: &Settings) {
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
     let level = if settings.debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CERBERUS_LOG_FILTER")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let asked =
+        EnvFilter::try_from_env("CERBERUS_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(level));
+    let quiet = QUIET_LIBRARIES
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, lib| {
+            t.with_target(*lib, LevelFilter::OFF)
+        })
+        // TLS: its warnings, never its handshake traces.
+        .with_target("rustls", LevelFilter::WARN)
+        .with_target("tokio_rustls", LevelFilter::WARN);
+    let filter = asked.and(quiet);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
+    let registry = tracing_subscriber::registry();
     match settings.log_format {
-        LogFormat::Text => fmt
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .without_time()
+        LogFormat::Text => registry
+            .with(
+                fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .without_time()
+                    .with_filter(filter),
+            )
             .init(),
-        LogFormat::Json => fmt.json().with_ansi(false).init(),
+        LogFormat::Json => registry
+            .with(fmt.json().with_ansi(false).with_filter(filter))
+            .init(),
     }
 }
 

@@ -246,6 +246,21 @@ fn register_sender(registry: &mut Registry, s: &SenderStats) {
             "Connections that failed or ended in error",
             get(&s.backend_errors),
         ),
+        (
+            "messages_refused",
+            "Connections that ended with a message in flight, counted against it (it is then sent alone, split, or set aside)",
+            get(&s.messages_refused),
+        ),
+        (
+            "backend_closes_too_big",
+            "Connections the backend closed with 1009, message too big",
+            get(&s.closes_too_big),
+        ),
+        (
+            "events_dead_lettered",
+            "Events the backend refused on their own, written to the dead-letter file and acknowledged",
+            get(&s.events_dead_lettered),
+        ),
     ];
     for (name, help, value) in counters {
         registry.register(name, help, counter(value));

@@ -15,7 +15,8 @@ use std::time::Duration;
 use crate::config::{ClientIpFrom, Compression, ConfigError, Format, Scheme, Settings};
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::compression::DeflateSettings;
-use crate::deliver::backend::{SenderConfig, Wire};
+use crate::deliver::backend::dead_letter::DeadLetters;
+use crate::deliver::backend::{RefusalPolicy, SenderConfig, Wire};
 use crate::event::real_ip::RealIp;
 use crate::event::{EventOptions, Identity};
 use crate::parse::server_format::Server;
@@ -90,6 +91,7 @@ impl Delivery {
                     && a.backoff_min == b.backoff_min
                     && a.backoff_max == b.backoff_max
                     && a.compression == b.compression
+                    && a.refusals == b.refusals
                     && a.tls.is_none()
                     && b.tls.is_none()
             }
@@ -361,7 +363,7 @@ fn key_source(settings: &Settings) -> KeySource {
 }
 
 /// Standard output, or the backend with its TLS set up.
-fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
+pub fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
     let Some(url) = settings.ws_url.as_ref().filter(|_| !settings.stdout) else {
         if !settings.stdout {
             tracing::info!(
@@ -388,9 +390,12 @@ fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
     } else {
         None
     };
+    // `single` replies name no event: with more than one in flight, a
+    // backend that skips a reply would have every later one credit the
+    // wrong event. One at a time, as the middleware sends, unless asked.
     let window = settings.max_in_flight.unwrap_or(match settings.wire {
         Wire::Batch => 8,
-        Wire::Single => 256,
+        Wire::Single => 1,
     });
     Ok(Delivery::Backend {
         sender: Box::new(SenderConfig {
@@ -411,6 +416,15 @@ fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
                     window_bits: settings.compression_window_bits,
                 }),
                 Compression::Off => None,
+            },
+            refusals: RefusalPolicy {
+                dead_letter_after: settings.dead_letter_after,
+                dead_letters: Some(DeadLetters::new(
+                    &settings.state_dir,
+                    settings.dead_letter_max_bytes,
+                )),
+                max_message_bytes: settings.max_message_bytes,
+                alone_above: settings.batch_max_bytes.saturating_mul(2),
             },
         }),
         batches: BatchLimits {

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::deliver::backend::dead_letter::DeadLetters;
 use crate::metrics::samples;
 
 /// Prints the running agent's figures as a short table. Exit status 0 when
 /// it is healthy, 1 when not, or when it cannot be reached.
-pub fn show(metrics_addr: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn show(metrics_addr: Option<&str>, dead_letters: &DeadLetters) -> anyhow::Result<ExitCode> {
     let Some(addr) = metrics_addr else {
         return Err(ConfigError::new(
             "no metrics address: give --metrics-addr ADDR:PORT, or set metrics_addr in the config file (the agent must serve it too)",
@@ -97,6 +98,17 @@ pub fn show(metrics_addr: Option<&str>) -> anyhow::Result<ExitCode> {
         v("cerberus_agent_files_watched"),
         v("cerberus_agent_files_unreadable"),
         v("cerberus_agent_rotations_total")
+    );
+    let waiting = dead_letters.count();
+    println!(
+        "dead letters {waiting} waiting in {}{} ({} this run)",
+        dead_letters.path().display(),
+        if waiting > 0 {
+            ": `cerberus-agent replay-dead-letters` sends them again"
+        } else {
+            ""
+        },
+        v("cerberus_agent_events_dead_lettered_total")
     );
     println!(
         "secret key  {}",

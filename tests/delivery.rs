@@ -3,6 +3,8 @@
 //! is down at start or restarts mid-stream, never acknowledges; wss with a
 //! CA made at test time; the secret-key fetch.
 
+#[path = "delivery/asgi.rs"]
+mod asgi;
 mod common;
 
 use std::collections::HashMap;

@@ -29,9 +29,14 @@ fi
 # A Python virtual environment with the `websockets` package, for the test
 # that runs a backend speaking only the middleware's exchange,
 # `prometheus_client`, whose parser checks the agent's metrics exposition,
-# and `gunicorn`, the real server behind the custom access_log_format test.
+# `gunicorn`, the real server behind the custom access_log_format test, and
+# the ASGI servers a Cerberus backend runs on (a Django Channels consumer
+# under daphne, uvicorn with each of its WebSocket implementations, and
+# hypercorn), for the tests of messages a backend refuses.
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn, channels, daphne, uvicorn, wsproto, hypercorn' >/dev/null 2>&1; then
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1' 'gunicorn==23.0.0'
+  "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1' 'gunicorn==23.0.0' \
+    'Django>=5.2,<5.3' 'channels==4.3.2' 'daphne==4.2.3' 'uvicorn==0.55.0' 'wsproto==1.3.2' \
+    'hypercorn==0.18.0'
 fi

@@ -4,8 +4,9 @@
 //! [`Outbox`] outlives connections: the units the agent handed over and the
 //! backend has not acknowledged, oldest first. A [`Connection`] sends them
 //! (up to the window), matches acknowledgements in order, and pops what is
-//! acknowledged; when it ends with an error, the next connection sends the
-//! rest again from the oldest.
+//! acknowledged; when it ends with an error, the outbox is told what was in
+//! flight (to narrow down a message the backend will not take), and the
+//! next connection sends the rest again from the oldest.
 //!
 //! The WebSocket is ratchet's, over TCP or TLS (tokio-rustls), with
 //! permessage-deflate when both sides want it ([`super::compression`]).
@@ -15,9 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc as std_mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::HeaderValue;
@@ -26,15 +25,13 @@ use ratchet_rs::{Message, PayloadType, SubprotocolRegistry, WebSocketConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::batch::Batch;
 use super::compression::Offer;
 use super::error::SendError;
+use super::outbox::Outbox;
 use super::sender::SenderConfig;
 use super::stats::SenderStats;
 use super::transport::Cork;
-use super::wire::{self, Reply, Unit, Wire};
-use crate::deliver::Origin;
-use crate::wake::{Wake, Waker};
+use super::wire::{self, Reply, Wire};
 
 /// TCP, or TLS over TCP, counted: what the WebSocket runs on.
 type Io = super::transport::CountedStream;
@@ -44,81 +41,6 @@ type WsReceiver = ratchet_rs::Receiver<Io, DeflateDecoder>;
 /// The largest message the backend may send (its replies are a few bytes).
 const MAX_REPLY_BYTES: usize = 1 << 20;
 
-/// The sender's work, across connections.
-pub(super) struct Outbox {
-    /// Units taken from the queue and not acknowledged, oldest first.
-    pending: VecDeque<Unit>,
-    queue: mpsc::Receiver<Batch>,
-    /// The agent closed the queue: nothing more will come.
-    closed: bool,
-    acks: std_mpsc::Sender<Vec<Origin>>,
-    waker: Waker,
-    pub stats: Arc<SenderStats>,
-}
-
-impl Outbox {
-    pub fn new(
-        queue: mpsc::Receiver<Batch>,
-        acks: std_mpsc::Sender<Vec<Origin>>,
-        waker: Waker,
-        stats: Arc<SenderStats>,
-    ) -> Self {
-        Outbox {
-            pending: VecDeque::new(),
-            queue,
-            closed: false,
-            acks,
-            waker,
-            stats,
-        }
-    }
-
-    /// Everything handed over is acknowledged and nothing more will come.
-    pub fn is_done(&self) -> bool {
-        self.closed && self.pending.is_empty()
-    }
-
-    pub fn unacknowledged(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// The oldest unit is acknowledged: its origins go back to the agent.
-    fn acknowledge_oldest(&mut self) {
-        if let Some(unit) = self.pending.pop_front() {
-            let n = unit.origins.len() as u64;
-            let stats = &self.stats;
-            stats.working();
-            SenderStats::add(&stats.events_acked, n);
-            stats.in_flight_events.fetch_sub(n, Ordering::Relaxed);
-            stats
-                .delivery_latency
-                .observe(unit.opened.elapsed().as_secs_f64());
-            let oldest = self.pending.front().map_or(0, |u| u.handed_ms);
-            stats.oldest_unacked_ms.store(oldest, Ordering::Relaxed);
-            let _ = self.acks.send(unit.origins);
-            self.waker.wake(Wake::Acked);
-        }
-    }
-
-    /// Takes a batch from the agent.
-    fn take(&mut self, batch: Batch, wire: Wire) {
-        let stats = &self.stats;
-        let n = batch.len() as u64;
-        stats.batch_events.observe(n as f64);
-        stats.in_flight_events.fetch_add(n, Ordering::Relaxed);
-        let units = wire.units(batch);
-        if self.pending.is_empty()
-            && let Some(first) = units.first()
-        {
-            stats
-                .oldest_unacked_ms
-                .store(first.handed_ms, Ordering::Relaxed);
-        }
-        self.pending.extend(units);
-        self.waker.wake(Wake::Space);
-    }
-}
-
 /// What the backend said, as the [`Listener`] task hands it over.
 enum Heard {
     /// A text reply, or a binary one (which `single` also takes for an
@@ -126,8 +48,12 @@ enum Heard {
     Reply(String),
     /// A ping or a pong: the backend is alive.
     Alive,
-    /// The backend closed the connection (the reason, for the message).
-    Closed(String),
+    /// The backend closed the connection, with a code and reason when it
+    /// sent a close frame.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
     Failed(ratchet_rs::Error),
 }
 
@@ -149,18 +75,13 @@ impl Listener {
                         Heard::Reply(String::from_utf8_lossy(&buf).into_owned())
                     }
                     Ok(Message::Ping(_) | Message::Pong(_)) => Heard::Alive,
-                    Ok(Message::Close(reason)) => Heard::Closed(
-                        reason
-                            .map(|r| {
-                                let code = u16::from(r.code);
-                                let text = r.description.unwrap_or_default();
-                                format!(" (code {code} {text})")
-                            })
-                            .unwrap_or_default(),
-                    ),
+                    Ok(Message::Close(reason)) => Heard::Closed {
+                        code: reason.as_ref().map(|r| u16::from(r.code)),
+                        reason: reason.and_then(|r| r.description).unwrap_or_default(),
+                    },
                     Err(e) => Heard::Failed(e),
                 };
-                let last = matches!(heard, Heard::Closed(_) | Heard::Failed(_));
+                let last = matches!(heard, Heard::Closed { .. } | Heard::Failed(_));
                 if tx.send(heard).is_err() || last {
                     return;
                 }
@@ -176,6 +97,18 @@ impl Drop for Listener {
     }
 }
 
+/// A message written and not acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    sent: Instant,
+    bytes: usize,
+}
+
+/// How long a failed write waits for the backend's close frame, which says
+/// why better than the broken pipe does.
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
+
 /// An open connection and what is in flight on it.
 pub(super) struct Connection<'c> {
     config: &'c SenderConfig,
@@ -188,8 +121,9 @@ pub(super) struct Connection<'c> {
     /// The sequence number of the last message sent on this connection.
     seq: u64,
     /// The first `in_flight.len()` units of the outbox are sent on this
-    /// connection, with their sequence numbers and when they went out.
-    in_flight: VecDeque<(u64, Instant)>,
+    /// connection, with their sequence numbers, when they went out and
+    /// their size.
+    in_flight: VecDeque<InFlight>,
     last_heard: Instant,
 }
 
@@ -254,7 +188,9 @@ impl<'c> Connection<'c> {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         loop {
-            self.send_window(&mut outbox.pending, &outbox.stats).await?;
+            if let Err(e) = self.send_window(outbox).await {
+                return Err(self.why_writing_failed(e, outbox).await);
+            }
             if outbox.is_done() {
                 let _ = self
                     .sender
@@ -268,8 +204,8 @@ impl<'c> Connection<'c> {
             let deadline = self
                 .in_flight
                 .front()
-                .map(|(_, sent)| tokio::time::Instant::from_std(*sent + self.config.ack_timeout));
-            let room = !outbox.closed && outbox.pending.len() < self.config.window;
+                .map(|m| tokio::time::Instant::from_std(m.sent + self.config.ack_timeout));
+            let room = outbox.has_room(self.config.window);
             tokio::select! {
                 heard = self.listener.heard.recv() => {
                     self.last_heard = Instant::now();
@@ -285,7 +221,7 @@ impl<'c> Connection<'c> {
                     None => outbox.closed = true,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    let seq = self.in_flight.front().map(|(s, _)| *s).unwrap_or_default();
+                    let seq = self.in_flight.front().map(|m| m.seq).unwrap_or_default();
                     return Err(SendError::AckTimeout { seq, ms: self.config.ack_timeout.as_millis() });
                 }
                 _ = ping.tick() => self.keep_alive().await?,
@@ -303,31 +239,30 @@ impl<'c> Connection<'c> {
     }
 
     /// Writes every message the window allows, flushed once at the end.
-    async fn send_window(
-        &mut self,
-        pending: &mut VecDeque<Unit>,
-        stats: &SenderStats,
-    ) -> Result<(), SendError> {
-        if self.in_flight.len() >= self.config.window || self.in_flight.len() >= pending.len() {
+    async fn send_window(&mut self, outbox: &mut Outbox) -> Result<(), SendError> {
+        let window = outbox.window(self.config.window);
+        if self.in_flight.len() >= window || self.in_flight.len() >= outbox.pending.len() {
             return Ok(());
         }
         self.cork.hold();
-        let written = self.write_burst(pending, stats).await;
+        let written = self.write_burst(outbox, window).await;
         self.cork.release();
         written?;
         self.sender.flush().await?;
         Ok(())
     }
 
-    async fn write_burst(
-        &mut self,
-        pending: &mut VecDeque<Unit>,
-        stats: &SenderStats,
-    ) -> Result<(), SendError> {
-        while self.in_flight.len() < self.config.window && self.in_flight.len() < pending.len() {
+    async fn write_burst(&mut self, outbox: &mut Outbox, window: usize) -> Result<(), SendError> {
+        while self.in_flight.len() < window && self.in_flight.len() < outbox.pending.len() {
+            let next = self.in_flight.len();
+            outbox.fit(next);
+            if next > 0 && outbox.goes_alone(next) {
+                break;
+            }
             self.seq += 1;
-            let unit = &mut pending[self.in_flight.len()];
-            let events = unit.origins.len() as u64;
+            let stats = &outbox.stats;
+            let unit = &mut outbox.pending[next];
+            let events = unit.len() as u64;
             if std::mem::replace(&mut unit.sent, true) {
                 SenderStats::add(&stats.events_resent, events);
             }
@@ -335,10 +270,40 @@ impl<'c> Connection<'c> {
             SenderStats::add(&stats.messages_sent, 1);
             SenderStats::add(&stats.events_sent, events);
             SenderStats::add(&stats.bytes_sent, message.len() as u64);
+            // In flight from the first byte: a backend that cuts the
+            // connection while reading it refused this message.
+            self.in_flight.push_back(InFlight {
+                seq: self.seq,
+                sent: Instant::now(),
+                bytes: message.len(),
+            });
             self.sender.write(message, PayloadType::Text).await?;
-            self.in_flight.push_back((self.seq, Instant::now()));
         }
         Ok(())
+    }
+
+    /// The sizes of the messages in flight, oldest first.
+    pub fn in_flight_sizes(&self) -> Vec<usize> {
+        self.in_flight.iter().map(|m| m.bytes).collect()
+    }
+
+    /// A write failed: what the backend said just before (its close
+    /// frame, an error reply) says why better than the broken pipe does.
+    /// Acknowledgements that arrive meanwhile still count.
+    async fn why_writing_failed(&mut self, e: SendError, outbox: &mut Outbox) -> SendError {
+        let said = tokio::time::timeout(CLOSE_GRACE, async {
+            loop {
+                let heard = self.listener.heard.recv().await;
+                if matches!(heard, Some(Heard::Failed(_)) | None) {
+                    return None;
+                }
+                if let Err(why) = self.take_reply(heard, outbox) {
+                    return Some(why);
+                }
+            }
+        })
+        .await;
+        said.ok().flatten().unwrap_or(e)
     }
 
     /// Whether what was `heard` acknowledges the oldest message in flight;
@@ -347,11 +312,16 @@ impl<'c> Connection<'c> {
         let text = match heard {
             Some(Heard::Reply(text)) => text,
             Some(Heard::Alive) => return Ok(false),
-            Some(Heard::Closed(why)) => return Err(SendError::Closed(why)),
+            Some(Heard::Closed { code, reason }) => return Err(SendError::Closed { code, reason }),
             Some(Heard::Failed(e)) => return Err(e.into()),
-            None => return Err(SendError::Closed(String::new())),
+            None => {
+                return Err(SendError::Closed {
+                    code: None,
+                    reason: String::new(),
+                });
+            }
         };
-        let oldest = self.in_flight.front().map(|(seq, _)| *seq);
+        let oldest = self.in_flight.front().map(|m| m.seq);
         match self.config.wire {
             // The middleware's exchange: any reply acknowledges the oldest
             // message in flight.

@@ -6,13 +6,17 @@
 //! ([`sender`]), which delivers them on a [`connection`] in the exchange the
 //! `wire` setting names ([`wire`]), compressed when the backend agrees
 //! ([`compression`]), over TCP or TLS for `wss://` ([`transport`], [`tls`]).
-//! Failures are [`SendError`]s, retried by reconnecting. [`secret_key`]
-//! fetches the key the client IPs are hashed with.
+//! Failures are [`SendError`]s, retried by reconnecting; the [`outbox`]
+//! narrows a message the backend will not take down to the event, which
+//! goes to the [`dead_letter`] file so nothing waits behind it.
+//! [`secret_key`] fetches the key the client IPs are hashed with.
 
 pub mod batch;
 pub mod compression;
 mod connection;
+pub mod dead_letter;
 pub mod error;
+mod outbox;
 pub mod secret_key;
 pub mod sender;
 pub mod stats;
@@ -21,6 +25,7 @@ mod transport;
 pub mod wire;
 
 pub use error::SendError;
+pub use outbox::RefusalPolicy;
 pub use sender::{Sender, SenderConfig, redact_url};
 pub use stats::SenderStats;
 pub use wire::Wire;

@@ -22,7 +22,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::mpsc;
 
 use super::batch::Batch;
-use super::connection::{Connection, Outbox};
+use super::connection::Connection;
+use super::outbox::{Outbox, RefusalPolicy};
 use super::stats::SenderStats;
 use super::wire::Wire;
 use crate::deliver::Origin;
@@ -49,6 +50,8 @@ pub struct SenderConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// permessage-deflate offered with these settings; `None`: off.
     pub compression: Option<super::compression::DeflateSettings>,
+    /// What to do with a message the backend will not take.
+    pub refusals: RefusalPolicy,
 }
 
 impl SenderConfig {
@@ -106,7 +109,8 @@ impl Sender {
             .name("sender".into())
             .spawn(move || {
                 let finished = waker.clone();
-                let outbox = Outbox::new(queue_rx, ack_tx, waker, stats.clone());
+                let policy = config.refusals.clone();
+                let outbox = Outbox::new(queue_rx, ack_tx, waker, stats.clone(), policy);
                 runtime.block_on(async {
                     tokio::select! {
                         () = run(config, outbox) => {}
@@ -262,10 +266,13 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
         let Err(why) = delivered else {
             return;
         };
+        let in_flight = connection.in_flight_sizes();
+        drop(connection);
         outbox.stats.failed();
-        if acked(&outbox) > acked_before {
-            // The connection worked for a while: start backing off from
-            // the beginning again.
+        let narrowed = outbox.connection_ended(&why, &in_flight);
+        if narrowed || acked(&outbox) > acked_before {
+            // The connection worked for a while, or a refused message was
+            // cut down to try again: start backing off from the beginning.
             delays = backoff();
         }
         let delay = delays.next().unwrap_or(config.backoff_max);

@@ -22,6 +22,13 @@ pub struct SenderStats {
     pub wire_bytes_sent: AtomicU64,
     /// Connections made after the first.
     pub reconnects: AtomicU64,
+    /// Connections that ended with a message in flight that was then
+    /// counted as refused (see `outbox`).
+    pub messages_refused: AtomicU64,
+    /// Closes with 1009 ("message too big").
+    pub closes_too_big: AtomicU64,
+    /// Events written to the dead-letter file (and acknowledged).
+    pub events_dead_lettered: AtomicU64,
     /// Connections that failed or ended in error (refused, timed out,
     /// refused a batch, closed).
     pub backend_errors: AtomicU64,
@@ -52,6 +59,9 @@ impl Default for SenderStats {
             bytes_sent: AtomicU64::new(0),
             wire_bytes_sent: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            messages_refused: AtomicU64::new(0),
+            closes_too_big: AtomicU64::new(0),
+            events_dead_lettered: AtomicU64::new(0),
             backend_errors: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),

@@ -40,6 +40,8 @@ pub struct Unit {
     pub events: Vec<u8>,
     /// `batch`: whether the envelope's tail follows the events already.
     closed: bool,
+    /// Each event's span in `events`.
+    spans: Vec<(usize, usize)>,
     /// Where each event's line ends, for the checkpoints.
     pub origins: Vec<Origin>,
     /// When its batch took its first event (for the delivery latency).
@@ -48,6 +50,101 @@ pub struct Unit {
     pub handed_ms: u64,
     /// Written on some connection already: writing it again is a resend.
     pub sent: bool,
+    /// Connections that ended while this was the oldest message in flight
+    /// (see [`super::outbox`]).
+    pub refusals: u32,
+    /// Why the last of those ended, for the dead-letter file.
+    pub last_refusal: String,
+    /// The size of the message this one was split from, when that one was
+    /// refused the way a backend refuses a message too big for it.
+    pub split_from: Option<usize>,
+}
+
+impl Unit {
+    /// Events in it.
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// The `i`th event's JSON.
+    pub fn event(&self, i: usize) -> &[u8] {
+        let (a, b) = self.spans[i];
+        &self.events[a..b]
+    }
+
+    /// The size of its message, at most a few bytes over (the envelope's
+    /// head is counted at its longest).
+    pub fn message_len(&self) -> usize {
+        match self.spans.last() {
+            // A batch: the events, the head in the room before them, `]}`.
+            Some(&(_, end)) if self.spans[0].0 >= HEAD_ROOM => end + 2,
+            _ => self.events.len(),
+        }
+    }
+
+    /// The index and size of its largest event.
+    pub fn largest_event(&self) -> (usize, usize) {
+        self.spans
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| (i, b - a))
+            .max_by_key(|&(_, len)| len)
+            .unwrap_or((0, 0))
+    }
+
+    /// How many of its first events fit in a message of `max` bytes (at
+    /// least one).
+    pub fn events_fitting(&self, max: usize) -> usize {
+        let fits = self
+            .spans
+            .iter()
+            .take_while(|&&(_, end)| end + 2 <= max)
+            .count();
+        fits.max(1)
+    }
+
+    /// Cuts it in two, its first `at` events and the rest (`0 < at <
+    /// len`), each a message of its own. The pieces start with no
+    /// refusals.
+    pub fn split(self, at: usize) -> (Unit, Unit) {
+        let piece = |range: std::ops::Range<usize>| {
+            let mut body = Vec::with_capacity(
+                HEAD_ROOM
+                    + self.spans[range.clone()]
+                        .iter()
+                        .map(|(a, b)| b - a + 1)
+                        .sum::<usize>()
+                    + 2,
+            );
+            body.resize(HEAD_ROOM, 0);
+            let mut spans = Vec::with_capacity(range.len());
+            for i in range.clone() {
+                if i > range.start {
+                    body.push(b',');
+                }
+                let start = body.len();
+                body.extend_from_slice(self.event(i));
+                spans.push((start, body.len()));
+            }
+            Unit {
+                events: body,
+                closed: false,
+                spans,
+                origins: self.origins[range].to_vec(),
+                opened: self.opened,
+                handed_ms: self.handed_ms,
+                sent: self.sent,
+                refusals: 0,
+                last_refusal: String::new(),
+                split_from: None,
+            }
+        };
+        (piece(0..at), piece(at..self.len()))
+    }
 }
 
 impl Wire {
@@ -57,19 +154,30 @@ impl Wire {
             Wire::Batch => vec![Unit {
                 events: batch.body,
                 closed: false,
+                spans: batch.spans,
                 origins: batch.origins,
                 opened: batch.opened,
                 handed_ms: super::stats::now_ms(),
                 sent: false,
+                refusals: 0,
+                last_refusal: String::new(),
+                split_from: None,
             }],
             Wire::Single => (0..batch.len())
-                .map(|i| Unit {
-                    events: batch.event(i).to_vec(),
-                    closed: true,
-                    origins: vec![batch.origins[i]],
-                    opened: batch.opened,
-                    handed_ms: super::stats::now_ms(),
-                    sent: false,
+                .map(|i| {
+                    let event = batch.event(i).to_vec();
+                    Unit {
+                        spans: vec![(0, event.len())],
+                        events: event,
+                        closed: true,
+                        origins: vec![batch.origins[i]],
+                        opened: batch.opened,
+                        handed_ms: super::stats::now_ms(),
+                        sent: false,
+                        refusals: 0,
+                        last_refusal: String::new(),
+                        split_from: None,
+                    }
                 })
                 .collect(),
         }
