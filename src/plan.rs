@@ -16,6 +16,7 @@ use crate::config::{ClientIpFrom, Compression, ConfigError, Format, Scheme, Sett
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::compression::DeflateSettings;
 use crate::deliver::backend::dead_letter::DeadLetters;
+use crate::deliver::backend::secret_key::Trust;
 use crate::deliver::backend::{RefusalPolicy, SenderConfig, Wire};
 use crate::event::real_ip::RealIp;
 use crate::event::{EventOptions, Identity};
@@ -44,6 +45,8 @@ pub enum KeySource {
     Fetch {
         backend_url: String,
         token: Option<Secret>,
+        /// Whom the fetch trusts (the WebSocket's settings).
+        trust: Trust,
         /// Wait (retrying) for the key, or send plain IPs when it cannot
         /// be fetched.
         wait: bool,
@@ -356,6 +359,10 @@ fn key_source(settings: &Settings) -> KeySource {
         (None, Some(url)) => KeySource::Fetch {
             backend_url: url.clone(),
             token: settings.token.clone(),
+            trust: Trust {
+                ca_file: settings.tls_ca_file.clone(),
+                verify: settings.tls_verify,
+            },
             wait: settings.wait_for_secret_key,
         },
         (None, None) => KeySource::None,

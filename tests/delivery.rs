@@ -524,20 +524,36 @@ fn wss_with_a_ca_made_now_and_a_clear_failure_without_it() {
 }
 
 /// An HTTP server answering GET /api/secret-key with the given responses in
-/// turn (the last one repeats); records the X-API-Key headers it saw.
+/// turn (the last one repeats); records the X-API-Key headers it saw. A 3xx
+/// response's body is its Location.
 struct KeyServer {
     port: u16,
     keys_seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn key_server(responses: Vec<(u16, &'static str)>) -> KeyServer {
+    key_server_over(responses, None)
+}
+
+/// The same, over TLS with `tls` (HTTPS).
+fn key_server_over(
+    responses: Vec<(u16, &'static str)>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> KeyServer {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let keys_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = keys_seen.clone();
     std::thread::spawn(move || {
         for (i, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
+            let Ok(stream) = stream else { continue };
+            let mut stream: Box<dyn ReadWrite> = match &tls {
+                Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                    Ok(conn) => Box::new(rustls::StreamOwned::new(conn, stream)),
+                    Err(_) => continue,
+                },
+                None => Box::new(stream),
+            };
             let mut buf = vec![0u8; 8192];
             let n = stream.read(&mut buf).unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -551,18 +567,29 @@ fn key_server(responses: Vec<(u16, &'static str)>) -> KeyServer {
             let path_ok = request.starts_with("GET /api/secret-key ");
             let (status, body) = if path_ok {
                 (status, body)
-            } else {
+            } else if n > 0 {
                 (404, "not found")
+            } else {
+                continue;
+            };
+            let location = if (300..400).contains(&status) {
+                format!("Location: {body}\r\n")
+            } else {
+                String::new()
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} X\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
+            let _ = stream.flush();
         }
     });
     KeyServer { port, keys_seen }
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 fn hmac_hex(key: &str, ip: &str) -> String {
     cerberus_agent::pseudonymise::IpPseudonymiser::new(Some(key)).compute(ip)
@@ -608,6 +635,73 @@ fn the_secret_key_is_fetched_before_any_event() {
     assert!(
         !stderr.contains("from-backend") && !stderr.contains(TOKEN),
         "no secret in the log: {stderr}"
+    );
+}
+
+/// A key endpoint that redirects elsewhere: the token never reaches the
+/// other origin, and its key is never used.
+#[test]
+fn the_key_fetch_follows_no_redirect() {
+    let s = Setup::new(5);
+    let backend = Backend::start(0, Seen::new(Behaviour::default()), None);
+    let evil = key_server(vec![(200, r#"{"secret_key":"chosen-by-evil"}"#)]);
+    let location: &'static str =
+        Box::leak(format!("http://127.0.0.1:{}/api/secret-key", evil.port).into_boxed_str());
+    let keys = key_server(vec![(302, location)]);
+    let config = format!(
+        "ws_url = \"{}\"\nbackend_url = \"http://127.0.0.1:{}\"\nwait_for_secret_key = false\n",
+        backend.url("ws"),
+        keys.port
+    );
+    let mut agent = s.agent(&config, &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_eq!(
+        keys.keys_seen.lock().unwrap().len(),
+        1,
+        "asked its own origin"
+    );
+    assert!(
+        evil.keys_seen.lock().unwrap().is_empty(),
+        "the token went to the redirect's target"
+    );
+    let events = backend.seen.events.lock().unwrap().clone();
+    assert_eq!(
+        events[0]["remote_addr"], "10.0.0.1",
+        "no key from elsewhere"
+    );
+    assert!(
+        s.stderr().contains("redirects are not followed"),
+        "{}",
+        s.stderr()
+    );
+}
+
+/// An HTTPS key endpoint with a private CA's certificate: trusted through
+/// `tls_ca_file`, as the WebSocket is.
+#[test]
+fn the_key_fetch_trusts_tls_ca_file() {
+    let pki = test_pki();
+    let s = Setup::new(5);
+    let ca = s.dir.path().join("ca.pem");
+    fs::write(&ca, &pki.ca_pem).unwrap();
+    let backend = Backend::start(0, Seen::new(Behaviour::default()), None);
+    let keys = key_server_over(
+        vec![(200, r#"{"secret_key":"private-ca-key"}"#)],
+        Some(pki.server.clone()),
+    );
+    let config = format!(
+        "ws_url = \"{}\"\nbackend_url = \"https://127.0.0.1:{}\"\ntls_ca_file = \"{}\"\n",
+        backend.url("ws"),
+        keys.port,
+        ca.display()
+    );
+    let mut agent = s.agent(&config, &["--once"]);
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    let events = backend.seen.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 5);
+    assert_eq!(
+        events[0]["remote_addr"],
+        hmac_hex("private-ca-key", "10.0.0.1")
     );
 }
 

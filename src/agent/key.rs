@@ -23,14 +23,15 @@ pub enum KeyDecision {
 /// (retrying with backoff until it comes, or a signal stops the agent), or
 /// none.
 pub fn decide(source: &KeySource, wakes: &Wakes) -> KeyDecision {
-    let (url, token, wait) = match source {
+    let (url, token, trust, wait) = match source {
         KeySource::Configured(k) => return KeyDecision::Key(k.clone()),
         KeySource::None => return KeyDecision::Plain,
         KeySource::Fetch {
             backend_url,
             token,
+            trust,
             wait,
-        } => (backend_url, token, *wait),
+        } => (backend_url, token, trust, *wait),
     };
     if url.starts_with("http://") {
         tracing::warn!(
@@ -44,7 +45,7 @@ pub fn decide(source: &KeySource, wakes: &Wakes) -> KeyDecision {
         .without_max_times()
         .build();
     loop {
-        match secret_key::fetch(url, token.as_ref()) {
+        match secret_key::fetch(url, token.as_ref(), trust) {
             Ok(key) => {
                 tracing::info!("secret key fetched from the backend");
                 return KeyDecision::Key(key);

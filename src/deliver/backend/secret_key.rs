@@ -4,22 +4,51 @@
 //! with `X-API-Key: <token>`, 5 s timeout; the key is the `secret_key` field
 //! of the JSON object returned. Anything else is a failure. No IP is
 //! pseudonymised (or sent) before the decision is made.
+//!
+//! The token goes to `backend_url`'s origin and nowhere else: redirects are
+//! not followed (a `302` to another host would hand it the token and let it
+//! choose the key), and the server is trusted as the WebSocket's is (the
+//! system's roots plus `tls_ca_file`; `tls_verify = false` for tests only).
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use super::sender::redact_url;
 use crate::secret::Secret;
+
+/// Whom the key fetch trusts: as `tls_ca_file` and `tls_verify` say.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Trust {
+    pub ca_file: Option<PathBuf>,
+    pub verify: bool,
+}
 
 /// How long one fetch may take (the middleware's 5 s).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fetches the key once. The error never holds the token or the key.
-pub fn fetch(backend_url: &str, token: Option<&Secret>) -> Result<Secret, String> {
+pub fn fetch(backend_url: &str, token: Option<&Secret>, trust: &Trust) -> Result<Secret, String> {
     let url = format!("{}/api/secret-key", backend_url.trim_end_matches('/'));
     let shown = redact_url(&url);
+    let (system, extra) = super::tls::trust_anchors(trust.ca_file.as_deref())
+        .map_err(|e| format!("GET {shown}: {e}"))?;
+    let roots: Vec<Certificate<'static>> = system
+        .iter()
+        .chain(&extra)
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .disable_verification(!trust.verify)
+        .build();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(FETCH_TIMEOUT))
         .http_status_as_error(false)
+        .max_redirects(0)
+        .tls_config(tls)
         .build()
         .into();
     let mut request = agent.get(&url).header(
@@ -31,6 +60,11 @@ pub fn fetch(backend_url: &str, token: Option<&Secret>) -> Result<Secret, String
     }
     let mut response = request.call().map_err(|e| format!("GET {shown}: {e}"))?;
     let status = response.status();
+    if status.is_redirection() {
+        return Err(format!(
+            "GET {shown}: HTTP {status}: redirects are not followed (the token goes to backend_url's own origin only); set backend_url to where the key is served"
+        ));
+    }
     if !status.is_success() {
         return Err(format!("GET {shown}: HTTP {status}"));
     }

@@ -25,23 +25,15 @@ pub fn client_config(extra_ca: Option<&Path>, verify: bool) -> anyhow::Result<Ar
         ));
     }
     let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
+    let (system, extra) = trust_anchors(extra_ca)?;
+    for cert in system {
         // A system certificate rustls cannot use is skipped, not fatal.
         let _ = roots.add(cert);
     }
-    if let Some(path) = extra_ca {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect())
-            .map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            anyhow::bail!("CA file {} holds no PEM certificate", path.display());
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
-        }
+    for cert in extra {
+        roots
+            .add(cert)
+            .map_err(|e| anyhow::anyhow!("CA file: {e}"))?;
     }
     if roots.is_empty() {
         anyhow::bail!("no trusted CA certificates: the system has none and no tls_ca_file is set");
@@ -49,6 +41,25 @@ pub fn client_config(extra_ca: Option<&Path>, verify: bool) -> anyhow::Result<Ar
     Ok(Arc::new(
         builder.with_root_certificates(roots).with_no_client_auth(),
     ))
+}
+
+/// The certificates the backend is trusted by: the system's, and those of
+/// `tls_ca_file` (which must hold at least one). The WebSocket and the key
+/// fetch trust the same.
+pub fn trust_anchors(
+    extra_ca: Option<&Path>,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, Vec<CertificateDer<'static>>)> {
+    let system = rustls_native_certs::load_native_certs().certs;
+    let mut extra = Vec::new();
+    if let Some(path) = extra_ca {
+        extra = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect())
+            .map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", path.display()))?;
+        if extra.is_empty() {
+            anyhow::bail!("CA file {} holds no PEM certificate", path.display());
+        }
+    }
+    Ok((system, extra))
 }
 
 /// Accepts any certificate: for `tls_verify = false` only.
