@@ -777,33 +777,20 @@ fn a_python_websockets_backend_gets_every_event_compressed_or_not() {
     }
 }
 
-/// Runs the agent with `--once` against the Python backend; checks that
-/// every one of 250 events arrived exactly once and returns what each
-/// connection negotiated, and the agent's messages.
-fn deliver_to_python_backend(
-    wire: &str,
-    compression: &str,
-    backend_compresses: bool,
-    case: &str,
-) -> (Vec<String>, String) {
+/// Starts tests/peers/middleware_backend.py on `port` with `args`; returns
+/// once it listens.
+fn python_backend(port: u16, received: &std::path::Path, args: &[&str]) -> Child {
     let python = common::repo().join("target/test-venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: tests/setup.sh installs it",
         python.display()
     );
-    let s = Setup::new(250);
-    let port = free_port();
-    let received = s.dir.path().join("received.jsonl");
-    let mut peer = Command::new(&python);
-    peer.arg(common::repo().join("tests/peers/middleware_backend.py"))
+    let mut peer = Command::new(&python)
+        .arg(common::repo().join("tests/peers/middleware_backend.py"))
         .arg(port.to_string())
-        .arg(&received)
-        .args(["--wire", wire]);
-    if !backend_compresses {
-        peer.arg("--no-compression");
-    }
-    let mut peer = peer
+        .arg(received)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the Python backend");
@@ -819,6 +806,56 @@ fn deliver_to_python_backend(
         ready.push(byte[0] as char);
     }
     assert!(ready.starts_with("listening"), "{ready}");
+    peer
+}
+
+/// A backend whose first message is a deflate bomb (200 MiB of zeros, about
+/// 200 KiB compressed): the agent refuses it after 1 MiB, drops that
+/// connection only, and delivers everything on the next, with its memory
+/// bounded.
+#[test]
+fn a_deflate_bomb_from_the_backend_costs_one_connection() {
+    let s = Setup::new(250);
+    let port = free_port();
+    let received = s.dir.path().join("received.jsonl");
+    let mut peer = python_backend(port, &received, &["--wire", "batch", "--bomb-first"]);
+    let mut agent = s.agent(
+        &ws_config(&format!("ws://127.0.0.1:{port}/"), ""),
+        &["--from-beginning"],
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let stored = || fs::read_to_string(&received).map_or(0, |t| t.lines().count());
+    while stored() < 250 {
+        assert!(Instant::now() < deadline, "not delivered: {}", s.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak_kib = rss_kib(agent.id(), "VmHWM:");
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), Some(0));
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let stderr = s.stderr();
+    assert!(stderr.contains("inflates past 1048576 bytes"), "{stderr}");
+    assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB: {stderr}");
+}
+
+/// Runs the agent with `--once` against the Python backend; checks that
+/// every one of 250 events arrived exactly once and returns what each
+/// connection negotiated, and the agent's messages.
+fn deliver_to_python_backend(
+    wire: &str,
+    compression: &str,
+    backend_compresses: bool,
+    case: &str,
+) -> (Vec<String>, String) {
+    let s = Setup::new(250);
+    let port = free_port();
+    let received = s.dir.path().join("received.jsonl");
+    let mut args = vec!["--wire", wire];
+    if !backend_compresses {
+        args.push("--no-compression");
+    }
+    let mut peer = python_backend(port, &received, &args);
     let mut agent = s.agent(
         &ws_config(
             &format!("ws://127.0.0.1:{port}/"),

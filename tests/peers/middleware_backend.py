@@ -10,7 +10,11 @@ OUT_FILE.connections, one line per connection ("permessage-deflate" or
 12-bit windows, context takeover); --no-compression refuses it, as a server
 built without it would.
 
-Usage: middleware_backend.py PORT OUT_FILE [--wire single|batch] [--no-compression]
+--bomb-first: on the first connection, before anything else, send one
+message of 200 MiB of zeros (about 200 KiB once compressed): a hostile
+backend's "deflate bomb".
+
+Usage: middleware_backend.py PORT OUT_FILE [--wire single|batch] [--no-compression] [--bomb-first]
 (listens on 127.0.0.1)
 """
 import argparse
@@ -24,10 +28,15 @@ async def main(a):
     out = open(a.out_file, "a", encoding="utf-8")
     connections = open(a.out_file + ".connections", "a", encoding="utf-8")
 
+    bombed = []
+
     async def handle(ws):
         names = [ext.name for ext in ws.protocol.extensions] or ["none"]
         connections.write(",".join(names) + "\n")
         connections.flush()
+        if a.bomb_first and not bombed:
+            bombed.append(True)
+            await ws.send(b"\0" * (200 << 20))
         async for message in ws:
             if a.wire == "batch":
                 batch = json.loads(message)
@@ -53,4 +62,5 @@ if __name__ == "__main__":
     ap.add_argument("out_file")
     ap.add_argument("--wire", choices=["single", "batch"], default="single")
     ap.add_argument("--no-compression", action="store_true")
+    ap.add_argument("--bomb-first", action="store_true")
     asyncio.run(main(ap.parse_args()))

@@ -5,18 +5,26 @@
 //! handshake with context takeover (the compressor's window carries over
 //! from one message to the next) and uses it when the backend accepts.
 //! A backend that does not know the extension answers without it and gets
-//! plain messages, with no setting to change. The codec is ratchet's
-//! (`ratchet_deflate`, zlib underneath); this module only turns the
-//! settings into its offer.
+//! plain messages, with no setting to change. The compressor is ratchet's
+//! (`ratchet_deflate`, zlib underneath). The decompressor of the backend's
+//! messages is [`BoundedInflate`], ours: ratchet's inflates a message
+//! whole, however large it grows, so that one 1 MiB message from a hostile
+//! backend (a "deflate bomb") took 1,000 MiB; ours stops at the reply limit
+//! and fails that connection only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::BytesMut;
+use flate2::{Decompress, FlushDecompress};
 use ratchet_rs::ExtensionProvider;
 use ratchet_rs::deflate::{
-    Compression as Level, Deflate, DeflateConfig, DeflateExtProvider, DeflateExtensionError,
+    Compression as Level, DeflateConfig, DeflateEncoder, DeflateExtProvider, DeflateExtensionError,
     WindowBits,
 };
-use ratchet_rs::ratchet_ext::{HeaderMap, HeaderValue};
+use ratchet_rs::ratchet_ext::{
+    Extension, ExtensionDecoder, ExtensionEncoder, FrameHeader, HeaderMap, HeaderValue, OpCode,
+    RsvBits, SplittableExtension,
+};
 
 /// The `compression` setting.
 #[derive(
@@ -111,30 +119,291 @@ impl Offer {
 }
 
 impl ExtensionProvider for &Offer {
-    type Extension = Deflate;
+    type Extension = Negotiated;
     type Error = DeflateExtensionError;
 
     fn apply_headers(&self, headers: &mut HeaderMap) {
         self.deflate.apply_headers(headers);
     }
 
-    fn negotiate_client(&self, headers: &HeaderMap) -> Result<Option<Deflate>, Self::Error> {
+    fn negotiate_client(&self, headers: &HeaderMap) -> Result<Option<Negotiated>, Self::Error> {
         let answer = self.deflate.negotiate_client(headers)?;
         self.agreed.store(answer.is_some(), Ordering::Relaxed);
-        Ok(answer)
+        Ok(answer.map(|deflate| {
+            // ratchet checked the answer; its compressor is kept, its
+            // decompressor replaced by a bounded one with the same window.
+            let (encoder, _) = deflate.split();
+            let (bits, reset) = server_parameters(headers);
+            Negotiated {
+                encoder,
+                decoder: BoundedInflate::new(bits, reset, MAX_INFLATED_BYTES),
+            }
+        }))
     }
 
     fn negotiate_server(
         &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<(Deflate, HeaderValue)>, Self::Error> {
-        self.deflate.negotiate_server(headers)
+        _headers: &HeaderMap,
+    ) -> Result<Option<(Negotiated, HeaderValue)>, Self::Error> {
+        // The agent is never the server.
+        Ok(None)
+    }
+}
+
+/// The largest message the backend may send once inflated (its replies
+/// are a few bytes).
+pub const MAX_INFLATED_BYTES: usize = 1 << 20;
+
+/// The backend's window for its messages, and whether it resets its
+/// compressor after each, from its answer's `permessage-deflate` entry.
+fn server_parameters(headers: &HeaderMap) -> (u8, bool) {
+    let mut bits = 15;
+    let mut reset = false;
+    let answers = headers
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for entry in answers {
+        let mut params = entry.split(';').map(str::trim);
+        if params.next() != Some("permessage-deflate") {
+            continue;
+        }
+        for param in params {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            match name.trim() {
+                "server_max_window_bits" => {
+                    bits = value.trim().trim_matches('"').parse().unwrap_or(15);
+                }
+                "server_no_context_takeover" => reset = true,
+                _ => {}
+            }
+        }
+        break;
+    }
+    // zlib cannot inflate with a window of 2^8 (RFC 7692 allows it; a
+    // stream written with it reads with 2^9).
+    (bits.clamp(9, 15), reset)
+}
+
+/// permessage-deflate as agreed: ratchet's compressor for what the agent
+/// sends, [`BoundedInflate`] for what the backend sends.
+#[derive(Debug)]
+pub struct Negotiated {
+    encoder: DeflateEncoder,
+    decoder: BoundedInflate,
+}
+
+impl Extension for Negotiated {
+    fn bits(&self) -> RsvBits {
+        RsvBits {
+            rsv1: true,
+            rsv2: false,
+            rsv3: false,
+        }
+    }
+}
+
+impl ExtensionEncoder for Negotiated {
+    type Error = DeflateExtensionError;
+
+    fn encode(
+        &mut self,
+        payload: &mut BytesMut,
+        header: &mut FrameHeader,
+    ) -> Result<(), Self::Error> {
+        self.encoder.encode(payload, header)
+    }
+}
+
+impl ExtensionDecoder for Negotiated {
+    type Error = InflateError;
+
+    fn decode(
+        &mut self,
+        payload: &mut BytesMut,
+        header: &mut FrameHeader,
+    ) -> Result<(), Self::Error> {
+        self.decoder.decode(payload, header)
+    }
+}
+
+impl SplittableExtension for Negotiated {
+    type SplitEncoder = DeflateEncoder;
+    type SplitDecoder = BoundedInflate;
+
+    fn split(self) -> (DeflateEncoder, BoundedInflate) {
+        (self.encoder, self.decoder)
+    }
+}
+
+/// Why a message from the backend could not be inflated.
+#[derive(Debug, thiserror::Error)]
+pub enum InflateError {
+    #[error("a compressed message from the backend inflates past {0} bytes: refused")]
+    TooLarge(usize),
+    #[error("a compressed message from the backend is not valid deflate data: {0}")]
+    Corrupt(#[from] flate2::DecompressError),
+}
+
+/// Inflates the backend's messages (RFC 7692 section 7.2.2), never past a
+/// limit: output grows in steps and the message is refused as soon as it
+/// passes `max`, so memory stays within `max` plus one step whatever the
+/// compressed bytes say.
+#[derive(Debug)]
+pub struct BoundedInflate {
+    decompress: Decompress,
+    /// `server_no_context_takeover`: a fresh window for every message.
+    reset_each_message: bool,
+    /// Inside a compressed message (its first frame had RSV1).
+    compressed: bool,
+    max: usize,
+    out: Vec<u8>,
+}
+
+/// How much the output grows at a time.
+const INFLATE_STEP: usize = 16 * 1024;
+
+impl BoundedInflate {
+    pub fn new(window_bits: u8, reset_each_message: bool, max: usize) -> Self {
+        BoundedInflate {
+            decompress: Decompress::new_with_window_bits(false, window_bits),
+            reset_each_message,
+            compressed: false,
+            max,
+            out: Vec::new(),
+        }
+    }
+
+    fn inflate(&mut self, payload: &mut BytesMut) -> Result<(), InflateError> {
+        // The end of every message's deflate block, which RFC 7692 has the
+        // sender strip.
+        payload.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+        self.out.clear();
+        let start = self.decompress.total_in();
+        loop {
+            let read = (self.decompress.total_in() - start) as usize;
+            if read >= payload.len() {
+                break;
+            }
+            if self.out.len() > self.max {
+                return Err(InflateError::TooLarge(self.max));
+            }
+            // Doubling, but never past the limit and a step.
+            let capacity = (self.out.capacity() * 2).clamp(INFLATE_STEP, self.max + INFLATE_STEP);
+            self.out
+                .reserve_exact(capacity.saturating_sub(self.out.len()).max(1));
+            let before = (self.decompress.total_in(), self.decompress.total_out());
+            self.decompress.decompress_vec(
+                &payload[read..],
+                &mut self.out,
+                FlushDecompress::Sync,
+            )?;
+            let after = (self.decompress.total_in(), self.decompress.total_out());
+            if after == before && self.out.len() < self.out.capacity() {
+                // No progress with room to spare: the input is exhausted.
+                break;
+            }
+        }
+        if self.out.len() > self.max {
+            return Err(InflateError::TooLarge(self.max));
+        }
+        payload.clear();
+        payload.extend_from_slice(&self.out);
+        if self.out.capacity() > INFLATE_STEP * 4 {
+            // A large reply's buffer is not kept for the connection's life.
+            self.out = Vec::new();
+        }
+        if self.reset_each_message {
+            self.decompress.reset(false);
+        }
+        Ok(())
+    }
+}
+
+impl ExtensionDecoder for BoundedInflate {
+    type Error = InflateError;
+
+    fn decode(
+        &mut self,
+        payload: &mut BytesMut,
+        header: &mut FrameHeader,
+    ) -> Result<(), Self::Error> {
+        match header.opcode {
+            OpCode::Binary | OpCode::Text if header.rsv1 => {
+                self.compressed = true;
+                if !header.fin {
+                    // The frames so far accumulate; inflated at the last.
+                    return Ok(());
+                }
+            }
+            OpCode::Continuation if header.fin && self.compressed => {}
+            _ => return Ok(()),
+        }
+        self.compressed = false;
+        header.rsv1 = true;
+        self.inflate(payload)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deflated(data: &[u8], bits: u8) -> BytesMut {
+        let mut c =
+            flate2::Compress::new_with_window_bits(flate2::Compression::new(9), false, bits);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        // RFC 7692: the sender strips the sync flush's 00 00 ff ff.
+        out.truncate(out.len() - 4);
+        BytesMut::from(&out[..])
+    }
+
+    fn text_frame() -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv1: true,
+            rsv2: false,
+            rsv3: false,
+            opcode: OpCode::Text,
+        }
+    }
+
+    #[test]
+    fn replies_inflate_and_a_bomb_stops_at_the_limit() {
+        let mut inflate = BoundedInflate::new(12, false, MAX_INFLATED_BYTES);
+        let ack = br#"{"type":"ack","seq":17}"#;
+        for _ in 0..3 {
+            // Context carries over: the second and third reuse the window.
+            let mut payload = deflated(ack, 12);
+            inflate.decode(&mut payload, &mut text_frame()).unwrap();
+            assert_eq!(&payload[..], ack);
+        }
+
+        // 100 MiB of zeros compress to about 100 KiB.
+        let bomb = vec![0u8; 100 << 20];
+        let mut payload = deflated(&bomb, 15);
+        assert!(payload.len() < 200 * 1024, "{}", payload.len());
+        let mut fresh = BoundedInflate::new(15, false, MAX_INFLATED_BYTES);
+        let e = fresh.decode(&mut payload, &mut text_frame()).unwrap_err();
+        assert!(matches!(e, InflateError::TooLarge(_)), "{e}");
+        assert!(fresh.out.capacity() < MAX_INFLATED_BYTES + 2 * INFLATE_STEP);
+    }
+
+    #[test]
+    fn the_answer_names_the_backends_window() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static(
+                "permessage-deflate; server_max_window_bits=12; server_no_context_takeover",
+            ),
+        );
+        assert_eq!(server_parameters(&headers), (12, true));
+        assert_eq!(server_parameters(&HeaderMap::new()), (15, false));
+    }
 
     #[test]
     fn the_offer_asks_for_context_takeover_and_names_a_smaller_window() {

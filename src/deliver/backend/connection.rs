@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::HeaderValue;
-use ratchet_rs::deflate::{DeflateDecoder, DeflateEncoder};
+use ratchet_rs::deflate::DeflateEncoder;
 use ratchet_rs::{Message, PayloadType, SubprotocolRegistry, WebSocketConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::compression::Offer;
+use super::compression::{BoundedInflate, Offer};
 use super::error::SendError;
 use super::outbox::Outbox;
 use super::sender::SenderConfig;
@@ -36,7 +36,7 @@ use super::wire::{self, Reply, Wire};
 /// TCP, or TLS over TCP, counted: what the WebSocket runs on.
 type Io = super::transport::CountedStream;
 type WsSender = ratchet_rs::Sender<Io, DeflateEncoder>;
-type WsReceiver = ratchet_rs::Receiver<Io, DeflateDecoder>;
+type WsReceiver = ratchet_rs::Receiver<Io, BoundedInflate>;
 
 /// The largest message the backend may send (its replies are a few bytes).
 const MAX_REPLY_BYTES: usize = 1 << 20;
