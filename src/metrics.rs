@@ -6,7 +6,10 @@
 //! metrics thread ([`serve`]) reads and folds them into Prometheus text
 //! (with `prometheus-client`) only when scraped, at `--metrics-addr`:
 //!
-//! - `/metrics`: every counter and gauge, in the Prometheus text format;
+//! - `/metrics`: every counter and gauge, as OpenMetrics when the scraper
+//!   asks for it (`Accept: application/openmetrics-text`, as Prometheus
+//!   does), else in the Prometheus text format 0.0.4 (curl, older
+//!   scrapers, `promtool check metrics`): each under its own content type;
 //! - `/health`: 200 while the agent reads and delivers; 503, with the reason
 //!   in the JSON body, when the backend has failed for longer than
 //!   `health_backend_grace_s`, the secret key is still missing, or a watched
@@ -94,7 +97,8 @@ impl Telemetry {
                 .is_none_or(|s| s.ever_connected.load(Ordering::Relaxed))
     }
 
-    /// The metrics in the Prometheus text format.
+    /// The metrics as OpenMetrics text (see [`Exposition`] for the
+    /// Prometheus text format).
     pub fn exposition(&self) -> String {
         let mut registry = Registry::with_prefix("cerberus_agent");
         self.register_lines(&mut registry);
@@ -182,6 +186,11 @@ impl Telemetry {
             "checkpoint_writes",
             "Checkpoint store writes",
             counter(t.checkpoint_writes.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "bytes_read",
+            "Bytes read from the logs",
+            counter(t.bytes_read.load(Ordering::Relaxed)),
         );
         registry.register(
             "files_unreadable",
@@ -296,6 +305,82 @@ fn register_sender(registry: &mut Registry, s: &SenderStats) {
     registry.register("batch_events", "Events per batch", s.batch_events.clone());
 }
 
+/// The two text formats of the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0 (what `prometheus-client` writes).
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4.
+    Prometheus,
+}
+
+impl Exposition {
+    /// The format a scraper's `Accept` header asks for: OpenMetrics only
+    /// when it names it (Prometheus does, preferring it).
+    pub fn for_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Exposition::OpenMetrics,
+            _ => Exposition::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// `openmetrics` (an OpenMetrics exposition) in this format.
+    pub fn render(self, openmetrics: String) -> String {
+        match self {
+            Exposition::OpenMetrics => openmetrics,
+            Exposition::Prometheus => to_prometheus_text(&openmetrics),
+        }
+    }
+}
+
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition. Samples
+/// are the same; the metadata differs: a counter's HELP and TYPE name its
+/// sample (`…_total`), an info metric is a gauge named `…_info`, and there
+/// is no `# UNIT` and no `# EOF`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    use std::collections::HashMap;
+    // The renamed families, from their TYPE lines (which follow HELP).
+    let mut renamed: HashMap<&str, (String, &str)> = HashMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            match kind {
+                "counter" => renamed.insert(name, (format!("{name}_total"), "counter")),
+                "info" => renamed.insert(name, (format!("{name}_info"), "gauge")),
+                _ => None,
+            };
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some((new_name, new_kind)) = renamed.get(name) {
+                let tail = if prefix == "# TYPE " { *new_kind } else { tail };
+                let _ = writeln!(out, "{prefix}{new_name} {tail}");
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// The samples of an exposition, `name{labels}` → value (for `status`,
 /// and for whoever reads `/metrics` back).
 pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
@@ -333,7 +418,13 @@ pub fn serve(addr: &str, telemetry: Arc<Telemetry>, grace: Duration) -> anyhow::
         .name("metrics".into())
         .spawn(move || {
             for request in server.incoming_requests() {
-                let (status, content_type, body) = answer(request.url(), &telemetry, grace);
+                let accept = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Accept"))
+                    .map(|h| h.value.as_str().to_owned());
+                let format = Exposition::for_accept(accept.as_deref());
+                let (status, content_type, body) = answer(request.url(), &telemetry, grace, format);
                 let header =
                     tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes());
                 let mut response = tiny_http::Response::from_string(body).with_status_code(status);
@@ -347,13 +438,18 @@ pub fn serve(addr: &str, telemetry: Arc<Telemetry>, grace: Duration) -> anyhow::
 }
 
 /// Status, content type and body for a request path.
-fn answer(url: &str, telemetry: &Telemetry, grace: Duration) -> (u16, &'static str, String) {
+fn answer(
+    url: &str,
+    telemetry: &Telemetry,
+    grace: Duration,
+    format: Exposition,
+) -> (u16, &'static str, String) {
     const JSON: &str = "application/json";
     match url.split('?').next().unwrap_or(url) {
         "/metrics" => (
             200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            telemetry.exposition(),
+            format.content_type(),
+            format.render(telemetry.exposition()),
         ),
         "/health" => match telemetry.health(grace) {
             Health::Ok => (200, JSON, "{\"status\":\"ok\"}".into()),

@@ -75,17 +75,65 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
 
 /// Status and body of a GET.
 fn get(url: &str) -> (u16, String) {
+    let (status, _, body) = get_as(url, None);
+    (status, body)
+}
+
+/// Status, content type and body of a GET with an `Accept` header.
+fn get_as(url: &str, accept: Option<&str>) -> (u16, String, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
-    let mut response = agent.get(url).call().expect("the metrics address answers");
+    let mut request = agent.get(url);
+    if let Some(a) = accept {
+        request = request.header("Accept", a);
+    }
+    let mut response = request.call().expect("the address answers");
     let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     (
         status,
+        content_type,
         response.body_mut().read_to_string().unwrap_or_default(),
     )
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0";
+
+/// `promtool check metrics` (Debian's prometheus package, installed by
+/// tests/setup.sh) on a Prometheus text exposition: its complaints.
+fn promtool_check(exposition: &str) -> String {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (tests/setup.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        said
+    } else {
+        format!("exit {:?}: {said}", out.status.code())
+    }
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -168,7 +216,22 @@ fn the_figures_add_up_and_health_follows_the_backend() {
     assert_eq!(value("cerberus_agent_build_info{version=\"0.1.0\"}"), 1.0);
     assert!(value("cerberus_agent_bytes_sent_total") > 200.0 * 100.0);
 
-    // The exposition parses with Prometheus's own Python client.
+    // Without asking: the Prometheus text format, which promtool accepts
+    // without a word.
+    let (_, content_type, _) = get_as(&format!("{m}/metrics"), None);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(promtool_check(&exposition), "", "{exposition}");
+    assert_eq!(value("cerberus_agent_bytes_read_total"), text.len() as f64);
+
+    // Asked for OpenMetrics, as Prometheus asks: that, under its own
+    // type, which parses with Prometheus's own Python client.
+    let (_, content_type, openmetrics) = get_as(&format!("{m}/metrics"), Some(OPENMETRICS));
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    assert!(openmetrics.ends_with("# EOF\n"));
+    let exposition = openmetrics;
     let python = common::repo().join("target/test-venv/bin/python");
     let mut parser = Command::new(&python)
         .args([
@@ -224,4 +287,111 @@ fn the_figures_add_up_and_health_follows_the_backend() {
     wait_until("/health turning 200 again", || {
         get(&format!("{m}/health")).0 == 200
     });
+}
+
+/// A real Prometheus (Debian's package, installed by tests/setup.sh)
+/// scrapes the agent: the target is up and the counters arrive with the
+/// values the run produced.
+#[test]
+fn a_real_prometheus_scrapes_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let text: String = (0..300).map(access_line).collect();
+    fs::write(&log, &text).unwrap();
+    let agent = start(
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--from-beginning",
+            "--no-checkpoints",
+            "--format",
+            "nginx_combined",
+            "--stdout",
+        ],
+        &[],
+    );
+    let target = agent.metrics.trim_start_matches("http://").to_owned();
+    // Prometheus says nothing of the port it picked for 127.0.0.1:0, so
+    // its port is asked of the system first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cerberus\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let log_file = fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("prometheus (tests/setup.sh installs it)");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prometheus = Kill(&mut prometheus);
+    let query = |q: &str| -> Option<(String, f64)> {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query?query={q}");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let body = agent
+            .get(&url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let first = v["data"]["result"].get(0)?;
+        let value = first["value"][1].as_str()?.parse().ok()?;
+        Some((first["metric"].to_string(), value))
+    };
+    let prometheus_log =
+        || fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        if let (Some((_, 1.0)), Some((_, 300.0))) =
+            (query("up"), query("cerberus_agent_lines_parsed_total"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "Prometheus did not scrape the agent: up = {:?}, lines = {:?}\n{}",
+            query("up"),
+            query("cerberus_agent_lines_parsed_total"),
+            prometheus_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        query("cerberus_agent_lines_read_total").map(|q| q.1),
+        Some(300.0)
+    );
+    assert_eq!(
+        query("cerberus_agent_bytes_read_total").map(|q| q.1),
+        Some(text.len() as f64)
+    );
+    let (labels, one) = query("cerberus_agent_build_info").expect("the build info");
+    assert_eq!(one, 1.0);
+    assert!(labels.contains(env!("CARGO_PKG_VERSION")), "{labels}");
+    drop(agent);
 }

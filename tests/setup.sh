@@ -26,6 +26,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# tests/metrics.rs: a real Prometheus scraping the agent, and its promtool
+# (without the recommended exporters).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 # A Python virtual environment with the `websockets` package, for the test
 # that runs a backend speaking only the middleware's exchange,
 # `prometheus_client`, whose parser checks the agent's metrics exposition,
