@@ -88,6 +88,10 @@ pub struct Settings {
     /// Globs of files never to follow, even when a `log` glob matches them.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Folders that symbolic links a glob finds may point into, besides the
+    /// glob's own folder (`/var/log/pods` for `/var/log/containers/*.log`).
+    #[serde(default)]
+    pub follow_symlinks_into: Vec<PathBuf>,
     /// Pattern name, pattern file path, or `auto`.
     #[serde(default = "default_format")]
     pub format: Format,
@@ -442,6 +446,7 @@ impl Layers {
                 .list_separator(",")
                 .with_list_parse_key("log")
                 .with_list_parse_key("exclude")
+                .with_list_parse_key("follow_symlinks_into")
                 .with_list_parse_key("pattern_dirs")
                 .with_list_parse_key("trusted_proxies")
                 .source(Some(env)),

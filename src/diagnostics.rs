@@ -172,3 +172,93 @@ pub fn excerpt(line: &[u8], max: usize) -> String {
     }
     out.escape_debug().to_string()
 }
+
+/// The agent's text log on standard error, with control characters
+/// escaped: messages carry text from outside (a backend's error message or
+/// close reason, file names, fields of log lines), and a `\n` in one must
+/// not write a line that looks like the agent's own. The formatter hands
+/// over one event per write, ending in its newline, which is kept; other
+/// line breaks and control characters become `\n`, `\r`, `\x1b`, ….
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedStderr {
+    /// Let ESC through: the formatter colours the level on a terminal.
+    pub colours: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EscapedStderr {
+    type Writer = Escaping<std::io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Escaping {
+            inner: std::io::stderr(),
+            colours: self.colours,
+        }
+    }
+}
+
+/// See [`EscapedStderr`].
+#[derive(Debug)]
+pub struct Escaping<W> {
+    inner: W,
+    colours: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, newline) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        let escape = |b: u8| (b < 0x20 && b != b'\t' && !(self.colours && b == 0x1b)) || b == 0x7f;
+        if !body.iter().any(|&b| escape(b)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b if escape(b) => {
+                    let _ = std::io::Write::write_fmt(&mut out, format_args!("\\x{b:02x}"));
+                }
+                b => out.push(b),
+            }
+        }
+        if newline {
+            out.push(b'\n');
+        }
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod escaping_tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_forged_line_stays_on_its_line() {
+        let mut e = Escaping {
+            inner: Vec::new(),
+            colours: false,
+        };
+        e.write_all(b" WARN the backend refused batch 3: full\n ERROR forged\r\x1b[2K\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(e.inner).unwrap(),
+            " WARN the backend refused batch 3: full\\n ERROR forged\\r\\x1b[2K\n"
+        );
+        let mut plain = Escaping {
+            inner: Vec::new(),
+            colours: true,
+        };
+        plain.write_all(b"\x1b[33m WARN\x1b[0m ok\tdone\n").unwrap();
+        assert_eq!(plain.inner, b"\x1b[33m WARN\x1b[0m ok\tdone\n");
+    }
+}

@@ -82,6 +82,25 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
+    let from_flags = [
+        (
+            "--token",
+            run.is_some_and(|r| r.token.is_some()),
+            "CERBERUS_TOKEN",
+        ),
+        (
+            "--secret-key",
+            common.secret_key.is_some(),
+            "CERBERUS_SECRET_KEY",
+        ),
+    ];
+    for (flag, given, var) in from_flags {
+        if given {
+            tracing::warn!(
+                "{flag} was given on the command line, where every user of this machine reads it (`ps`): set {var} in /etc/cerberus/agent.env, or the config file, instead"
+            );
+        }
+    }
     for var in layers.unknown_env() {
         tracing::warn!(
             "ignoring the environment variable {var}: it is no setting of cerberus-agent (README.md lists them)"
@@ -268,20 +287,28 @@ fn init_logging(settings: &Settings) {
         .with_target("rustls", LevelFilter::WARN)
         .with_target("tokio_rustls", LevelFilter::WARN);
     let filter = asked.and(quiet);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
     let registry = tracing_subscriber::registry();
     match settings.log_format {
-        LogFormat::Text => registry
+        LogFormat::Text => {
+            let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            registry
+                .with(
+                    fmt.with_writer(cerberus_agent::diagnostics::EscapedStderr { colours })
+                        .with_ansi(colours)
+                        .without_time()
+                        .with_filter(filter),
+                )
+                .init()
+        }
+        // JSON escapes what it writes.
+        LogFormat::Json => registry
             .with(
-                fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .without_time()
+                fmt.json()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false)
                     .with_filter(filter),
             )
-            .init(),
-        LogFormat::Json => registry
-            .with(fmt.json().with_ansi(false).with_filter(filter))
             .init(),
     }
 }

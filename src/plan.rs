@@ -157,6 +157,7 @@ impl Plan {
         let tail = TailOptions {
             logs: sources.iter().map(|s| s.path.clone()).collect(),
             exclude: exclude_globs(settings)?,
+            follow_symlinks_into: settings.follow_symlinks_into.clone(),
             from_beginning: settings.from_beginning || mode.once,
             max_line: settings.max_line_bytes,
             rotate_wait: if mode.once {

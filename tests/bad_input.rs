@@ -213,3 +213,115 @@ query = "args"
     let (_, v) = outcome(&mut h, b"10.0.0.1 GET /search -");
     assert!(v.unwrap()["query_params"].is_null());
 }
+
+/// Runs `cerberus-agent ARGS --once --no-checkpoints` (events on standard
+/// output) and gives up, failing, when it does not end within `limit`.
+fn run_once(args: &[&str], limit: std::time::Duration) -> (Option<i32>, String, String) {
+    let mut child = Command::new(common::agent_bin())
+        .args(args)
+        .args([
+            "--once",
+            "--no-checkpoints",
+            "--pattern-dir",
+            "/nonexistent",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the agent did not end within {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What a glob finds in a log folder that someone else can write to: a link
+/// to a secret outside the folder, a FIFO, a link to a device. None is
+/// read or blocks the agent, each is named once, and a link that stays
+/// inside the folder is followed.
+#[test]
+fn planted_links_and_fifos_in_a_log_folder_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("sub")).unwrap();
+    let secret = dir.path().join("agent.env");
+    std::fs::write(&secret, "CERBERUS_TOKEN=supersecret-0451\n").unwrap();
+    let mut good = GOOD.to_vec();
+    good.push(b'\n');
+    std::fs::write(logs.join("good.log"), &good).unwrap();
+    std::fs::write(logs.join("sub/real.log"), &good).unwrap();
+    std::os::unix::fs::symlink(&secret, logs.join("evil.log")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", logs.join("zero.log")).unwrap();
+    std::os::unix::fs::symlink(logs.join("sub/real.log"), logs.join("inside.log")).unwrap();
+    let fifo = logs.join("fifo.log");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo failed");
+
+    let glob = format!("{}/*.log", logs.display());
+    let (code, stdout, stderr) = run_once(
+        &["--log", &glob, "--format", "nginx_combined"],
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        2,
+        "good.log and inside.log: {stderr}"
+    );
+    assert!(!stderr.contains("supersecret"), "{stderr}");
+    assert!(!stdout.contains("supersecret"));
+    for (name, why) in [
+        ("evil.log", "a symbolic link to"),
+        ("zero.log", "not a regular file (a device)"),
+        ("fifo.log", "not a regular file (a FIFO)"),
+    ] {
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(name) && l.contains("not followed"))
+            .collect();
+        assert_eq!(said.len(), 1, "{name} named once: {stderr}");
+        assert!(said[0].contains(why), "{name}: {said:?}");
+    }
+
+    // Named explicitly, a FIFO and a device are refused, not opened: the
+    // agent neither blocks nor reads for ever.
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let (_, stdout, stderr) = run_once(
+            &["--log", path, "--format", "nginx_combined"],
+            std::time::Duration::from_secs(20),
+        );
+        assert!(stdout.is_empty());
+        assert!(stderr.contains("not a regular file"), "{path}: {stderr}");
+    }
+}
+
+/// A file that fits no format: the message says which file, which line and
+/// how long, and shows none of its content (it may be anything).
+#[test]
+fn a_file_of_no_known_format_is_named_not_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.log");
+    std::fs::write(&path, "CERBERUS_TOKEN=supersecret-0451\nSECRET_KEY=abc\n").unwrap();
+    let (_, _, stderr) = run_once(
+        &["--log", path.to_str().unwrap()],
+        std::time::Duration::from_secs(20),
+    );
+    assert!(stderr.contains("odd.log"), "{stderr}");
+    assert!(stderr.contains("no pattern fits"), "{stderr}");
+    assert!(!stderr.contains("supersecret"), "{stderr}");
+}

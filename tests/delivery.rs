@@ -304,6 +304,11 @@ fn error_replies_are_logged_and_the_batch_sent_again() {
         "{}",
         s.stderr()
     );
+    assert!(
+        !s.stderr().lines().any(|l| l.starts_with(" ERROR forged")),
+        "a line break from the backend wrote a line of its own: {}",
+        s.stderr()
+    );
 }
 
 fn free_port() -> u16 {

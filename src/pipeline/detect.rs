@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use crate::diagnostics::excerpt;
 use crate::event::{EventBuilder, EventOptions, LinePosition};
 use crate::parse::{Pattern, PatternSet};
 
@@ -36,19 +35,21 @@ pub struct Detection {
 pub enum DetectError {
     #[error("no lines to detect the format from")]
     NoLines,
+    // The messages name lines, never show them: a file a glob took in may
+    // hold anything (`cerberus-agent check FILE` shows them to whoever
+    // chose to look).
     #[error(
-        "this is {0}'s error log, not an access log (for example line {line_number}:\n    {sample})",
+        "this is {0}'s error log, not an access log (line {line_number} has its shape)",
         server
     )]
     ErrorLog {
         server: &'static str,
         line_number: usize,
-        sample: String,
     },
     #[error(
-        "no pattern fits {MIN_FIT_PERCENT}% of the first lines; for example line {line_number}:\n    {sample}\nRun `cerberus-agent check FILE` to see why each line fails, or give --format"
+        "no pattern fits {MIN_FIT_PERCENT}% of the first lines (line {line_number}, {bytes} bytes, fits none); run `cerberus-agent check FILE` to see why each line fails, or give --format"
     )]
-    NoneFits { line_number: usize, sample: String },
+    NoneFits { line_number: usize, bytes: usize },
 }
 
 /// True when `pattern` turns `line` into an event.
@@ -96,24 +97,22 @@ pub fn detect(set: &PatternSet, lines: &[Vec<u8>]) -> Result<Detection, DetectEr
             sampled: sample.len(),
         }),
         None if error_log(&sample).is_some() => {
-            let (server, (line_number, line)) =
-                error_log(&sample).unwrap_or(("a server", sample[0]));
+            let (server, (line_number, _)) = error_log(&sample).unwrap_or(("a server", sample[0]));
             Err(DetectError::ErrorLog {
                 server,
                 line_number,
-                sample: excerpt(line, 200),
             })
         }
         None => {
-            // Show the first line that no pattern fits at all, or else the
-            // first line: the operator sees what the agent saw.
+            // Name the first line that no pattern fits at all, or else the
+            // first line.
             let (line_number, line) = sample
                 .iter()
                 .find(|(_, l)| !set.iter().any(|p| fits(p, l)))
                 .unwrap_or(&sample[0]);
             Err(DetectError::NoneFits {
                 line_number: *line_number,
-                sample: excerpt(line, 200),
+                bytes: line.len(),
             })
         }
     }

@@ -11,12 +11,11 @@
 pub mod detect;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::diagnostics::{Counters, FailReason, Reporter, excerpt};
+use crate::diagnostics::{Counters, FailReason, Reporter};
 use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
 use crate::parse::{Pattern, PatternSet, SplitError};
 use crate::tail::{Line, LineReader, TailedLine};
@@ -210,12 +209,14 @@ fn handle_line(
             } else {
                 reason.reason
             });
+            // The line is named, not shown: a log may hold anything
+            // (`cerberus-agent check` shows it to whoever looks).
             reporter.warn("unparsed line", || {
                 format!(
-                    "{}:{}: {reason}: {}",
+                    "{}:{}: {reason} ({} bytes; `cerberus-agent check` shows the line)",
                     path.display(),
                     line.number,
-                    excerpt(line.bytes, 160)
+                    line.bytes.len()
                 )
             });
         }
@@ -225,7 +226,7 @@ fn handle_line(
 /// Up to [`SAMPLE_LINES`] lines from the start of `path`, and the offset
 /// where the sample ends.
 pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
-    let file = File::open(path)?;
+    let file = crate::tail::discover::open_regular(path)?;
     let mut reader = LineReader::new(file.take(4 * 1024 * 1024), 0, max_line);
     let mut lines = Vec::new();
     while lines.len() < SAMPLE_LINES {

@@ -23,28 +23,113 @@ pub fn is_glob(value: &str) -> bool {
     value.contains(['*', '?', '['])
 }
 
+/// A file a glob matched and that is not followed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub why: String,
+}
+
 /// The files `value` names now: the path itself (whether or not it exists
-/// yet), or the regular files a glob matches; none that an `exclude` glob
-/// matches.
-pub fn expand(value: &str, exclude: &[glob::Pattern]) -> Vec<PathBuf> {
+/// yet; named explicitly, it is followed through a symbolic link), or the
+/// regular files a glob matches, and those it matched but does not follow:
+/// anything not a regular file (a FIFO would block the open, a device
+/// never end), and symbolic links whose target is outside the glob's folder
+/// and every `follow_into` folder (a link planted in a log folder must not
+/// read `/etc/cerberus/agent.env` into the agent's messages). None that an
+/// `exclude` glob matches.
+pub fn expand(
+    value: &str,
+    exclude: &[glob::Pattern],
+    follow_into: &[PathBuf],
+) -> (Vec<PathBuf>, Vec<Skipped>) {
     let excluded = |p: &Path| exclude.iter().any(|x| x.matches_path(p));
     if !is_glob(value) {
         let path = PathBuf::from(value);
         return if excluded(&path) {
-            Vec::new()
+            (Vec::new(), Vec::new())
         } else {
-            vec![path]
+            (vec![path], Vec::new())
         };
     }
     let Ok(paths) = glob::glob(value) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    let mut found: Vec<PathBuf> = paths
-        .filter_map(Result::ok)
-        .filter(|p| p.is_file() && !is_compressed(p) && !excluded(p))
-        .collect();
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    let home = watch_dir(value);
+    for p in paths.filter_map(Result::ok) {
+        if is_compressed(&p) || excluded(&p) {
+            continue;
+        }
+        match followable(&p, &home, follow_into) {
+            Ok(()) => found.push(p),
+            Err(why) => skipped.push(Skipped { path: p, why }),
+        }
+    }
     found.sort();
-    found
+    (found, skipped)
+}
+
+/// Whether a file a glob found may be followed (see [`expand`]).
+fn followable(path: &Path, home: &Path, follow_into: &[PathBuf]) -> Result<(), String> {
+    let link = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!("not a regular file ({})", kind_of(&meta)));
+    }
+    if !link.file_type().is_symlink() {
+        return Ok(());
+    }
+    let target = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let inside = |dir: &Path| std::fs::canonicalize(dir).is_ok_and(|dir| target.starts_with(dir));
+    if inside(home) || follow_into.iter().any(|d| inside(d)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a symbolic link to {}, outside {} (name it with --log, or add its folder to follow_symlinks_into)",
+            target.display(),
+            home.display()
+        ))
+    }
+}
+
+/// What a file that is not a regular file is, for messages.
+pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Opens a log for reading without ever blocking (a FIFO put in a file's
+/// place would block `open` until a writer came): `O_NONBLOCK`, which
+/// changes nothing for a regular file, and anything else refused.
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK on Linux (x86, ARM); std has no name for it.
+    const O_NONBLOCK: i32 = 0o4000;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({}): not followed", kind_of(&meta)),
+        ));
+    }
+    Ok(file)
 }
 
 /// The folder to watch for `value`: the parent of a path, or the deepest
@@ -105,7 +190,9 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
         if is_compressed(&p) {
             continue;
         }
-        let Ok(meta) = std::fs::metadata(&p) else {
+        // Rotations are renamed files, never links: a link beside the log
+        // is not read as one.
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
             continue;
         };
         if !meta.is_file() {
@@ -129,7 +216,7 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
 /// The fingerprint of the file at `path`, read from its first bytes.
 pub fn head_fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+    let mut f = open_regular(path).ok()?;
     let mut head = [0u8; FINGERPRINT_BYTES];
     let mut filled = 0;
     while filled < head.len() {
@@ -196,7 +283,9 @@ fn gz_candidates(path: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut candidates: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
         .filter(|p| {
             p.extension().is_some_and(|e| e == "gz")
                 && p.file_name()

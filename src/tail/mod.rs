@@ -24,7 +24,6 @@ mod stats;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +44,9 @@ pub struct TailOptions {
     pub logs: Vec<String>,
     /// Files the globs must not take (`exclude`).
     pub exclude: Vec<glob::Pattern>,
+    /// Folders a symbolic link a glob finds may point into, besides the
+    /// glob's own (see [`discover::expand`]).
+    pub follow_symlinks_into: Vec<PathBuf>,
     /// Files without checkpoint found at start are read from their start.
     pub from_beginning: bool,
     /// Longest line kept whole.
@@ -61,6 +63,7 @@ impl Default for TailOptions {
         TailOptions {
             logs: Vec::new(),
             exclude: Vec::new(),
+            follow_symlinks_into: Vec::new(),
             from_beginning: false,
             max_line: lines::DEFAULT_MAX_LINE,
             rotate_wait: Duration::from_secs(5),
@@ -109,6 +112,8 @@ pub struct Tailer {
     /// Reads that failed, and when each path's failure was last reported.
     read_errors: u64,
     error_reported: HashMap<PathBuf, Instant>,
+    /// Files a glob found and that are not followed, said once each.
+    skipped_reported: std::collections::HashSet<PathBuf>,
     stats: std::sync::Arc<TailStats>,
 }
 
@@ -118,6 +123,8 @@ const RENAME_RETRIES: usize = 3;
 
 /// A file that cannot be read is reported at most this often.
 const ERROR_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Files not followed that are named in a message, at most.
+const MAX_SKIPPED_REPORTED: usize = 10_000;
 
 /// On timer rescans (every 5 s), rotated siblings are looked for only every
 /// this many (about a minute): rotation shows as inotify structure events,
@@ -148,6 +155,7 @@ impl Tailer {
             quiet_rescans: 0,
             read_errors: 0,
             error_reported: HashMap::new(),
+            skipped_reported: std::collections::HashSet::new(),
             stats: std::sync::Arc::default(),
         }
     }
@@ -174,8 +182,16 @@ impl Tailer {
         self.options
             .logs
             .iter()
-            .flat_map(|value| discover::expand(value, &self.options.exclude))
+            .flat_map(|value| self.expand(value).0)
             .collect()
+    }
+
+    fn expand(&self, value: &str) -> (Vec<PathBuf>, Vec<discover::Skipped>) {
+        discover::expand(
+            value,
+            &self.options.exclude,
+            &self.options.follow_symlinks_into,
+        )
     }
 
     /// Longest line kept whole.
@@ -232,7 +248,11 @@ impl Tailer {
         let logs = self.options.logs.clone();
         let mut unreadable = 0;
         for value in &logs {
-            for path in discover::expand(value, &self.options.exclude) {
+            let (paths, skipped) = self.expand(value);
+            for s in skipped {
+                self.report_skipped(s);
+            }
+            for path in paths {
                 let Err(e) = self.scan_path(&path, first, look_siblings || first) else {
                     continue;
                 };
@@ -297,6 +317,15 @@ impl Tailer {
             Err(e) => return Err(e),
         };
         self.waiting_for.remove(path);
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "not a regular file ({}): not followed",
+                    discover::kind_of(&meta)
+                ),
+            ));
+        }
         match live {
             // Truncation is checked before every read (see `poll`).
             Some(i) if self.files[i].same_inode(&meta) => Ok(()),
@@ -482,7 +511,7 @@ impl Tailer {
         s: &Sibling,
         offset: u64,
     ) -> io::Result<bool> {
-        let file = match File::open(&s.path) {
+        let file = match discover::open_regular(&s.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
@@ -514,7 +543,7 @@ impl Tailer {
     fn open_new(&mut self, path: &Path, first: bool) -> io::Result<()> {
         // Opened once: the start offset is decided for this open file, not
         // for whatever the path names a moment later.
-        let file = File::open(path)?;
+        let file = discover::open_regular(path)?;
         let identity = FileIdentity::of(&file)?;
         let len = file.metadata()?.len();
 
@@ -792,6 +821,17 @@ impl Tailer {
     /// Logs an error about `path`, at most once a minute per path: a file
     /// that stays unreadable (permissions after a rotation) must not fill
     /// the journal every scan.
+    /// Says once why a file a glob found is not followed.
+    fn report_skipped(&mut self, skipped: discover::Skipped) {
+        // Bounded: a folder of a million planted links costs no memory.
+        if self.skipped_reported.len() >= MAX_SKIPPED_REPORTED
+            || !self.skipped_reported.insert(skipped.path.clone())
+        {
+            return;
+        }
+        tracing::warn!("{}: not followed: {}", skipped.path.display(), skipped.why);
+    }
+
     fn report_once_a_minute(&mut self, path: &Path, message: impl FnOnce() -> String) {
         let now = Instant::now();
         let last = self.error_reported.get(path).copied();

@@ -209,7 +209,9 @@ where
                 seen.refused.fetch_add(1, Ordering::SeqCst);
                 let _ = ws
                     .send(Message::text(format!(
-                        r#"{{"type":"error","seq":{seq},"message":"storage full"}}"#
+                        // With a forged log line after a line break: the
+                        // agent's text log must keep it on the real line.
+                        r#"{{"type":"error","seq":{seq},"message":"storage full\n ERROR forged by the backend"}}"#
                     )))
                     .await;
                 continue;
