@@ -395,3 +395,61 @@ fn a_real_prometheus_scrapes_the_agent() {
     assert!(labels.contains(env!("CARGO_PKG_VERSION")), "{labels}");
     drop(agent);
 }
+
+/// A backend that accepts every connection and refuses every batch: the
+/// agent reconnects again and again, and `/health` turns 503 all the same
+/// once the grace has passed without an acknowledgement.
+#[test]
+fn health_fails_while_the_backend_refuses_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let text: String = (0..50).map(access_line).collect();
+    fs::write(&log, &text).unwrap();
+    let seen = Seen::new(Behaviour {
+        refuse_first: usize::MAX,
+        ..Behaviour::default()
+    });
+    let backend = Backend::start(0, seen.clone(), None);
+    let url = backend.url("ws");
+    let agent = start(
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--from-beginning",
+            "--no-checkpoints",
+            "--format",
+            "nginx_combined",
+            "--ws-url",
+            &url,
+        ],
+        &[("CERBERUS_HEALTH_BACKEND_GRACE_S", "2")],
+    );
+    let m = agent.metrics.clone();
+    wait_until("several reconnections", || {
+        seen.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    });
+    let mut body = String::new();
+    wait_until("/health turning 503", || {
+        let (status, b) = get(&format!("{m}/health"));
+        body = b;
+        status == 503
+    });
+    assert!(body.contains("refusing"), "{body}");
+    // And it stays so across the next reconnections (each used to count
+    // as the backend working again).
+    let connections = || seen.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let later = connections() + 2;
+    let started = Instant::now();
+    while connections() < later {
+        assert_eq!(
+            get(&format!("{m}/health")).0,
+            503,
+            "healthy again after a reconnection, with nothing acknowledged"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no reconnection"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -228,7 +228,13 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
         };
         connects += 1;
         let stats = &outbox.stats;
-        stats.working();
+        // A connection proves the backend works only when nothing waits for
+        // it: one that accepts connections and refuses every batch fails
+        // on, however often it is reconnected (only acknowledgements clear
+        // it then).
+        if outbox.unacknowledged() == 0 {
+            stats.working();
+        }
         stats
             .connected
             .store(true, std::sync::atomic::Ordering::Relaxed);

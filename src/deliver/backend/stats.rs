@@ -40,8 +40,8 @@ pub struct SenderStats {
     /// none).
     pub oldest_unacked_ms: AtomicU64,
     /// Since when the backend fails (ms since the epoch; 0: it does not):
-    /// set at the first failure after a success, cleared by a connection or
-    /// an acknowledgement.
+    /// set at the first failure after a success, cleared by an
+    /// acknowledgement (or a connection while nothing waits).
     pub failing_since_ms: AtomicU64,
     /// Seconds from a batch's first event to its acknowledgement.
     pub delivery_latency: Histogram,
