@@ -32,7 +32,11 @@ impl Drop for Agent {
 }
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
-    let mut cmd = Command::new(common::agent_bin());
+    start_as(Command::new(common::agent_bin()), args, env)
+}
+
+/// As [`start`], through `cmd` (which runs the agent with more arguments).
+fn start_as(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Agent {
     cmd.args(args)
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env_remove("CERBERUS_DEBUG")
@@ -451,5 +455,104 @@ fn health_fails_while_the_backend_refuses_everything() {
             "no reconnection"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whoever can reach the metrics port: 2,000 idle connections at the
+/// service's 1,024 file descriptors, and a request head of megabytes. The
+/// agent keeps a few threads and little memory, answers the head with 431
+/// after 8 KiB, serves again once the connections are gone, and stops on
+/// SIGTERM.
+#[test]
+fn the_metrics_port_holds_against_idle_connections_and_huge_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    fs::write(&log, (0..10).map(access_line).collect::<String>()).unwrap();
+    let mut limited = Command::new("prlimit");
+    limited
+        .args(["--nofile=1024:1024", "--"])
+        .arg(common::agent_bin());
+    let agent = start_as(
+        limited,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--from-beginning",
+            "--no-checkpoints",
+            "--format",
+            "nginx_combined",
+            "--stdout",
+        ],
+        &[],
+    );
+    let pid = agent.child.id();
+    let addr: std::net::SocketAddr = agent.metrics.trim_start_matches("http://").parse().unwrap();
+    let status_field = |field: &str| -> u64 {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let idle = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..2000 {
+            tasks.spawn(tokio::time::timeout(
+                Duration::from_secs(3),
+                tokio::net::TcpStream::connect(addr),
+            ));
+        }
+        let mut open = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Ok(Ok(stream))) = done {
+                open.push(stream);
+            }
+        }
+        open
+    });
+    assert!(idle.len() >= 64, "only {} connections opened", idle.len());
+    let threads = status_field("Threads:");
+    assert!(
+        threads <= 16,
+        "{threads} threads for {} connections",
+        idle.len()
+    );
+
+    // A head of 4 MiB: refused after 8 KiB, memory untouched.
+    let mut big = std::net::TcpStream::connect(addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n",
+        "a".repeat(4 << 20)
+    );
+    let _ = big.write_all(head.as_bytes());
+    drop(idle);
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut big, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+
+    // The connections gone, it serves again.
+    let m = agent.metrics.clone();
+    wait_until("metrics served again", || {
+        get(&format!("{m}/metrics")).0 == 200
+    });
+    let peak = status_field("VmHWM:");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    let mut agent = agent;
+    common::agent_process::send_sigterm(pid);
+    let started = Instant::now();
+    while agent.child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -17,11 +17,14 @@
 //! - `/ready`: 200 once the agent started (patterns loaded, files found)
 //!   and, with a backend, connected once.
 //!
-//! The server is `tiny_http` on its own thread: scrapes never touch the
-//! agent's loop.
+//! The server ([`http`]) runs on its own thread, bounded against whoever
+//! can reach the port: scrapes never touch the agent's loop.
+
+mod http;
+
+pub use http::serve;
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -403,38 +406,6 @@ fn gauge(value: u64) -> Gauge {
     let g = Gauge::default();
     g.set(value as i64);
     g
-}
-
-/// Serves `/metrics`, `/health` and `/ready` on `addr` from a thread of its
-/// own; returns the address bound (a port 0 picks a free one).
-pub fn serve(addr: &str, telemetry: Arc<Telemetry>, grace: Duration) -> anyhow::Result<SocketAddr> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| anyhow::anyhow!("metrics address {addr} is not an IP address"))?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                let accept = request
-                    .headers()
-                    .iter()
-                    .find(|h| h.field.equiv("Accept"))
-                    .map(|h| h.value.as_str().to_owned());
-                let format = Exposition::for_accept(accept.as_deref());
-                let (status, content_type, body) = answer(request.url(), &telemetry, grace, format);
-                let header =
-                    tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes());
-                let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-                if let Ok(h) = header {
-                    response = response.with_header(h);
-                }
-                let _ = request.respond(response);
-            }
-        })?;
-    Ok(bound)
 }
 
 /// Status, content type and body for a request path.
