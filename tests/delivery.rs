@@ -55,6 +55,11 @@ impl Setup {
 
     /// Starts the agent with `config` (TOML) and `args`.
     fn agent(&self, config: &str, args: &[&str]) -> Agent {
+        self.agent_with_env(config, args, &[])
+    }
+
+    /// As [`Setup::agent`], with environment variables.
+    fn agent_with_env(&self, config: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
         let cfg = self.dir.path().join("agent.toml");
         let config = format!(
             "token = \"{TOKEN}\"\nclient_id = \"shop\"\nformat = \"nginx_combined\"\npattern_dirs = []\nstate_dir = \"{}\"\n{config}",
@@ -68,6 +73,7 @@ impl Setup {
             .arg(&self.log)
             .args(args)
             .env_remove("CERBERUS_DEBUG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(self.stderr_path()).unwrap())
@@ -708,6 +714,39 @@ fn the_key_fetch_trusts_tls_ca_file() {
         events[0]["remote_addr"],
         hmac_hex("private-ca-key", "10.0.0.1")
     );
+}
+
+/// At the most verbose filter, with the token in the WebSocket URL's query,
+/// a handshake the backend refuses and a key fetched over HTTP: nothing of
+/// the token in any line (the HTTP and WebSocket libraries print URLs and
+/// headers at debug and trace; they are kept out), and a token given as a
+/// flag is warned about.
+#[test]
+fn the_token_never_reaches_the_log_even_at_trace() {
+    let s = Setup::new(5);
+    let keys = key_server(vec![(200, r#"{"secret_key":"fetched-key"}"#)]);
+    let config = format!(
+        "ws_url = \"ws://127.0.0.1:{0}/ingest?token={TOKEN}\"\nbackend_url = \"http://127.0.0.1:{0}\"\n",
+        keys.port
+    );
+    let mut agent = s.agent_with_env(
+        &config,
+        &["--once", "--once-timeout", "3", "--token", TOKEN],
+        &[("CERBERUS_LOG_FILTER", "trace")],
+    );
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(1), "{}", s.stderr());
+    let stderr = s.stderr();
+    assert!(
+        stderr.contains("refused the WebSocket handshake with HTTP 404"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--token was given on the command line"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "the token in the log: {stderr}");
+    assert!(!stderr.contains("fetched-key"), "the key in the log");
+    assert!(!stderr.to_lowercase().contains("x-api-key:"), "{stderr}");
 }
 
 fn id_from(e: &serde_json::Value) -> usize {
