@@ -17,7 +17,7 @@ cd "$(dirname "$0")"
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(split line_to_event checkpoint_file pattern_file config_file)
+[ ${#targets[@]} -gt 0 ] || targets=(split line_to_event checkpoint_file pattern_file config_file backend_messages)
 
 CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
@@ -39,6 +39,10 @@ seed() {
     pattern_file) cp ../patterns/*.toml "$dir/" ;;
     config_file)
       printf 'log = ["/var/log/nginx/access.log"]\nformat = "nginx_json"\nws_url = "wss://cerberus.example.com/ws/ingest"\ntoken = "t"\nclient_id = "c"\nbackend_url = "https://cerberus.example.com"\n' > "$dir/readme.toml" ;;
+    backend_messages)
+      printf '{"type":"ack","seq":17}' > "$dir/ack"
+      printf '{"type":"error","seq":3,"message":"storage full"}' > "$dir/error"
+      printf '{"secret_key":"k"}' > "$dir/key" ;;
     checkpoint_file)
       printf '{"version":1,"files":[{"device":2049,"inode":131,"fingerprint":"00ff00ff00ff00ff","path":"/var/log/nginx/access.log","offset":4096,"finished":false,"updated":1764000000}],"paths":{"/var/log/nginx/access.log":1764000000}}' > "$dir/one.json" ;;
   esac

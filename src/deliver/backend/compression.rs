@@ -275,6 +275,14 @@ impl BoundedInflate {
         }
     }
 
+    /// Inflates one whole message as it came in a single frame (for tests
+    /// and the fuzzer; the connection goes through `decode`).
+    pub fn inflate_message(&mut self, compressed: &[u8]) -> Result<Vec<u8>, InflateError> {
+        let mut payload = BytesMut::from(compressed);
+        self.inflate(&mut payload)?;
+        Ok(payload.to_vec())
+    }
+
     fn inflate(&mut self, payload: &mut BytesMut) -> Result<(), InflateError> {
         // The end of every message's deflate block, which RFC 7692 has the
         // sender strip.

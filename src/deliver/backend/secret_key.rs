@@ -68,16 +68,71 @@ pub fn fetch(backend_url: &str, token: Option<&Secret>, trust: &Trust) -> Result
     if !status.is_success() {
         return Err(format!("GET {shown}: HTTP {status}"));
     }
-    let body: serde_json::Value = response
+    let body = response
         .body_mut()
         .with_config()
-        .limit(64 * 1024)
-        .read_json()
-        .map_err(|e| format!("GET {shown}: the answer is not JSON ({e})"))?;
-    match body.get("secret_key").and_then(|k| k.as_str()) {
-        Some(k) if !k.is_empty() => Ok(Secret::new(k)),
-        _ => Err(format!(
-            "GET {shown}: the answer has no non-empty `secret_key` string"
-        )),
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_vec()
+        .map_err(|e| format!("GET {shown}: {e}"))?;
+    parse_answer(&body).map_err(|e| format!("GET {shown}: {e}"))
+}
+
+/// The largest answer read (the key is a few dozen bytes).
+pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// The key in the endpoint's answer: the `secret_key` string of a JSON
+/// object. The error never holds the answer (it may be the key).
+pub fn parse_answer(body: &[u8]) -> Result<Secret, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        secret_key: Option<serde_json::Value>,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|e| format!("the answer is not a JSON object ({})", e.classify_words()))?;
+    match answer.secret_key {
+        Some(serde_json::Value::String(k)) if !k.is_empty() => Ok(Secret::new(k)),
+        _ => Err("the answer has no non-empty `secret_key` string".into()),
+    }
+}
+
+/// Words for a JSON error, without its position's text.
+trait ClassifyWords {
+    fn classify_words(&self) -> &'static str;
+}
+
+impl ClassifyWords for serde_json::Error {
+    fn classify_words(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "could not be read",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "not the expected shape",
+            serde_json::error::Category::Eof => "cut short",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        assert_eq!(
+            parse_answer(br#"{"secret_key":"k1"}"#).map(|k| k.expose().to_owned()),
+            Ok("k1".to_owned())
+        );
+        for bad in [
+            &b"<html>"[..],
+            b"[]",
+            br#"{"secret_key":""}"#,
+            br#"{"secret_key":7}"#,
+            b"",
+        ] {
+            assert!(
+                parse_answer(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
