@@ -28,15 +28,19 @@ pub enum FailReason {
     BadRequest,
     /// The timestamp does not read as the pattern's format.
     BadTimestamp,
+    /// The server's answer to a connection that sent no request (`""`,
+    /// `-` or junk with a 4xx status): an ordinary line, counted apart.
+    NotARequest,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 5] = [
+    pub const ALL: [FailReason; 6] = [
         FailReason::NoMatch,
         FailReason::NotJson,
         FailReason::TooLong,
         FailReason::BadRequest,
         FailReason::BadTimestamp,
+        FailReason::NotARequest,
     ];
 
     /// The `reason` label.
@@ -47,6 +51,7 @@ impl FailReason {
             FailReason::TooLong => "too_long",
             FailReason::BadRequest => "bad_request",
             FailReason::BadTimestamp => "bad_timestamp",
+            FailReason::NotARequest => "not_a_request",
         }
     }
 }

@@ -325,3 +325,50 @@ fn a_file_of_no_known_format_is_named_not_shown() {
     assert!(stderr.contains("no pattern fits"), "{stderr}");
     assert!(!stderr.contains("supersecret"), "{stderr}");
 }
+
+/// What every public server logs for scanners and idle connections (an
+/// empty request, `-`, TLS bytes on a plain port, each with a 4xx status):
+/// ordinary lines of the format, counted as `not_a_request` without a
+/// warning; a line whose client field is a list is no line of the format.
+#[test]
+fn answers_to_non_requests_are_counted_not_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let lines = [
+        r#"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] "" 400 0 "-" "-""#,
+        r#"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] "-" 408 0 "-" "-""#,
+        r#"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] "\x16\x03\x01\x00\xF1\x01" 400 157 "-" "-""#,
+        r#"1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] "GET /ok HTTP/1.1" 200 5 "-" "ua""#,
+        r#"1.2.3.5 - - [25/Nov/2026:10:04:06 +0000] "GET /ok2 HTTP/1.1" 200 5 "-" "ua""#,
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (code, stdout, stderr) = run_once(
+        &[
+            "--log",
+            path.to_str().unwrap(),
+            "--format",
+            "nginx_combined",
+        ],
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.contains("access.log:")),
+        "no message for them: {stderr}"
+    );
+    assert!(stderr.contains("3 failed"), "counted: {stderr}");
+
+    // Detected as nginx combined all the same, and a forwarded-for list in
+    // the client field fails the line instead of being sent as an address.
+    let listed = r#"10.0.0.2, 10.0.0.1, 127.0.0.1 - - [25/Nov/2026:10:04:05 +0000] "GET /x HTTP/1.1" 200 5 "-" "ua""#;
+    std::fs::write(&path, lines.join("\n") + "\n" + listed + "\n").unwrap();
+    let (_, stdout, stderr) = run_once(
+        &["--log", path.to_str().unwrap()],
+        std::time::Duration::from_secs(20),
+    );
+    assert!(stderr.contains("nginx_combined"), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stderr}");
+    assert!(!stdout.contains("10.0.0.2"), "{stdout}");
+    assert!(stderr.contains("is not an address"), "{stderr}");
+}

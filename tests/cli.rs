@@ -321,11 +321,11 @@ fn readme_pattern_example_works() {
     assert_eq!(e["status"], 200);
 }
 
-/// Both nginx `log_format main` examples in README.md (the format string,
+/// Both nginx `log_format timed` examples in README.md (the format string,
 /// and the `[split]` table spelling it out) parse the line they describe.
 #[test]
 fn readme_template_examples_work() {
-    for name in ["nginx_main", "nginx_main_split"] {
+    for name in ["nginx_timed", "nginx_timed_split"] {
         readme_template_example_works(name);
     }
 }

@@ -250,3 +250,59 @@ fn encoders_match_the_recorded_servers() {
         }
     }
 }
+
+/// A client field no server writes as one address: words of address
+/// characters joined by spaces or commas (a host before the address, a
+/// forwarded-for list).
+fn spaced_client() -> impl Strategy<Value = String> {
+    (
+        "[a-z0-9.:]{1,15}",
+        prop::sample::select(vec![" ", ", ", ",", "  "]),
+        "[a-z0-9.:]{1,15}",
+    )
+        .prop_map(|(a, sep, b)| format!("{a}{sep}{b}"))
+}
+
+proptest! {
+    /// No bundled pattern turns a line into an event whose client is a
+    /// field with a space or a comma, whatever format the rest of the line
+    /// has: such a line fits another format, or none.
+    #[test]
+    fn no_pattern_takes_a_client_with_a_space_or_a_comma(
+        client in spaced_client(),
+        shape in 0usize..5,
+    ) {
+        let rest = [
+            r#"- - [25/Nov/2026:10:04:05 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua""#,
+            r#"- - [25/Nov/2026:10:04:05 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" "-""#,
+            r#"- - [25/Nov/2026:10:04:05 +0000] "GET /a HTTP/1.1" 200 5"#,
+            r#"- - [25/Nov/2026:10:04:05 +0000] "GET /a HTTP/1.1" 200 5 "-" "ua" 12 "{}""#,
+            r#"- alice [25/Nov/2026:10:04:05 +0000] "POST /b HTTP/2.0" 404 0 "https://r/" "ua""#,
+        ][shape];
+        let line = format!("{client} {rest}");
+        let json = format!(
+            r#"{{"remote_addr":"{client}","time_iso8601":"2026-11-25T10:04:05+00:00","request_method":"GET","request_uri":"/a","status":"200"}}"#
+        );
+        for line in [line.as_bytes(), json.as_bytes()] {
+            for pattern in PatternSet::bundled().unwrap().iter() {
+                let Ok(fields) = pattern.split(line) else { continue };
+                let mut builder = cerberus_agent::event::EventBuilder::new(
+                    pattern.clone(),
+                    &cerberus_agent::event::EventOptions::default(),
+                );
+                let mut out = Vec::new();
+                let position = cerberus_agent::event::LinePosition { source: 0, offset: 0 };
+                if builder.build(&fields, position, &mut out).is_ok() {
+                    let taken = fields.text(Role::ClientIp).unwrap_or_default().into_owned();
+                    prop_assert!(
+                        !taken.contains([' ', ',']),
+                        "{} took client {:?} from {}",
+                        pattern.name,
+                        taken,
+                        String::from_utf8_lossy(line)
+                    );
+                }
+            }
+        }
+    }
+}

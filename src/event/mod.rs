@@ -73,6 +73,16 @@ pub enum BuildError {
     BadRequestLine(String),
     #[error("{0}")]
     BadTimestamp(String),
+    /// The server's answer to something that was no request (an empty or
+    /// `-` request, or bytes that are no request line, with a 4xx status):
+    /// what every public server logs for scanners and idle connections.
+    #[error("not a request ({0}): the server's answer to a connection that sent none")]
+    NotARequest(Box<BuildError>),
+    /// The field the pattern takes for the client holds what no server
+    /// writes there (a space, a comma: a line of another format, such as a
+    /// host-prefixed `vhost_combined` line, or a forwarded-for list).
+    #[error("the client field {0:?} is not an address or a host name")]
+    NotAnAddress(String),
 }
 
 /// A line's event was built, but part of it was left out.
@@ -133,7 +143,20 @@ impl EventBuilder {
         out: &mut Vec<u8>,
     ) -> Result<Option<BuildWarning>, BuildError> {
         // Everything that can fail is worked out before anything is written.
-        let (method, target) = request_of(fields)?;
+        if let Some(client) = fields.get(Role::ClientIp)
+            && !is_client_address(client)
+        {
+            return Err(BuildError::NotAnAddress(
+                String::from_utf8_lossy(client).into_owned(),
+            ));
+        }
+        let (method, target) = request_of(fields).map_err(|e| {
+            let status = fields.get(Role::Status).and_then(parse_ascii::<u16>);
+            match status {
+                Some(400..=499) => BuildError::NotARequest(Box::new(e)),
+                _ => e,
+            }
+        })?;
         let target = Target::split(target);
         // A log that keeps the query apart (nginx's `$uri` and `$args`) has
         // a path without `?` and the query in its own field.
@@ -321,6 +344,16 @@ fn push_hex(out: &mut Vec<u8>, n: u64) {
     for shift in (0..16).rev() {
         out.push(DIGITS[((n >> (shift * 4)) & 0xf) as usize]);
     }
+}
+
+/// Whether a client field holds what servers write there: an IPv4 or IPv6
+/// address (with a zone, in brackets, with a port), a host name, `unix:`,
+/// or `-`. Never a space or a comma.
+fn is_client_address(field: &[u8]) -> bool {
+    !field.is_empty()
+        && field.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'_' | b'[' | b']' | b'%')
+        })
 }
 
 /// Method (upper case) and request target of a line.

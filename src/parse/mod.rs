@@ -25,9 +25,14 @@ const BUNDLED: &[(&str, &str)] = &[
         "gunicorn_cerberus",
         include_str!("../../patterns/gunicorn_cerberus.toml"),
     ),
+    ("nginx_main", include_str!("../../patterns/nginx_main.toml")),
     (
         "nginx_combined",
         include_str!("../../patterns/nginx_combined.toml"),
+    ),
+    (
+        "apache_vhost_combined",
+        include_str!("../../patterns/apache_vhost_combined.toml"),
     ),
     (
         "apache_combined",

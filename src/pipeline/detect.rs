@@ -52,21 +52,21 @@ pub enum DetectError {
     NoneFits { line_number: usize, bytes: usize },
 }
 
-/// True when `pattern` turns `line` into an event.
+/// True when `pattern` turns `line` into an event, or reads it as the
+/// server's answer to a connection that sent no request.
 pub fn fits(pattern: &Arc<Pattern>, line: &[u8]) -> bool {
     let mut builder = EventBuilder::new(pattern.clone(), &EventOptions::default());
     let mut scratch = Vec::new();
     pattern.split(line).ok().is_some_and(|f| {
-        builder
-            .build(
-                &f,
-                LinePosition {
-                    source: 0,
-                    offset: 0,
-                },
-                &mut scratch,
-            )
-            .is_ok()
+        let built = builder.build(
+            &f,
+            LinePosition {
+                source: 0,
+                offset: 0,
+            },
+            &mut scratch,
+        );
+        matches!(built, Ok(_) | Err(crate::event::BuildError::NotARequest(_)))
     })
 }
 

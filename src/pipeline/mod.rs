@@ -34,6 +34,14 @@ pub enum LineOutcome {
     Failed(Failure),
 }
 
+impl LineOutcome {
+    /// The line gave no event for a fault: not a blank line, nor a line of
+    /// the format that records no request (`not_a_request`).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, LineOutcome::Failed(f) if f.reason != FailReason::NotARequest)
+    }
+}
+
 /// Why a line gave no event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -107,12 +115,12 @@ impl LineHandler {
             return LineOutcome::Blank;
         }
         let outcome = build(&mut self.builder, line, position, out);
-        if !matches!(outcome, LineOutcome::Failed(_)) {
+        if !outcome.is_failure() {
             return outcome;
         }
         for k in 0..self.alternatives.len() {
             let alternative = build(&mut self.alternatives[k], line, position, out);
-            if !matches!(alternative, LineOutcome::Failed(_)) {
+            if !alternative.is_failure() {
                 std::mem::swap(&mut self.builder, &mut self.alternatives[k]);
                 self.switched = Some((
                     self.alternatives[k].pattern().name.clone(),
@@ -151,6 +159,8 @@ fn build(
             let reason = match e {
                 BuildError::BadTimestamp(_) => FailReason::BadTimestamp,
                 BuildError::NoRequest | BuildError::BadRequestLine(_) => FailReason::BadRequest,
+                BuildError::NotARequest(_) => FailReason::NotARequest,
+                BuildError::NotAnAddress(_) => FailReason::NoMatch,
             };
             let message = e.to_string();
             LineOutcome::Failed(Failure { reason, message })
@@ -203,6 +213,10 @@ fn handle_line(
             });
         }
         LineOutcome::Blank => Counters::add(&c.lines_blank, 1),
+        LineOutcome::Failed(reason) if reason.reason == FailReason::NotARequest => {
+            c.failed(FailReason::NotARequest);
+            tracing::debug!("{}:{}: {}", path.display(), line.number, reason.message);
+        }
         LineOutcome::Failed(reason) => {
             c.failed(if line.truncated {
                 FailReason::TooLong

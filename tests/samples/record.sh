@@ -8,7 +8,9 @@
 # sends the same tricky requests to each server and writes, per log line,
 # the event the agent must produce (computed with Django and cerberus-core).
 #
-# Usage: tests/samples/record.sh   (as root, or with sudo for apt-get)
+# Usage: tests/samples/record.sh [NAME...]   (as root, or with sudo for
+# apt-get). With NAMEs, only those samples are written (the others keep
+# their recording).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/cerberus-samples.XXXXXX)
@@ -42,7 +44,12 @@ error_log $work/nginx-error.log;
 events { worker_connections 64; }
 http {
   log_format cerberus_json escape=json '{"remote_addr":"\$remote_addr","time_iso8601":"\$time_iso8601","request_method":"\$request_method","request_uri":"\$request_uri","uri":"\$uri","args":"\$args","scheme":"\$scheme","server_protocol":"\$server_protocol","status":"\$status","body_bytes_sent":"\$body_bytes_sent","request_time":"\$request_time","http_referer":"\$http_referer","http_user_agent":"\$http_user_agent","upstream_http_x_cerberus_metrics":"\$upstream_http_x_cerberus_metrics"}';
+  # nginx.org's and RHEL's nginx.conf declare this one and log with it.
+  log_format main '\$remote_addr - \$remote_user [\$time_local] "\$request" '
+                  '\$status \$body_bytes_sent "\$http_referer" '
+                  '"\$http_user_agent" "\$http_x_forwarded_for"';
   access_log $work/nginx_combined.log combined;
+  access_log $work/nginx_main.log main;
   access_log $work/nginx_json.log cerberus_json;
   client_body_temp_path $work/nginx-body;
   proxy_temp_path $work/nginx-proxy;
@@ -69,8 +76,12 @@ User www-data
 Group www-data
 LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" combined
 LogFormat "%h %l %u %t \"%r\" %>s %b" common
+# Debian's vhost_combined (other_vhosts_access.log), with %b for %O as in
+# combined above (%O counts the headers too, which the client cannot know).
+LogFormat "%v:%p %h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" vhost_combined
 CustomLog $work/apache_combined.log combined
 CustomLog $work/apache_common.log common
+CustomLog $work/apache_vhost_combined.log vhost_combined
 AllowEncodedSlashes NoDecode
 ProxyPass "/" "http://127.0.0.1:$P_UP/" nocanon
 APACHE
@@ -84,12 +95,16 @@ for p in $P_UP $P_NGINX $P_APACHE $P_G1 $P_G2 $P_J; do
 done
 
 "$work/venv/bin/python" "$here/recorder.py" "$work" \
-  "nginx_combined=127.0.0.1:$P_NGINX" "nginx_json=127.0.0.1:$P_NGINX" \
+  "nginx_combined=127.0.0.1:$P_NGINX" "nginx_json=127.0.0.1:$P_NGINX" "nginx_main=127.0.0.1:$P_NGINX" \
   "apache_combined=127.0.0.1:$P_APACHE" "apache_common=127.0.0.1:$P_APACHE" \
+  "apache_vhost_combined=127.0.0.1:$P_APACHE" \
   "gunicorn=127.0.0.1:$P_G1" "gunicorn_cerberus=127.0.0.1:$P_G2" "json=127.0.0.1:$P_J"
 sleep 1  # let servers flush their logs
 
-for name in nginx_combined nginx_json apache_combined apache_common gunicorn gunicorn_cerberus json; do
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(nginx_combined nginx_json nginx_main apache_combined apache_common
+  apache_vhost_combined gunicorn gunicorn_cerberus json)
+for name in "${names[@]}"; do
   cp "$work/$name.log" "$here/$name.log"
   cp "$work/$name.expected.jsonl" "$here/$name.expected.jsonl"
 done
