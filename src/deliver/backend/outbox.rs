@@ -293,16 +293,13 @@ impl Outbox {
         let alone = in_flight.len() == 1;
         if why.too_big() {
             SenderStats::add(&self.stats.closes_too_big, 1);
+            // The culprit is in flight, so the backend's limit is below the
+            // largest message in flight: halve it, as the split does. A
+            // limit just below the refused size may still be above the
+            // backend's, and every refusal among pipelined messages costs
+            // the acknowledgements the backend had not sent yet (repeats).
             let largest = in_flight.iter().copied().max().unwrap_or(0);
-            // Alone, the message was too big: halve, as the split does (a
-            // limit just below it may still be above the backend's, and a
-            // refusal among pipelined messages costs their acknowledgements).
-            // Among others, the culprit is one of them: none as large goes.
-            let limit = if alone {
-                largest / 2
-            } else {
-                largest.saturating_sub(1)
-            };
+            let limit = largest / 2;
             self.learn_limit(limit, "it closed with 1009");
         }
         let Some(unit) = self.pending.front_mut() else {
