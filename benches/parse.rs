@@ -118,6 +118,14 @@ fn render(format: &str, r: &Request) -> String {
         "nginx_combined" | "apache_combined" | "gunicorn" => {
             format!("{common} {} \"{}\" \"{}\"", r.bytes, r.referer, r.agent)
         }
+        "nginx_main" => format!(
+            "{common} {} \"{}\" \"{}\" \"-\"",
+            r.bytes, r.referer, r.agent
+        ),
+        "apache_vhost_combined" => format!(
+            "shop.example.com:443 {common} {} \"{}\" \"{}\"",
+            r.bytes, r.referer, r.agent
+        ),
         "apache_common" => format!("{common} {}", r.bytes),
         "gunicorn_cerberus" => format!(
             "{common} {} \"{}\" \"{}\" {secs:.6} \"{}\"",

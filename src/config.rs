@@ -135,6 +135,10 @@ pub struct Settings {
     pub debug: bool,
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Files open at once, at most; beyond it, idle files are closed (and
+    /// opened again from their checkpoint when they grow).
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
     /// Print events instead of sending them.
     #[serde(default)]
     pub stdout: bool,
@@ -246,6 +250,9 @@ fn default_compression_level() -> u32 {
 }
 fn default_compression_window_bits() -> u8 {
     DeflateSettings::default().window_bits
+}
+fn default_max_open_files() -> usize {
+    crate::tail::DEFAULT_MAX_OPEN_FILES
 }
 fn default_dead_letter_after() -> u32 {
     crate::deliver::backend::RefusalPolicy::default().dead_letter_after
@@ -534,6 +541,7 @@ impl Settings {
             ("max_in_flight", self.max_in_flight.unwrap_or(1) as u64),
             ("ack_timeout_ms", self.ack_timeout_ms),
             ("dead_letter_after", u64::from(self.dead_letter_after)),
+            ("max_open_files", self.max_open_files as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(format!(

@@ -213,8 +213,12 @@ fn run_agent(
         End::Finished | End::SinkFailed => "not everything could be delivered",
     };
     eprintln!(
-        "cerberus-agent: {why}: {} of {} events acknowledged, {} not delivered (they are sent again at the next start), {} lines skipped in files of unknown format",
-        report.acknowledged, report.events, report.unacknowledged, report.lines_unrecognised
+        "cerberus-agent: {why}: {} of {} events acknowledged, {} not delivered (they are sent again at the next start), {} lines skipped in files of unknown format, {} files that could not be read",
+        report.acknowledged,
+        report.events,
+        report.unacknowledged,
+        report.lines_unrecognised,
+        report.files_unreadable
     );
     Ok(ExitCode::FAILURE)
 }

@@ -165,6 +165,12 @@ impl Plan {
             } else {
                 defaults.rotate_wait
             },
+            max_open_files: settings.max_open_files,
+            park_after: if mode.once {
+                Duration::ZERO
+            } else {
+                defaults.park_after
+            },
             ..defaults
         };
         Ok(Plan {

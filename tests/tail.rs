@@ -734,3 +734,63 @@ fn a_file_opened_empty_and_not_read_before_a_crash_is_read_after_it() {
     h.poll(true);
     assert_exactly_once(&h, &concat(&[("first", 2), ("unread", 5)]));
 }
+
+/// More files than `max_open_files` under one glob: at most that many are
+/// open at once, idle ones are closed and the others read in turn, a
+/// closed file that grows (or is rotated) is read on from its checkpoint,
+/// and a restart repeats nothing.
+#[test]
+fn more_files_than_may_be_open_are_read_in_turn_and_followed() {
+    let mut h = Harness::new(TailOptions {
+        max_open_files: 4,
+        park_after: Duration::ZERO,
+        ..quick()
+    });
+    h.options.logs = vec![format!("{}/*.log", h.dir.path().display())];
+    let dir = h.dir.path().to_owned();
+    let file = |n: usize| dir.join(format!("f{n}.log"));
+    let mut expected = Vec::new();
+    for n in 0..20 {
+        let l = lines(&format!("f{n}"), 5);
+        h.append(&file(n), &l);
+        expected.extend(l);
+    }
+    h.start();
+    h.poll(true);
+    // Each poll reads what is open, and opens more once those are idle.
+    for _ in 0..20 {
+        assert!(
+            h.tailer.as_ref().unwrap().lags().len() <= 4,
+            "more files open than allowed"
+        );
+        h.poll(true);
+    }
+    assert!(!h.tailer.as_ref().unwrap().has_deferred());
+    assert_exactly_once(&h, &expected);
+
+    // A closed file grows; another is rotated with a line written late to
+    // the old file, and a new one started.
+    let more = lines("f3-more", 2);
+    h.append(&file(3), &more);
+    expected.extend(more);
+    let late = lines("f5-late", 1);
+    h.append(&file(5), &late);
+    expected.extend(late);
+    fs::rename(file(5), dir.join("f5.log.1")).unwrap();
+    let fresh = lines("f5-new", 3);
+    h.append(&file(5), &fresh);
+    expected.extend(fresh);
+    for _ in 0..10 {
+        h.poll(true);
+    }
+    assert_exactly_once(&h, &expected);
+
+    // A restart reads nothing again.
+    h.stop();
+    h.start();
+    for _ in 0..10 {
+        h.poll(true);
+    }
+    assert_exactly_once(&h, &expected);
+    assert!(h.unstable_ids().is_empty());
+}

@@ -66,6 +66,8 @@ pub struct Report {
     pub lines_unrecognised: u64,
     /// Reads of a file that failed (each retried).
     pub read_errors: u64,
+    /// Files named that the agent may not read, at the end.
+    pub files_unreadable: u64,
     /// Events the sink acknowledged.
     pub acknowledged: u64,
     /// Events handed to the sink and not acknowledged when the agent
@@ -93,7 +95,10 @@ impl Report {
     /// Whether a `--once` run did its whole job: read every file to its
     /// end and delivered every event, skipping no file for its format.
     pub fn once_complete(&self) -> bool {
-        self.end == End::Finished && self.unacknowledged == 0 && self.lines_unrecognised == 0
+        self.end == End::Finished
+            && self.unacknowledged == 0
+            && self.lines_unrecognised == 0
+            && self.files_unreadable == 0
     }
 }
 
@@ -374,6 +379,7 @@ impl<'w> Agent<'w> {
             && self.once
             && read_to_end
             && !self.tailer.has_rotated_files()
+            && !self.tailer.has_deferred()
             && !self.sink.is_full()
         {
             self.begin_drain(None);
@@ -663,12 +669,13 @@ impl<'w> Agent<'w> {
             metrics_invalid: Counters::get(&c.metrics_invalid),
             lines_unrecognised: Counters::get(&c.lines_unrecognised),
             read_errors: self.tailer.read_errors(),
+            files_unreadable: self.telemetry.tail.unreadable.load(Ordering::Relaxed),
             acknowledged: self.acknowledged,
             unacknowledged: self.pushed.saturating_sub(self.acknowledged),
             end: self.end,
         };
         tracing::info!(
-            "done: {} lines read, {} events ({} acknowledged, {} not), {} failed, {} blank, {} cut at max_line_bytes, {} sent without their invalid metrics, {} skipped in files of unknown format, {} failed reads",
+            "done: {} lines read, {} events ({} acknowledged, {} not), {} failed, {} blank, {} cut at max_line_bytes, {} sent without their invalid metrics, {} skipped in files of unknown format, {} failed reads, {} files unreadable",
             report.lines_read,
             report.events,
             report.acknowledged,
@@ -679,6 +686,7 @@ impl<'w> Agent<'w> {
             report.metrics_invalid,
             report.lines_unrecognised,
             report.read_errors,
+            report.files_unreadable,
         );
         report
     }

@@ -143,6 +143,25 @@ impl TailedFile {
             .unwrap_or(self.reader.offset())
     }
 
+    /// Live, read to the end of what it holds with every line delivered,
+    /// no partial line held, known by its fingerprint (so its checkpoint
+    /// finds it again), and unchanged for `quiet`: it can be closed, and
+    /// opened again from its checkpoint when it grows (see
+    /// `Tailer::park_idle`).
+    pub fn is_idle(&self, quiet: std::time::Duration) -> bool {
+        self.state == State::Live
+            && self.in_flight.is_empty()
+            && self.reader.pending().is_empty()
+            && self.ids.is_some()
+            && self.head.metadata().is_ok_and(|m| {
+                m.len() == self.reader.offset()
+                    && m.modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= quiet)
+            })
+    }
+
     /// Read to its end and every line delivered: it can be closed.
     pub fn is_done(&self) -> bool {
         self.state == State::Finished && self.in_flight.is_empty()

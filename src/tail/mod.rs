@@ -56,6 +56,13 @@ pub struct TailOptions {
     pub rotate_wait: Duration,
     /// At most this many rotated files are kept open at once.
     pub max_rotated_open: usize,
+    /// At most this many files are open at once (each holds two
+    /// descriptors and a read buffer): beyond it, idle files are closed
+    /// and others wait their turn (see [`Tailer::park_idle`]).
+    pub max_open_files: usize,
+    /// A file unchanged this long may be closed to make room (zero with
+    /// `--once`: a file read to its end is done).
+    pub park_after: Duration,
 }
 
 impl Default for TailOptions {
@@ -68,8 +75,24 @@ impl Default for TailOptions {
             max_line: lines::DEFAULT_MAX_LINE,
             rotate_wait: Duration::from_secs(5),
             max_rotated_open: 64,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            park_after: Duration::from_secs(30),
         }
     }
+}
+
+/// Files open at once by default: 2 descriptors each, well within the
+/// 1,024 a process often gets, with room for the backend, the metrics port
+/// and the state folder.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+
+/// A followed file closed while idle, to hold no descriptor: what was
+/// open at its path, and how far it was read (all of it). Its checkpoint
+/// stays; it is opened again from it when its path shows a change.
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    identity: FileIdentity,
+    len: u64,
 }
 
 /// A line handed to the consumer.
@@ -114,6 +137,15 @@ pub struct Tailer {
     error_reported: HashMap<PathBuf, Instant>,
     /// Files a glob found and that are not followed, said once each.
     skipped_reported: std::collections::HashSet<PathBuf>,
+    /// Followed files closed while idle, by path.
+    parked: HashMap<PathBuf, Parked>,
+    /// Paths waiting for room to be opened (more files than
+    /// `max_open_files`), oldest first, each with whether the first scan
+    /// found it; and the same paths as a set.
+    deferred: std::collections::VecDeque<(PathBuf, bool)>,
+    deferred_set: HashSet<PathBuf>,
+    /// When the wait for room was last reported.
+    deferred_reported: Option<Instant>,
     stats: std::sync::Arc<TailStats>,
 }
 
@@ -156,6 +188,10 @@ impl Tailer {
             read_errors: 0,
             error_reported: HashMap::new(),
             skipped_reported: std::collections::HashSet::new(),
+            parked: HashMap::new(),
+            deferred: std::collections::VecDeque::new(),
+            deferred_set: HashSet::new(),
+            deferred_reported: None,
             stats: std::sync::Arc::default(),
         }
     }
@@ -305,6 +341,7 @@ impl Tailer {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.parked.remove(path);
                 if let Some(i) = live {
                     // Renamed away without a new file yet, or deleted: the
                     // open file is read to its end.
@@ -333,8 +370,105 @@ impl Tailer {
                 self.rotated(i);
                 self.open_new(path, first)
             }
-            None => self.open_new(path, first),
+            None => {
+                if let Some(p) = self.parked.get(path)
+                    && p.identity.device == std::os::unix::fs::MetadataExt::dev(&meta)
+                    && p.identity.inode == std::os::unix::fs::MetadataExt::ino(&meta)
+                    && p.len == meta.len()
+                {
+                    // Parked and unchanged: nothing to read.
+                    return Ok(());
+                }
+                if self.files.len() >= self.options.max_open_files {
+                    self.park_idle();
+                }
+                if self.files.len() >= self.options.max_open_files {
+                    self.defer(path, first);
+                    return Ok(());
+                }
+                self.parked.remove(path);
+                match self.open_new(path, first) {
+                    // Out of descriptors all the same (a lower limit than
+                    // max_open_files allows for): wait for room as well.
+                    Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
+                        self.defer(path, first);
+                        Ok(())
+                    }
+                    opened => opened,
+                }
+            }
         }
+    }
+
+    /// `path` waits for room to be opened.
+    fn defer(&mut self, path: &Path, first: bool) {
+        if self.deferred_set.insert(path.to_owned()) {
+            self.deferred.push_back((path.to_owned(), first));
+        }
+    }
+
+    /// Closes the files that are idle (see [`TailedFile::is_idle`]) while
+    /// more files want to be open than `max_open_files`: their checkpoints
+    /// stay, and a change at their path opens them again from there.
+    /// Descriptors and read buffers stay bounded however many files a glob
+    /// names.
+    pub fn park_idle(&mut self) {
+        let quiet = self.options.park_after;
+        let mut i = 0;
+        while i < self.files.len() {
+            if !self.files[i].is_idle(quiet) {
+                i += 1;
+                continue;
+            }
+            let f = self.files.swap_remove(i);
+            self.checkpoints
+                .record(&f.identity, &f.watched, f.delivered(), false);
+            self.parked.insert(
+                f.watched.clone(),
+                Parked {
+                    identity: f.identity,
+                    len: f.read_position(),
+                },
+            );
+        }
+    }
+
+    /// Opens waiting paths while there is room (parking idle files first).
+    fn open_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        self.park_idle();
+        while self.files.len() < self.options.max_open_files {
+            let Some((path, first)) = self.deferred.pop_front() else {
+                break;
+            };
+            self.deferred_set.remove(&path);
+            if let Err(e) = self.look_at(&path, first) {
+                let msg = format!("{}: {e}", path.display());
+                self.report_once_a_minute(&path, || msg);
+            }
+            if self.deferred_set.contains(&path) {
+                // Deferred again: no room after all.
+                break;
+            }
+        }
+        let waiting = self.deferred.len();
+        let due = self
+            .deferred_reported
+            .is_none_or(|t| t.elapsed() >= ERROR_REPORT_EVERY);
+        if waiting > 0 && due {
+            self.deferred_reported = Some(Instant::now());
+            tracing::warn!(
+                "{waiting} files wait their turn to be read: {} are open (max_open_files), and the others are read first until they are idle",
+                self.files.len()
+            );
+        }
+    }
+
+    /// Whether some files wait for room to be opened.
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
     }
 
     /// The live file `i` is no longer at its path.
@@ -797,6 +931,10 @@ impl Tailer {
             self.truncated(i, Some(at));
         }
         self.update_checkpoints();
+        let waiting = self.deferred.len();
+        self.open_deferred();
+        // Files just opened have lines to read at once.
+        outcome.more |= self.deferred.len() < waiting;
         self.stats.set_files_open(self.files.len() as u64);
         Ok(outcome)
     }
@@ -818,9 +956,6 @@ impl Tailer {
         });
     }
 
-    /// Logs an error about `path`, at most once a minute per path: a file
-    /// that stays unreadable (permissions after a rotation) must not fill
-    /// the journal every scan.
     /// Says once why a file a glob found is not followed.
     fn report_skipped(&mut self, skipped: discover::Skipped) {
         // Bounded: a folder of a million planted links costs no memory.
@@ -832,6 +967,9 @@ impl Tailer {
         tracing::warn!("{}: not followed: {}", skipped.path.display(), skipped.why);
     }
 
+    /// Logs an error about `path`, at most once a minute per path: a file
+    /// that stays unreadable (permissions after a rotation) must not fill
+    /// the journal every scan.
     fn report_once_a_minute(&mut self, path: &Path, message: impl FnOnce() -> String) {
         let now = Instant::now();
         let last = self.error_reported.get(path).copied();
@@ -897,7 +1035,13 @@ impl Tailer {
         // Files opened since the last poll (a checkpoint handed over to a
         // rotated copy) must be saved together with the hand-over.
         self.update_checkpoints();
-        let open: Vec<FileIdentity> = self.files.iter().map(|f| f.identity).collect();
+        // Parked files are followed too: their checkpoints must stay.
+        let open: HashSet<FileIdentity> = self
+            .files
+            .iter()
+            .map(|f| f.identity)
+            .chain(self.parked.values().map(|p| p.identity))
+            .collect();
         self.checkpoints
             .forget_stale(|c| open.iter().any(|id| c.is_for(id)));
         for (path, t) in &self.last_look {
