@@ -362,7 +362,10 @@ impl<'w> Agent<'w> {
         self.sink
             .flush(Instant::now())
             .context("delivering events")?;
-        self.take_acks();
+        let acked = self.take_acks();
+        // Acknowledged files may now be closed for the ones waiting their
+        // turn (more files than max_open_files): read on at once.
+        more |= acked > 0 && self.phase == Phase::Running && self.tailer.has_deferred();
         if self.last_save.elapsed() >= SAVE_EVERY {
             self.tailer.learn_identities();
             if self.tailer.checkpoints_dirty() {
@@ -417,14 +420,17 @@ impl<'w> Agent<'w> {
         Ok(outcome.more)
     }
 
-    /// Moves what the sink acknowledged into the tailer and its checkpoints.
-    fn take_acks(&mut self) {
+    /// Moves what the sink acknowledged into the tailer and its
+    /// checkpoints; returns how many events that was.
+    fn take_acks(&mut self) -> usize {
         self.sink.take_acks(&mut self.acks);
-        self.acknowledged += self.acks.len() as u64;
+        let n = self.acks.len();
+        self.acknowledged += n as u64;
         for origin in self.acks.drain(..) {
             self.tailer.acknowledge(origin.source, origin.end);
         }
         self.tailer.update_checkpoints();
+        n
     }
 
     /// Stops reading; waits for what is in flight, for at most `grace`.

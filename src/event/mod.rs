@@ -95,15 +95,37 @@ pub struct EventBuilder {
     pattern: Arc<Pattern>,
     /// `{"api_key":…,"client_id":…,"token":…,` encoded once.
     prefix: Vec<u8>,
-    ips: IpPseudonymiser,
+    /// Shared by every builder of a pipeline (one per path and pattern):
+    /// one cache of hashed addresses, bounded, however many logs are
+    /// followed.
+    ips: SharedPseudonymiser,
     timestamps: Option<TimestampConverter>,
     send_query: bool,
     https: bool,
     real_ip: Option<Arc<real_ip::RealIp>>,
 }
 
+/// An [`IpPseudonymiser`] shared by the builders of one thread.
+pub type SharedPseudonymiser = std::rc::Rc<std::cell::RefCell<IpPseudonymiser>>;
+
+/// A pseudonymiser for `options`' key, to share (see [`EventBuilder::sharing`]).
+pub fn shared_pseudonymiser(options: &EventOptions) -> SharedPseudonymiser {
+    std::rc::Rc::new(std::cell::RefCell::new(IpPseudonymiser::new(
+        options.secret_key.as_ref().map(Secret::expose),
+    )))
+}
+
 impl EventBuilder {
     pub fn new(pattern: Arc<Pattern>, options: &EventOptions) -> Self {
+        Self::sharing(pattern, options, shared_pseudonymiser(options))
+    }
+
+    /// A builder hashing addresses with `ips` (made for `options`' key).
+    pub fn sharing(
+        pattern: Arc<Pattern>,
+        options: &EventOptions,
+        ips: SharedPseudonymiser,
+    ) -> Self {
         let mut prefix = Vec::with_capacity(128);
         prefix.extend_from_slice(b"{\"api_key\":");
         push_json_str(&mut prefix, &options.identity.token);
@@ -120,7 +142,7 @@ impl EventBuilder {
             https: options.default_https.unwrap_or(pattern.default_https),
             pattern,
             prefix,
-            ips: IpPseudonymiser::new(options.secret_key.as_ref().map(Secret::expose)),
+            ips,
             send_query: options.query_params,
             real_ip: options.real_ip.clone(),
         }
@@ -192,7 +214,7 @@ impl EventBuilder {
             _ => peer,
         };
         match client {
-            Some(ip) => push_json_str(out, self.ips.pseudonymise(&ip)),
+            Some(ip) => push_json_str(out, self.ips.borrow_mut().pseudonymise(&ip)),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"endpoint\":");

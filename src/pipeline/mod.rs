@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::diagnostics::{Counters, FailReason, Reporter};
-use crate::event::{BuildError, EventBuilder, EventOptions, LinePosition};
+use crate::event::{
+    BuildError, EventBuilder, EventOptions, LinePosition, SharedPseudonymiser, shared_pseudonymiser,
+};
 use crate::parse::{Pattern, PatternSet, SplitError};
 use crate::tail::{Line, LineReader, TailedLine};
 use detect::SAMPLE_LINES;
@@ -75,20 +77,22 @@ pub struct LineHandler {
 
 impl LineHandler {
     pub fn new(pattern: Arc<Pattern>, options: &EventOptions) -> Self {
-        Self::with_alternatives(pattern, Vec::new(), options)
+        Self::with_alternatives(pattern, Vec::new(), options, shared_pseudonymiser(options))
     }
 
-    /// A handler that falls back to `alternatives` (see the type's doc).
+    /// A handler that falls back to `alternatives` (see the type's doc),
+    /// hashing addresses with `ips`.
     pub fn with_alternatives(
         pattern: Arc<Pattern>,
         alternatives: Vec<Arc<Pattern>>,
         options: &EventOptions,
+        ips: SharedPseudonymiser,
     ) -> Self {
         LineHandler {
-            builder: EventBuilder::new(pattern, options),
+            builder: EventBuilder::sharing(pattern, options, ips.clone()),
             alternatives: alternatives
                 .into_iter()
-                .map(|p| EventBuilder::new(p, options))
+                .map(|p| EventBuilder::sharing(p, options, ips.clone()))
                 .collect(),
             switched: None,
         }
@@ -303,6 +307,8 @@ pub struct Pipeline {
     max_line: usize,
     /// Per watched path, made when its first line arrives.
     handlers: HashMap<PathBuf, PathState>,
+    /// The address hashes, shared by every path's handler.
+    ips: SharedPseudonymiser,
     reporter: Reporter,
     event: Vec<u8>,
 }
@@ -319,6 +325,7 @@ impl Pipeline {
         Pipeline {
             patterns,
             sources,
+            ips: shared_pseudonymiser(&options),
             options,
             max_line,
             handlers: HashMap::new(),
@@ -343,7 +350,8 @@ impl Pipeline {
     /// the path's lines are skipped until a later try finds one.
     pub fn choose_pattern(&mut self, path: &Path) -> bool {
         if let Some(p) = self.fixed_pattern(path) {
-            let handler = LineHandler::new(p, &self.options);
+            let handler =
+                LineHandler::with_alternatives(p, Vec::new(), &self.options, self.ips.clone());
             self.handlers
                 .insert(path.to_owned(), PathState::Reading(Box::new(handler)));
             return true;
@@ -366,8 +374,12 @@ impl Pipeline {
                     .iter()
                     .filter_map(|n| self.patterns.get(n))
                     .collect();
-                let handler =
-                    LineHandler::with_alternatives(d.pattern, alternatives, &self.options);
+                let handler = LineHandler::with_alternatives(
+                    d.pattern,
+                    alternatives,
+                    &self.options,
+                    self.ips.clone(),
+                );
                 self.handlers
                     .insert(path.to_owned(), PathState::Reading(Box::new(handler)));
                 true

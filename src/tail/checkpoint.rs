@@ -263,7 +263,7 @@ impl CheckpointStore {
     pub fn forget_stale(&mut self, keep: impl Fn(&Checkpoint) -> bool) {
         let cutoff = now_secs().saturating_sub(FORGET_AFTER_SECS);
         let before = self.entries.len();
-        self.entries.retain(|_, c| keep(c) || c.updated >= cutoff);
+        self.entries.retain(|_, c| c.updated >= cutoff || keep(c));
         if self.entries.len() != before {
             self.dirty = true;
         }

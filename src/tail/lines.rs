@@ -9,9 +9,14 @@
 
 use std::io::{self, Read};
 
-/// How much is read from the file at a time; the buffer's size until a
-/// line longer than this needs more.
+/// How much is read from the file at a time, at most; the buffer's size
+/// until a line longer than this needs more.
 pub const READ_BLOCK: usize = 256 * 1024;
+
+/// The buffer a reader starts with: it doubles up to [`READ_BLOCK`] while
+/// reads fill it, so a busy log reads in large blocks and each of hundreds
+/// of quiet ones holds little memory.
+pub const FIRST_BLOCK: usize = 16 * 1024;
 
 /// Longest line kept whole by default.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
@@ -63,8 +68,9 @@ impl<R: Read> LineReader<R> {
         let max_line = max_line.clamp(1, MAX_LINE_LIMIT);
         LineReader {
             inner,
-            // Grown in `fill` when a line needs more, up to `max_line + 1`.
-            buf: vec![0; READ_BLOCK],
+            // Grown in `fill` while reads fill it (up to READ_BLOCK), and
+            // when a line needs more (up to `max_line + 1`).
+            buf: vec![0; FIRST_BLOCK],
             start: 0,
             end: 0,
             scanned: 0,
@@ -209,6 +215,11 @@ impl<R: Read> LineReader<R> {
                 Ok(n) => {
                     self.end += n;
                     self.fresh |= n > 0;
+                    if self.end == self.buf.len() && self.buf.len() < READ_BLOCK {
+                        // A busy file: read it in larger blocks.
+                        let grown = (self.buf.len() * 2).min(READ_BLOCK);
+                        self.buf.resize(grown, 0);
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

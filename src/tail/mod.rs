@@ -146,6 +146,9 @@ pub struct Tailer {
     deferred_set: HashSet<PathBuf>,
     /// When the wait for room was last reported.
     deferred_reported: Option<Instant>,
+    /// No open file was idle at the last look (until the next poll): a
+    /// scan of thousands of waiting paths looks once, not once a path.
+    none_idle: bool,
     stats: std::sync::Arc<TailStats>,
 }
 
@@ -192,6 +195,7 @@ impl Tailer {
             deferred: std::collections::VecDeque::new(),
             deferred_set: HashSet::new(),
             deferred_reported: None,
+            none_idle: false,
             stats: std::sync::Arc::default(),
         }
     }
@@ -371,6 +375,10 @@ impl Tailer {
                 self.open_new(path, first)
             }
             None => {
+                if self.deferred_set.contains(path) {
+                    // Already waiting its turn.
+                    return Ok(());
+                }
                 if let Some(p) = self.parked.get(path)
                     && p.identity.device == std::os::unix::fs::MetadataExt::dev(&meta)
                     && p.identity.inode == std::os::unix::fs::MetadataExt::ino(&meta)
@@ -413,7 +421,11 @@ impl Tailer {
     /// Descriptors and read buffers stay bounded however many files a glob
     /// names.
     pub fn park_idle(&mut self) {
+        if self.none_idle {
+            return;
+        }
         let quiet = self.options.park_after;
+        let before = self.files.len();
         let mut i = 0;
         while i < self.files.len() {
             if !self.files[i].is_idle(quiet) {
@@ -431,6 +443,7 @@ impl Tailer {
                 },
             );
         }
+        self.none_idle = self.files.len() == before;
     }
 
     /// Opens waiting paths while there is room (parking idle files first).
@@ -910,6 +923,9 @@ impl Tailer {
         }
         let mut outcome = PollOutcome::default();
         let now = Instant::now();
+        // Reads and acknowledgements since the last look may have left
+        // files idle.
+        self.none_idle = false;
         // Files found truncated after a read, and where their lines not
         // handed out start.
         let mut torn: Vec<(usize, u64)> = Vec::new();
@@ -1043,7 +1059,7 @@ impl Tailer {
             .chain(self.parked.values().map(|p| p.identity))
             .collect();
         self.checkpoints
-            .forget_stale(|c| open.iter().any(|id| c.is_for(id)));
+            .forget_stale(|c| open.contains(&c.identity()));
         for (path, t) in &self.last_look {
             let secs = t
                 .duration_since(UNIX_EPOCH)
