@@ -10,6 +10,7 @@
 //! ([`compressed_copy`]).
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -167,8 +168,47 @@ pub struct Sibling {
     pub modified: std::time::SystemTime,
 }
 
+/// Folder listings, kept while a folder does not change: finding the
+/// rotated siblings of each of thousands of logs in one folder would read
+/// the whole folder once per log.
+#[derive(Debug, Default)]
+pub struct Listings {
+    by_dir:
+        std::collections::HashMap<PathBuf, (std::time::SystemTime, std::sync::Arc<Vec<Vec<u8>>>)>,
+}
+
+/// A listing is reused only when the folder's modification time has not
+/// changed and is older than this: a change within the file system's
+/// timestamp granularity of the listing could otherwise go unseen.
+const LISTING_SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Listings {
+    /// The names in `dir`, sorted (as bytes).
+    fn names(&mut self, dir: &Path) -> io::Result<std::sync::Arc<Vec<Vec<u8>>>> {
+        let modified = std::fs::metadata(dir)?.modified()?;
+        if let Some((seen, names)) = self.by_dir.get(dir)
+            && *seen == modified
+            && modified.elapsed().is_ok_and(|age| age >= LISTING_SETTLED)
+        {
+            return Ok(names.clone());
+        }
+        let mut names: Vec<Vec<u8>> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().into_encoded_bytes())
+            .collect();
+        names.sort_unstable();
+        let names = std::sync::Arc::new(names);
+        if self.by_dir.len() > 1024 {
+            self.by_dir.clear();
+        }
+        self.by_dir
+            .insert(dir.to_owned(), (modified, names.clone()));
+        Ok(names)
+    }
+}
+
 /// The rotated siblings of `path` (not `path` itself, not compressed ones).
-pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
+pub fn siblings(listings: &mut Listings, path: &Path) -> io::Result<Vec<Sibling>> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(Vec::new());
     };
@@ -177,16 +217,16 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
     } else {
         dir
     };
-    let name = name.to_string_lossy();
+    let name = name.as_encoded_bytes();
+    let names = listings.names(dir)?;
+    let first = names.partition_point(|n| n.as_slice() < name);
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let Ok(entry) = entry else { continue };
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        if file_name == name || !file_name.starts_with(name.as_ref()) {
+    for file_name in names[first..].iter().take_while(|n| n.starts_with(name)) {
+        if file_name.as_slice() == name {
             continue;
         }
-        let p = entry.path();
+        // (On Unix any bytes are a file name: these came from one.)
+        let p = dir.join(std::ffi::OsStr::from_bytes(file_name));
         if is_compressed(&p) {
             continue;
         }
@@ -209,7 +249,6 @@ pub fn siblings(path: &Path) -> io::Result<Vec<Sibling>> {
             path: p,
         });
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
@@ -356,7 +395,7 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), "line\n").unwrap();
         }
-        let names: Vec<String> = siblings(&dir.path().join("access.log"))
+        let names: Vec<String> = siblings(&mut Listings::default(), &dir.path().join("access.log"))
             .unwrap()
             .into_iter()
             .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())

@@ -146,6 +146,8 @@ pub struct Tailer {
     deferred_set: HashSet<PathBuf>,
     /// When the wait for room was last reported.
     deferred_reported: Option<Instant>,
+    /// Folder listings, for rotated siblings.
+    listings: discover::Listings,
     /// No open file was idle at the last look (until the next poll): a
     /// scan of thousands of waiting paths looks once, not once a path.
     none_idle: bool,
@@ -195,6 +197,7 @@ impl Tailer {
             deferred: std::collections::VecDeque::new(),
             deferred_set: HashSet::new(),
             deferred_reported: None,
+            listings: discover::Listings::default(),
             none_idle: false,
             stats: std::sync::Arc::default(),
         }
@@ -562,11 +565,13 @@ impl Tailer {
             return Ok(());
         };
         for _ in 0..RENAME_RETRIES {
-            let copy = discover::siblings(watched)?.into_iter().find(|s| {
-                s.identity.fingerprint == Some(fp)
-                    && s.identity.inode != identity.inode
-                    && s.len >= offset
-            });
+            let copy = discover::siblings(&mut self.listings, watched)?
+                .into_iter()
+                .find(|s| {
+                    s.identity.fingerprint == Some(fp)
+                        && s.identity.inode != identity.inode
+                        && s.len >= offset
+                });
             match copy {
                 Some(copy) if self.open_rotated_sibling(watched, &copy, offset)? => return Ok(()),
                 // Renamed between the listing and the open: look again.
@@ -596,7 +601,7 @@ impl Tailer {
     ) -> io::Result<()> {
         for _ in 0..RENAME_RETRIES {
             let mut renamed = false;
-            for s in discover::siblings(watched)? {
+            for s in discover::siblings(&mut self.listings, watched)? {
                 let fingerprint = s.identity.fingerprint;
                 let known = self.files.iter().any(|f| {
                     f.identity.same_inode(&s.identity)
@@ -811,7 +816,7 @@ impl Tailer {
     fn recover(&mut self, path: &Path, c: &Checkpoint) -> io::Result<()> {
         let wanted = c.identity();
         for _ in 0..RENAME_RETRIES {
-            let siblings = discover::siblings(path)?;
+            let siblings = discover::siblings(&mut self.listings, path)?;
             let same_file = siblings.iter().find(|s| s.identity == wanted);
             let copy = siblings
                 .iter()
