@@ -372,3 +372,121 @@ fn answers_to_non_requests_are_counted_not_warned() {
     assert!(!stdout.contains("10.0.0.2"), "{stdout}");
     assert!(stderr.contains("is not an address"), "{stderr}");
 }
+
+/// 10,000 logs under one glob at 1,024 file descriptors (the service's
+/// default), `--once`: every line is delivered, memory stays bounded, a
+/// handful of messages say what happens, and the exit status is 0. A file
+/// the agent may not read makes it exit 1 with the count.
+#[test]
+fn ten_thousand_files_at_1024_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    for f in 0..10_000 {
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!(
+                "10.{}.{}.{} - - [25/Nov/2026:10:04:05 +0000] \"GET /s{f}/{i} HTTP/1.1\" 200 5 \"-\" \"ua\"\n",
+                f / 250 % 250,
+                f % 250,
+                i + 1
+            ));
+        }
+        std::fs::write(logs.join(format!("site{f}.log")), text).unwrap();
+    }
+    let glob = format!("{}/*.log", logs.display());
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=1024:1024", "--"])
+        .arg(common::agent_bin())
+        .args(["--log", &glob, "--format", "nginx_combined", "--once"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--secret-key", "k", "--pattern-dir", "/nonexistent"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let counter = std::thread::spawn(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(stdout)).count()
+    });
+    let stderr = child.stderr.take().unwrap();
+    let messages = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text);
+        text
+    });
+    // The peak, read while it runs (it is gone once the agent exits).
+    let mut peak_kib = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not done in 10 minutes"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stderr = messages.join().unwrap();
+    assert_eq!(counter.join().unwrap(), 200_000, "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(peak_kib <= 64 * 1024, "peak RSS {peak_kib} KiB");
+    let said = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(said <= 20, "{said} warnings or errors:\n{stderr}");
+
+    // One file the agent may not read (as nobody; root reads anything).
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    for f in 0..3 {
+        std::fs::write(
+            small.join(format!("s{f}.log")),
+            format!("{}\n", std::str::from_utf8(GOOD).unwrap()),
+        )
+        .unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(small.join("s1.log"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::agent_bin())
+        .args([
+            "--log",
+            &format!("{}/*.log", small.display()),
+            "--format",
+            "nginx_combined",
+        ])
+        .args([
+            "--once",
+            "--no-checkpoints",
+            "--pattern-dir",
+            "/nonexistent",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(
+        stderr.contains("1 files that could not be read"),
+        "{stderr}"
+    );
+}
