@@ -173,9 +173,12 @@ pub struct Sibling {
 /// the whole folder once per log.
 #[derive(Debug, Default)]
 pub struct Listings {
-    by_dir:
-        std::collections::HashMap<PathBuf, (std::time::SystemTime, std::sync::Arc<Vec<Vec<u8>>>)>,
+    /// Per folder: its modification time when listed, and its names.
+    by_dir: std::collections::HashMap<PathBuf, (std::time::SystemTime, Names)>,
 }
+
+/// A folder's entry names, sorted as bytes.
+type Names = std::sync::Arc<Vec<Vec<u8>>>;
 
 /// A listing is reused only when the folder's modification time has not
 /// changed and is older than this: a change within the file system's
@@ -184,7 +187,7 @@ const LISTING_SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Listings {
     /// The names in `dir`, sorted (as bytes).
-    fn names(&mut self, dir: &Path) -> io::Result<std::sync::Arc<Vec<Vec<u8>>>> {
+    fn names(&mut self, dir: &Path) -> io::Result<Names> {
         let modified = std::fs::metadata(dir)?.modified()?;
         if let Some((seen, names)) = self.by_dir.get(dir)
             && *seen == modified
