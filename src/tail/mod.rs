@@ -148,6 +148,8 @@ pub struct Tailer {
     deferred_reported: Option<Instant>,
     /// Folder listings, for rotated siblings.
     listings: discover::Listings,
+    /// When the files a scan did not name were last summed up.
+    failures_summed: Option<Instant>,
     /// No open file was idle at the last look (until the next poll): a
     /// scan of thousands of waiting paths looks once, not once a path.
     none_idle: bool,
@@ -160,6 +162,9 @@ const RENAME_RETRIES: usize = 3;
 
 /// A file that cannot be read is reported at most this often.
 const ERROR_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Files whose failure to open one scan names, at most; the rest are
+/// summed up in one line.
+const FAILURES_SAID_PER_SCAN: usize = 10;
 /// Files not followed that are named in a message, at most.
 const MAX_SKIPPED_REPORTED: usize = 10_000;
 
@@ -198,6 +203,7 @@ impl Tailer {
             deferred_set: HashSet::new(),
             deferred_reported: None,
             listings: discover::Listings::default(),
+            failures_summed: None,
             none_idle: false,
             stats: std::sync::Arc::default(),
         }
@@ -290,6 +296,11 @@ impl Tailer {
         }
         let logs = self.options.logs.clone();
         let mut unreadable = 0;
+        // Files of one scan whose failure was said; past a few, the rest
+        // are summed up in one line (a glob over thousands of files a
+        // rotation left unreadable must not write thousands of lines).
+        let mut said = 0usize;
+        let mut unsaid = 0usize;
         for value in &logs {
             let (paths, skipped) = self.expand(value);
             for s in skipped {
@@ -311,8 +322,24 @@ impl Tailer {
                 if first && denied && !discover::is_glob(value) {
                     return Err(io::Error::new(e.kind(), msg));
                 }
-                self.report_once_a_minute(&path, || msg);
+                if said < FAILURES_SAID_PER_SCAN {
+                    let before = self.error_reported.get(&path).copied();
+                    self.report_once_a_minute(&path, || msg);
+                    said += usize::from(self.error_reported.get(&path).copied() != before);
+                } else {
+                    unsaid += 1;
+                }
             }
+        }
+        if unsaid > 0
+            && self
+                .failures_summed
+                .is_none_or(|t| t.elapsed() >= ERROR_REPORT_EVERY)
+        {
+            self.failures_summed = Some(Instant::now());
+            tracing::error!(
+                "and {unsaid} more files cannot be opened (the first {FAILURES_SAID_PER_SCAN} are named above; `cerberus-agent status` counts the unreadable ones)"
+            );
         }
         self.stats.set_unreadable(unreadable);
         if first {
