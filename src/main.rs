@@ -45,13 +45,7 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => {
             status_only = RunArgs {
                 metrics_addr: args.metrics_addr.clone(),
-                common: CommonArgs {
-                    patterns: PatternArgs {
-                        config: args.config.clone(),
-                        ..PatternArgs::default()
-                    },
-                    ..CommonArgs::default()
-                },
+                common: config_only(&args.config),
                 ..RunArgs::default()
             };
             (&status_only.common, Some(&status_only))
@@ -60,13 +54,7 @@ fn main() -> ExitCode {
             replay_only = RunArgs {
                 state_dir: args.state_dir.clone(),
                 ws_url: args.ws_url.clone(),
-                common: CommonArgs {
-                    patterns: PatternArgs {
-                        config: args.config.clone(),
-                        ..PatternArgs::default()
-                    },
-                    ..CommonArgs::default()
-                },
+                common: config_only(&args.config),
                 ..RunArgs::default()
             };
             (&replay_only.common, Some(&replay_only))
@@ -148,6 +136,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The shared settings of a command that takes only `--config` of them.
+fn config_only(config: &cerberus_agent::cli::ConfigArgs) -> CommonArgs {
+    CommonArgs {
+        patterns: PatternArgs {
+            config: config.clone(),
+            ..PatternArgs::default()
+        },
+        ..CommonArgs::default()
     }
 }
 

@@ -77,6 +77,24 @@ fn start_as(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Agent {
     }
 }
 
+/// The agent following `log` from its start, delivering to `url`, with a
+/// health grace of `grace` seconds.
+fn follow_to_backend(log: &std::path::Path, url: &str, grace: &str) -> Agent {
+    start(
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--from-beginning",
+            "--no-checkpoints",
+            "--format",
+            "nginx_combined",
+            "--ws-url",
+            url,
+        ],
+        &[("CERBERUS_HEALTH_BACKEND_GRACE_S", grace)],
+    )
+}
+
 /// Status and body of a GET.
 fn get(url: &str) -> (u16, String) {
     let (status, _, body) = get_as(url, None);
@@ -166,19 +184,7 @@ fn the_figures_add_up_and_health_follows_the_backend() {
     let backend = Backend::start(0, seen.clone(), None);
     let port = backend.port;
     let url = backend.url("ws");
-    let agent = start(
-        &[
-            "--log",
-            log.to_str().unwrap(),
-            "--from-beginning",
-            "--no-checkpoints",
-            "--format",
-            "nginx_combined",
-            "--ws-url",
-            &url,
-        ],
-        &[("CERBERUS_HEALTH_BACKEND_GRACE_S", "1")],
-    );
+    let agent = follow_to_backend(&log, &url, "1");
     wait_until("delivery of 200 events", || seen.event_count() >= 200);
     let m = agent.metrics.clone();
     wait_until("the acknowledgements to be counted", || {
@@ -415,19 +421,7 @@ fn health_fails_while_the_backend_refuses_everything() {
     });
     let backend = Backend::start(0, seen.clone(), None);
     let url = backend.url("ws");
-    let agent = start(
-        &[
-            "--log",
-            log.to_str().unwrap(),
-            "--from-beginning",
-            "--no-checkpoints",
-            "--format",
-            "nginx_combined",
-            "--ws-url",
-            &url,
-        ],
-        &[("CERBERUS_HEALTH_BACKEND_GRACE_S", "2")],
-    );
+    let agent = follow_to_backend(&log, &url, "2");
     let m = agent.metrics.clone();
     wait_until("several reconnections", || {
         seen.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3

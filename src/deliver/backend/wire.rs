@@ -61,6 +61,28 @@ pub struct Unit {
 }
 
 impl Unit {
+    /// A unit not sent yet, handed over now.
+    fn new(
+        events: Vec<u8>,
+        closed: bool,
+        spans: Vec<(usize, usize)>,
+        origins: Vec<Origin>,
+        opened: std::time::Instant,
+    ) -> Self {
+        Unit {
+            events,
+            closed,
+            spans,
+            origins,
+            opened,
+            handed_ms: super::stats::now_ms(),
+            sent: false,
+            refusals: 0,
+            last_refusal: String::new(),
+            split_from: None,
+        }
+    }
+
     /// Events in it.
     pub fn len(&self) -> usize {
         self.origins.len()
@@ -131,16 +153,15 @@ impl Unit {
                 spans.push((start, body.len()));
             }
             Unit {
-                events: body,
-                closed: false,
-                spans,
-                origins: self.origins[range].to_vec(),
-                opened: self.opened,
                 handed_ms: self.handed_ms,
                 sent: self.sent,
-                refusals: 0,
-                last_refusal: String::new(),
-                split_from: None,
+                ..Unit::new(
+                    body,
+                    false,
+                    spans,
+                    self.origins[range].to_vec(),
+                    self.opened,
+                )
             }
         };
         (piece(0..at), piece(at..self.len()))
@@ -151,33 +172,18 @@ impl Wire {
     /// Splits a batch into what this exchange sends as messages.
     pub fn units(self, batch: Batch) -> Vec<Unit> {
         match self {
-            Wire::Batch => vec![Unit {
-                events: batch.body,
-                closed: false,
-                spans: batch.spans,
-                origins: batch.origins,
-                opened: batch.opened,
-                handed_ms: super::stats::now_ms(),
-                sent: false,
-                refusals: 0,
-                last_refusal: String::new(),
-                split_from: None,
-            }],
+            Wire::Batch => vec![Unit::new(
+                batch.body,
+                false,
+                batch.spans,
+                batch.origins,
+                batch.opened,
+            )],
             Wire::Single => (0..batch.len())
                 .map(|i| {
                     let event = batch.event(i).to_vec();
-                    Unit {
-                        spans: vec![(0, event.len())],
-                        events: event,
-                        closed: true,
-                        origins: vec![batch.origins[i]],
-                        opened: batch.opened,
-                        handed_ms: super::stats::now_ms(),
-                        sent: false,
-                        refusals: 0,
-                        last_refusal: String::new(),
-                        split_from: None,
-                    }
+                    let spans = vec![(0, event.len())];
+                    Unit::new(event, true, spans, vec![batch.origins[i]], batch.opened)
                 })
                 .collect(),
         }
