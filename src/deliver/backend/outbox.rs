@@ -165,7 +165,14 @@ impl Outbox {
         }
         let at = unit.events_fitting(max).min(unit.len() - 1);
         if let Some(unit) = self.pending.remove(i) {
-            let (first, rest) = unit.split(at);
+            let (refusals, why) = (unit.refusals, unit.last_refusal.clone());
+            let (mut first, mut rest) = unit.split(at);
+            // Pieces of a refused message are still suspects: they go
+            // alone until the backend takes them.
+            for piece in [&mut first, &mut rest] {
+                piece.refusals = refusals;
+                piece.last_refusal.clone_from(&why);
+            }
             self.pending.insert(i, rest);
             self.pending.insert(i, first);
         }
@@ -294,12 +301,13 @@ impl Outbox {
         if why.too_big() {
             SenderStats::add(&self.stats.closes_too_big, 1);
             // The culprit is in flight, so the backend's limit is below the
-            // largest message in flight: halve it, as the split does. A
-            // limit just below the refused size may still be above the
-            // backend's, and every refusal among pipelined messages costs
-            // the acknowledgements the backend had not sent yet (repeats).
+            // largest message in flight: a little under half of it. A limit
+            // just below the refused size may still be above the backend's
+            // (a batch of twice a 64 KiB limit, halved, is a little over
+            // it), and every refusal among pipelined messages costs the
+            // acknowledgements the backend had not sent yet (repeats).
             let largest = in_flight.iter().copied().max().unwrap_or(0);
-            let limit = largest / 2;
+            let limit = largest / 32 * 15;
             self.learn_limit(limit, "it closed with 1009");
         }
         let Some(unit) = self.pending.front_mut() else {
@@ -582,7 +590,7 @@ mod tests {
             reason: String::new(),
         };
         f.outbox.connection_ended(&too_big, &[size]);
-        assert_eq!(f.outbox.max_message, Some(size / 2));
+        assert_eq!(f.outbox.max_message, Some(size / 32 * 15));
         assert_eq!(f.outbox.pending.len(), 2, "split at once when alone");
     }
 }
