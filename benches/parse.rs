@@ -122,6 +122,10 @@ fn render(format: &str, r: &Request) -> String {
             "{common} {} \"{}\" \"{}\" \"-\"",
             r.bytes, r.referer, r.agent
         ),
+        "ingress_nginx" => format!(
+            "{common} {} \"{}\" \"{}\" 312 {secs:.3} [shop-web-80] [] 10.42.0.17:8000 {} {secs:.3} {} 0f4c1e2a9b7d3c5e8f6a1b2c3d4e5f60",
+            r.bytes, r.referer, r.agent, r.bytes, r.status
+        ),
         "apache_vhost_combined" => format!(
             "shop.example.com:443 {common} {} \"{}\" \"{}\"",
             r.bytes, r.referer, r.agent

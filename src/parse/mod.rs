@@ -25,6 +25,10 @@ const BUNDLED: &[(&str, &str)] = &[
         "gunicorn_cerberus",
         include_str!("../../patterns/gunicorn_cerberus.toml"),
     ),
+    (
+        "ingress_nginx",
+        include_str!("../../patterns/ingress_nginx.toml"),
+    ),
     ("nginx_main", include_str!("../../patterns/nginx_main.toml")),
     (
         "nginx_combined",

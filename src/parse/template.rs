@@ -14,8 +14,8 @@
 //! value holds only what its server writes (the escape mode: printable
 //! ASCII without a raw `"` under `nginx` and `apache`, every `"` escaped
 //! under `gunicorn`). Fields the pattern maps to numbers (status, bytes,
-//! response time) must be digits (or `-`); a field between brackets is not
-//! empty and holds no bracket. The whole line must be consumed.
+//! response time) must be digits (or `-`); a field between brackets holds
+//! no bracket. The whole line must be consumed.
 
 use memchr::memmem;
 
@@ -253,7 +253,9 @@ impl Template {
             return value == b"-"
                 || (!value.is_empty() && value.iter().all(|b| b.is_ascii_digit() || *b == b'.'));
         }
-        !(f.bracketed && (value.is_empty() || memchr::memchr2(b'[', b']', value).is_some()))
+        // (Empty is allowed: ingress-nginx writes `[]` for an upstream
+        // without an alternative; an empty time fails as a time.)
+        !(f.bracketed && memchr::memchr2(b'[', b']', value).is_some())
     }
 }
 
@@ -318,7 +320,7 @@ impl Template {
                 let what = if f.numeric {
                     "a number".to_owned()
                 } else if f.bracketed {
-                    "a value between brackets with none inside".to_owned()
+                    "a value without brackets".to_owned()
                 } else {
                     format!("a value the `{:?}` escaping can write", self.escape).to_lowercase()
                 };

@@ -48,13 +48,23 @@ http {
   log_format main '\$remote_addr - \$remote_user [\$time_local] "\$request" '
                   '\$status \$body_bytes_sent "\$http_referer" '
                   '"\$http_user_agent" "\$http_x_forwarded_for"';
+  # ingress-nginx's default (its Lua-set variables set here by hand).
+  log_format upstreaminfo '\$remote_addr - \$remote_user [\$time_local] "\$request" '
+    '\$status \$body_bytes_sent "\$http_referer" "\$http_user_agent" '
+    '\$request_length \$request_time [\$proxy_upstream_name] '
+    '[\$proxy_alternative_upstream_name] \$upstream_addr '
+    '\$upstream_response_length \$upstream_response_time \$upstream_status \$req_id';
   access_log $work/nginx_combined.log combined;
   access_log $work/nginx_main.log main;
+  access_log $work/ingress_nginx.log upstreaminfo;
   access_log $work/nginx_json.log cerberus_json;
   client_body_temp_path $work/nginx-body;
   proxy_temp_path $work/nginx-proxy;
   server {
     listen 127.0.0.1:$P_NGINX;
+    set \$proxy_upstream_name "default-app-80";
+    set \$proxy_alternative_upstream_name "";
+    set \$req_id \$request_id;
     location / { proxy_pass http://127.0.0.1:$P_UP; }
   }
 }
@@ -96,13 +106,14 @@ done
 
 "$work/venv/bin/python" "$here/recorder.py" "$work" \
   "nginx_combined=127.0.0.1:$P_NGINX" "nginx_json=127.0.0.1:$P_NGINX" "nginx_main=127.0.0.1:$P_NGINX" \
+  "ingress_nginx=127.0.0.1:$P_NGINX" \
   "apache_combined=127.0.0.1:$P_APACHE" "apache_common=127.0.0.1:$P_APACHE" \
   "apache_vhost_combined=127.0.0.1:$P_APACHE" \
   "gunicorn=127.0.0.1:$P_G1" "gunicorn_cerberus=127.0.0.1:$P_G2" "json=127.0.0.1:$P_J"
 sleep 1  # let servers flush their logs
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(nginx_combined nginx_json nginx_main apache_combined apache_common
+[ ${#names[@]} -gt 0 ] || names=(nginx_combined nginx_json nginx_main ingress_nginx apache_combined apache_common
   apache_vhost_combined gunicorn gunicorn_cerberus json)
 for name in "${names[@]}"; do
   cp "$work/$name.log" "$here/$name.log"

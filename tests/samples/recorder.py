@@ -191,7 +191,7 @@ def main():
                     bytes_sent = size or None  # Apache's %b logs "-" for 0
                 else:
                     bytes_sent = size
-                if name.startswith("nginx") and status == 400:
+                if (name.startswith("nginx") or name == "ingress_nginx") and status == 400:
                     # nginx rejects the request line before reading headers.
                     raw_ua = None
                 metrics = metrics_seen
@@ -213,7 +213,7 @@ def main():
                     "remote_addr": hash_pii(normalize_ip("127.0.0.1"), SECRET),
                     "time_from": before.isoformat(),
                     "time_to": after.isoformat(),
-                    "has_duration": name in ("nginx_json", "gunicorn_cerberus", "json"),
+                    "has_duration": name in ("nginx_json", "gunicorn_cerberus", "json", "ingress_nginx"),
                 }
                 if name == "nginx_json" and status == 400:
                     # For a request it rejects, nginx logs an empty
