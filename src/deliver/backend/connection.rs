@@ -188,6 +188,7 @@ impl<'c> Connection<'c> {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         loop {
+            outbox.retry_held_if_alone();
             if let Err(e) = self.send_window(outbox).await {
                 return Err(self.why_writing_failed(e, outbox).await);
             }

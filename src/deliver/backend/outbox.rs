@@ -125,6 +125,19 @@ impl Outbox {
         self.pending.len() + usize::from(self.held.is_some())
     }
 
+    /// With nothing else to send and nothing more to come, an event set
+    /// aside is tried again itself: nothing could prove that the backend
+    /// takes other events (and `--once` would wait for ever).
+    pub fn retry_held_if_alone(&mut self) {
+        if self.closed
+            && self.pending.is_empty()
+            && self.held.as_ref().is_some_and(|h| h.later.is_empty())
+            && let Some(held) = self.held.take()
+        {
+            self.pending.push_back(held.unit);
+        }
+    }
+
     /// Whether the agent's next batch may be taken: not while acknowledgements
     /// wait behind an event that cannot be written off.
     pub fn has_room(&self, window: usize) -> bool {
@@ -542,6 +555,23 @@ mod tests {
         assert!(acked(&f).is_empty());
         assert!(!DeadLetters::new(f.dir.path(), 1 << 20).path().exists());
         assert_eq!(f.outbox.unacknowledged(), 2);
+        assert!(!f.outbox.is_done());
+    }
+
+    #[test]
+    fn a_held_event_with_nothing_after_it_is_tried_again_at_the_end() {
+        let mut f = fixture(with_letters);
+        f.outbox.take(batch(0, 1), Wire::Single);
+        for _ in 0..3 {
+            f.outbox.connection_ended(&reset(), &[100]);
+        }
+        assert!(f.outbox.pending.is_empty(), "set aside while more may come");
+        f.outbox.retry_held_if_alone();
+        assert!(f.outbox.pending.is_empty());
+        // The agent is done: the event itself is tried again, not waited on.
+        f.outbox.closed = true;
+        f.outbox.retry_held_if_alone();
+        assert_eq!(f.outbox.pending.len(), 1);
         assert!(!f.outbox.is_done());
     }
 
