@@ -144,6 +144,24 @@ fn check_line(
         writeln!(out, "    {shown}")?;
         writeln!(out, "    {}^", " ".repeat(column))?;
     }
+    // A whole known format with more after it: a log_format that adds
+    // fields to a known one. Cut before each of the last spaces (a few
+    // dozen at most, the longest first) and see whether a pattern takes
+    // what is left.
+    let cuts: Vec<usize> = memchr::memrchr_iter(b' ', line.bytes).take(32).collect();
+    let extended = cuts.iter().find_map(|&at| {
+        let known = &line.bytes[..at];
+        handlers
+            .iter()
+            .find(|h| crate::pipeline::detect::fits(h.pattern(), known))
+            .map(|h| (h.pattern().name.clone(), at))
+    });
+    if let Some((name, at)) = extended {
+        writeln!(
+            out,
+            "    this is {name} with extra fields after byte {at}: give the server's own format string with --format (README: \"Point it at your server's config\")"
+        )?;
+    }
     Ok(())
 }
 

@@ -454,3 +454,24 @@ fn check_marks_where_a_line_stops_fitting() {
         "{stdout}"
     );
 }
+
+/// A line of a known format with fields added after it (a log_format that
+/// extends combined): `check` says which format and where the extra
+/// fields start, and a line of no format says nothing of the kind.
+#[test]
+fn check_names_a_known_format_with_extra_trailing_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        &log,
+        "1.2.3.4 - - [25/Nov/2026:10:04:05 +0000] \"GET /a HTTP/1.1\" 200 5 \"-\" \"ua\" rt=0.123 uct=\"0.001\"\nhello world\n",
+    )
+    .unwrap();
+    let out = agent(&["check", log.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("this is nginx_combined with extra fields after byte 73"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("with extra fields").count(), 1, "{stdout}");
+}
