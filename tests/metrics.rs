@@ -95,6 +95,24 @@ fn follow_to_backend(log: &std::path::Path, url: &str, grace: &str) -> Agent {
     )
 }
 
+/// The agent, run through `cmd`, following `log` from its start and
+/// printing its events.
+fn follow_to_stdout(cmd: Command, log: &std::path::Path) -> Agent {
+    start_as(
+        cmd,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--from-beginning",
+            "--no-checkpoints",
+            "--format",
+            "nginx_combined",
+            "--stdout",
+        ],
+        &[],
+    )
+}
+
 /// Status and body of a GET.
 fn get(url: &str) -> (u16, String) {
     let (status, _, body) = get_as(url, None);
@@ -308,18 +326,7 @@ fn a_real_prometheus_scrapes_the_agent() {
     let log = dir.path().join("access.log");
     let text: String = (0..300).map(access_line).collect();
     fs::write(&log, &text).unwrap();
-    let agent = start(
-        &[
-            "--log",
-            log.to_str().unwrap(),
-            "--from-beginning",
-            "--no-checkpoints",
-            "--format",
-            "nginx_combined",
-            "--stdout",
-        ],
-        &[],
-    );
+    let agent = follow_to_stdout(Command::new(common::agent_bin()), &log);
     let target = agent.metrics.trim_start_matches("http://").to_owned();
     // Prometheus says nothing of the port it picked for 127.0.0.1:0, so
     // its port is asked of the system first.
@@ -466,19 +473,7 @@ fn the_metrics_port_holds_against_idle_connections_and_huge_heads() {
     limited
         .args(["--nofile=1024:1024", "--"])
         .arg(common::agent_bin());
-    let agent = start_as(
-        limited,
-        &[
-            "--log",
-            log.to_str().unwrap(),
-            "--from-beginning",
-            "--no-checkpoints",
-            "--format",
-            "nginx_combined",
-            "--stdout",
-        ],
-        &[],
-    );
+    let agent = follow_to_stdout(limited, &log);
     let pid = agent.child.id();
     let addr: std::net::SocketAddr = agent.metrics.trim_start_matches("http://").parse().unwrap();
     let status_field = |field: &str| -> u64 {
