@@ -61,6 +61,8 @@ impl Rng {
 struct Request {
     ip: String,
     time: String,
+    /// uWSGI's `ctime` form of the same time.
+    ctime: String,
     iso: String,
     method: &'static str,
     target: String,
@@ -89,6 +91,7 @@ fn requests() -> Vec<Request> {
             Request {
                 ip,
                 time: format!("25/Nov/2026:10:{:02}:{:02} +0000", second / 60, second % 60),
+                ctime: format!("Wed Nov 25 10:{:02}:{:02} 2026", second / 60, second % 60),
                 iso: format!("2026-11-25T10:{:02}:{:02}+00:00", second / 60, second % 60),
                 method: if rng.below(100) < 85 { "GET" } else { "POST" },
                 target: PATHS[rng.below(PATHS.len() as u64) as usize]
@@ -156,6 +159,51 @@ fn render(format: &str, r: &Request) -> String {
         "json" => format!(
             r#"{{"timestamp":"{}","remote_addr":"{}","method":"{}","path":"{}","status":{},"duration_ms":{},"bytes_sent":{},"user_agent":"{}","custom_data":{metrics}}}"#,
             r.iso, r.ip, r.method, r.target, r.status, r.millis, r.bytes, r.agent
+        ),
+        "caddy" => {
+            let epoch = 1_795_600_000.0 + f64::from(r.millis) / 7.0;
+            format!(
+                r#"{{"level":"info","ts":{epoch:.6},"logger":"http.log.access.log0","msg":"handled request","request":{{"remote_ip":"{}","remote_port":"41342","client_ip":"{}","proto":"HTTP/1.1","method":"{}","host":"shop.example.com","uri":"{}","headers":{{"User-Agent":["{}"],"Accept":["*/*"]}}}},"bytes_read":0,"user_id":"","duration":{secs:.9},"size":{},"status":{},"resp_headers":{{"Content-Type":["text/html"]}}}}"#,
+                r.ip, r.ip, r.method, r.target, r.agent, r.bytes, r.status
+            )
+        }
+        "uwsgi" => format!(
+            "[pid: 4021|app: 0|req: 17/311] {} () {{42 vars in 811 bytes}} [{}] {} {} => generated {} bytes in {} msecs (HTTP/1.1 {}) 4 headers in 132 bytes (1 switches on core 0)",
+            r.ip, r.ctime, r.method, r.target, r.bytes, r.millis, r.status
+        ),
+        "uvicorn" => format!(
+            "INFO:     {}:51234 - \"{} {} HTTP/1.1\" {} OK",
+            r.ip, r.method, r.target, r.status
+        ),
+        "daphne" => format!(
+            "{}:51234 - - [{}] \"{} {}\" {} {}",
+            r.ip,
+            r.time.trim_end_matches(" +0000"),
+            r.method,
+            r.target,
+            r.status,
+            r.bytes
+        ),
+        "hypercorn" => format!(
+            "[2026-11-25 10:00:00 +0000] [4021] [INFO] {}:51234 - - [{}] \"{} {} 1.1\" {} {} \"{}\" \"{}\"",
+            r.ip,
+            r.time,
+            r.method,
+            r.target.split('?').next().unwrap_or("/"),
+            r.status,
+            r.bytes,
+            r.referer,
+            r.agent
+        ),
+        "granian" => format!(
+            "[{}] {} - \"{} {} HTTP/1.1\" {} {}.{:03}",
+            r.iso.replace('T', " ").replace("+00:00", " +0000"),
+            r.ip,
+            r.method,
+            r.target.split('?').next().unwrap_or("/"),
+            r.status,
+            r.millis,
+            r.millis % 1000
         ),
         other => panic!("no renderer for {other}"),
     }

@@ -22,6 +22,9 @@ pub struct CheckSummary {
     pub lines: u64,
     pub parsed: u64,
     pub failed: u64,
+    /// Lines that are no request by their format: answers to connections
+    /// that sent none, the server's own messages.
+    pub not_requests: u64,
     pub blank: u64,
     pub warnings: u64,
     pub per_pattern: BTreeMap<String, u64>,
@@ -60,8 +63,13 @@ pub fn check(
     writeln!(out)?;
     writeln!(
         out,
-        "lines: {}, parsed: {}, failed: {}, blank: {}, metrics warnings: {}",
-        summary.lines, summary.parsed, summary.failed, summary.blank, summary.warnings
+        "lines: {}, parsed: {}, failed: {}, not requests: {}, blank: {}, metrics warnings: {}",
+        summary.lines,
+        summary.parsed,
+        summary.failed,
+        summary.not_requests,
+        summary.blank,
+        summary.warnings
     )?;
     for (name, n) in &summary.per_pattern {
         writeln!(out, "  {name}: {n}")?;
@@ -83,6 +91,7 @@ fn check_line(
         offset: line.offset,
     };
     let mut reasons = Vec::new();
+    let mut not_request = None;
     for handler in handlers.iter_mut() {
         match handler.handle(line.bytes, position, event) {
             LineOutcome::Blank => {
@@ -104,8 +113,16 @@ fn check_line(
                 }
                 return Ok(());
             }
+            LineOutcome::Failed(failure) if failure.reason.is_expected() => {
+                not_request.get_or_insert(failure.message);
+            }
             LineOutcome::Failed(failure) => reasons.push(failure.message),
         }
+    }
+    if let Some(what) = not_request {
+        summary.not_requests += 1;
+        writeln!(out, "line {}: not a request: {what}", line.number)?;
+        return Ok(());
     }
     summary.failed += 1;
     let why = if reasons.len() == 1 {

@@ -31,17 +31,28 @@ pub enum FailReason {
     /// The server's answer to a connection that sent no request (`""`,
     /// `-` or junk with a 4xx status): an ordinary line, counted apart.
     NotARequest,
+    /// A line the format says is not an access line: the server's own
+    /// message (uWSGI's startup lines, granian's `[INFO]`) or a WebSocket
+    /// event (daphne's `WSCONNECT`), in a log it shares with requests.
+    ServerMessage,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 6] = [
+    pub const ALL: [FailReason; 7] = [
         FailReason::NoMatch,
         FailReason::NotJson,
         FailReason::TooLong,
         FailReason::BadRequest,
         FailReason::BadTimestamp,
         FailReason::NotARequest,
+        FailReason::ServerMessage,
     ];
+
+    /// A line that is no fault of the log: counted, logged at debug level,
+    /// acknowledged like an event's line (not warned about).
+    pub fn is_expected(self) -> bool {
+        matches!(self, FailReason::NotARequest | FailReason::ServerMessage)
+    }
 
     /// The `reason` label.
     pub fn label(self) -> &'static str {
@@ -52,6 +63,7 @@ impl FailReason {
             FailReason::BadRequest => "bad_request",
             FailReason::BadTimestamp => "bad_timestamp",
             FailReason::NotARequest => "not_a_request",
+            FailReason::ServerMessage => "server_message",
         }
     }
 }

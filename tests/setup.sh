@@ -15,7 +15,7 @@ need=()
 # configs of its own.
 for pair in logrotate:logrotate nginx:nginx-light gzip:gzip setpriv:util-linux \
     runuser:util-linux rpm:rpm systemd-analyze:systemd adduser:adduser strace:strace \
-    apache2:apache2; do
+    apache2:apache2 caddy:caddy; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
@@ -40,11 +40,14 @@ fi
 # `gunicorn`, the real server behind the custom access_log_format test, and
 # the ASGI servers a Cerberus backend runs on (a Django Channels consumer
 # under daphne, uvicorn with each of its WebSocket implementations, and
-# hypercorn), for the tests of messages a backend refuses.
+# hypercorn), for the tests of messages a backend refuses. The app servers
+# whose default access logs the agent reads (tests/samples/servers.sh) are
+# here too: uWSGI (pyuwsgi, its binary wheel), granian, and cerberus-core,
+# with which the expected events are computed.
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn, channels, daphne, uvicorn, wsproto, hypercorn' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn, channels, daphne, uvicorn, wsproto, hypercorn, granian, pyuwsgi, cerberus_core' >/dev/null 2>&1; then
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1' 'gunicorn==23.0.0' \
     'Django>=5.2,<5.3' 'channels==4.3.2' 'daphne==4.2.3' 'uvicorn==0.55.0' 'wsproto==1.3.2' \
-    'hypercorn==0.18.0'
+    'hypercorn==0.18.0' 'granian==2.8.9' 'pyuwsgi==2.0.30.post1' 'cerberus-core==0.1.1'
 fi

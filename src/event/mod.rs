@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::parse::pattern::MetricsEncoding;
+use crate::parse::pattern::{MetricsEncoding, PathForm};
 use crate::parse::timestamp::TimestampConverter;
 use crate::parse::{Fields, Pattern, Role};
 use crate::pseudonymise::IpPseudonymiser;
 use crate::secret::Secret;
-use endpoint::{Target, decode_path, query_params};
+use endpoint::{Target, decode_path, decode_path_as_asgi, query_params};
 
 /// Who the agent is to the backend; goes into every event.
 #[derive(Clone, Default)]
@@ -179,7 +179,14 @@ impl EventBuilder {
                 _ => e,
             }
         })?;
-        let target = Target::split(target);
+        let target = if self.pattern.path_form == PathForm::Decoded {
+            Target {
+                path: target,
+                query: None,
+            }
+        } else {
+            Target::split(target)
+        };
         // A log that keeps the query apart (nginx's `$uri` and `$args`) has
         // a path without `?` and the query in its own field.
         // Apache's `%q` writes the `?` too.
@@ -206,7 +213,9 @@ impl EventBuilder {
 
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(b"\"remote_addr\":");
-        let peer = fields.text(Role::ClientIp);
+        let peer = fields
+            .text(Role::ClientIp)
+            .map(|c| without_port(c, self.pattern.client_has_port));
         let client = match (&self.real_ip, &peer, fields.text(Role::ForwardedFor)) {
             (Some(real), Some(peer), Some(forwarded)) => {
                 Some(Cow::Owned(real.client(peer, &forwarded).into_owned()))
@@ -218,7 +227,11 @@ impl EventBuilder {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"endpoint\":");
-        push_json_str(out, &decode_path(target.path));
+        match self.pattern.path_form {
+            PathForm::Raw => push_json_str(out, &decode_path(target.path)),
+            PathForm::Asgi => push_json_str(out, &decode_path_as_asgi(target.path)),
+            PathForm::Decoded => push_json_str(out, &String::from_utf8_lossy(target.path)),
+        }
         out.extend_from_slice(if https {
             b",\"scheme\":true,\"method\":"
         } else {
@@ -378,6 +391,34 @@ fn is_client_address(field: &[u8]) -> bool {
         })
 }
 
+/// The client address of a client field: `[::1]:5000` and
+/// `127.0.0.1:5000` lose their port always (no address is written that way
+/// with a colon of its own); `::1:5000` only when the format writes a port
+/// (`has_port`): without one it is an IPv6 address.
+fn without_port(client: Cow<'_, str>, has_port: bool) -> Cow<'_, str> {
+    let cut = |c: &str| -> Option<(usize, usize)> {
+        if let Some(rest) = c.strip_prefix('[') {
+            let close = rest.find(']')?;
+            let port = rest[close + 1..].strip_prefix(':')?;
+            return port
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some((1, close + 1));
+        }
+        let (address, port) = c.rsplit_once(':')?;
+        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        let ipv4 = !address.contains(':');
+        (digits && !address.is_empty() && (ipv4 || has_port)).then_some((0, address.len()))
+    };
+    match cut(&client) {
+        Some((from, to)) => match client {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[from..to]),
+            Cow::Owned(o) => Cow::Owned(o[from..to].to_owned()),
+        },
+        None => client,
+    }
+}
+
 /// Method (upper case) and request target of a line.
 fn request_of<'f>(fields: &'f Fields<'_>) -> Result<(Cow<'f, str>, &'f [u8]), BuildError> {
     if let (Some(method), Some(path)) = (fields.get(Role::Method), fields.get(Role::Path)) {
@@ -393,9 +434,11 @@ fn request_of<'f>(fields: &'f Fields<'_>) -> Result<(Cow<'f, str>, &'f [u8]), Bu
     let space = memchr::memchr(b' ', line).ok_or_else(bad)?;
     let method = &line[..space];
     let rest = &line[space + 1..];
-    // `GET /x HTTP/1.1`, or HTTP/0.9's `GET /x` with no protocol.
+    // `GET /x HTTP/1.1`; HTTP/0.9's (and daphne's) `GET /x` with no
+    // protocol; hypercorn's `GET /x 1.1`, whose decoded path may hold
+    // spaces: the protocol is the last word.
     let target = match memchr::memrchr(b' ', rest) {
-        Some(i) if rest[i + 1..].starts_with(b"HTTP/") => &rest[..i],
+        Some(i) if is_protocol(&rest[i + 1..]) => &rest[..i],
         _ => rest,
     };
     let target_ok = target.first() == Some(&b'/')
@@ -406,6 +449,13 @@ fn request_of<'f>(fields: &'f Fields<'_>) -> Result<(Cow<'f, str>, &'f [u8]), Bu
         return Err(bad());
     }
     Ok((upper(method), target))
+}
+
+/// `HTTP/1.1`, or a bare version as hypercorn writes it (`1.1`, `2`).
+fn is_protocol(word: &[u8]) -> bool {
+    let version = word.strip_prefix(b"HTTP/").unwrap_or(word);
+    matches!(version, [d] | [d, b'.', _] if d.is_ascii_digit())
+        && version.iter().all(|b| b.is_ascii_digit() || *b == b'.')
 }
 
 /// An HTTP token (RFC 9110), as methods are.
@@ -437,4 +487,26 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 
 fn push_json_value(out: &mut Vec<u8>, v: &Value) {
     let _ = serde_json::to_writer(&mut *out, v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ports_are_cut_only_where_no_address_is_lost() {
+        let cut = |c: &str, has_port| without_port(Cow::Borrowed(c), has_port).into_owned();
+        assert_eq!(cut("127.0.0.1:36762", false), "127.0.0.1");
+        assert_eq!(cut("[::1]:5000", false), "::1");
+        assert_eq!(cut("[fe80::1%eth0]:80", false), "fe80::1%eth0");
+        // Without brackets, the last group of an IPv6 address looks like a
+        // port: only a format that writes one loses it.
+        assert_eq!(cut("::1:5000", false), "::1:5000");
+        assert_eq!(cut("::1:5000", true), "::1");
+        assert_eq!(cut("2001:db8::7:443", true), "2001:db8::7");
+        for kept in ["::1", "10.0.0.1", "unix:", "host.example", "-"] {
+            assert_eq!(cut(kept, false), kept);
+        }
+        assert_eq!(cut("unix:", true), "unix:");
+    }
 }

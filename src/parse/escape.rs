@@ -151,7 +151,7 @@ pub fn has_unescaped_quote(value: &[u8]) -> bool {
 /// client sent are the code points. `None` when there is nothing to undo
 /// (ASCII), or the text cannot have come that way (invalid UTF-8, or a code
 /// point above U+00FF): then the value is kept as it is.
-fn undo_latin1(text: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn undo_latin1(text: &[u8]) -> Option<Vec<u8>> {
     if text.is_ascii() {
         return None;
     }

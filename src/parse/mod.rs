@@ -48,6 +48,12 @@ const BUNDLED: &[(&str, &str)] = &[
         include_str!("../../patterns/apache_common.toml"),
     ),
     ("json", include_str!("../../patterns/json.toml")),
+    ("caddy", include_str!("../../patterns/caddy.toml")),
+    ("uwsgi", include_str!("../../patterns/uwsgi.toml")),
+    ("hypercorn", include_str!("../../patterns/hypercorn.toml")),
+    ("uvicorn", include_str!("../../patterns/uvicorn.toml")),
+    ("daphne", include_str!("../../patterns/daphne.toml")),
+    ("granian", include_str!("../../patterns/granian.toml")),
 ];
 
 /// The names of the bundled patterns.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::escape::Escape;
+use super::escape::{Escape, undo_latin1};
 use super::fields::{Fields, Role};
 use super::server_format::{self, CompiledFormat, Server, Split};
 use super::template::{MAX_FIELDS, Mismatch, Template};
@@ -98,6 +98,23 @@ impl TimeUnit {
     }
 }
 
+/// How a log writes the request target, and so how its endpoint is had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathForm {
+    /// As the client sent it (percent-encoded, with its query), served over
+    /// WSGI: Django's `request.path` keeps a byte that is not UTF-8 as
+    /// `%XX`.
+    #[default]
+    Raw,
+    /// As the client sent it, served over ASGI (uvicorn, daphne): the
+    /// server decodes the path as UTF-8, so such a byte becomes U+FFFD.
+    Asgi,
+    /// Already percent-decoded and without the query (hypercorn's and
+    /// granian's `path`): the endpoint as it stands.
+    Decoded,
+}
+
 /// How the metrics field holds the application's JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +148,29 @@ struct PatternFile {
     #[serde(default)]
     metrics_encoding: MetricsEncoding,
     default_scheme: Option<String>,
+    /// The client field is `address:port` (uvicorn, daphne, hypercorn).
+    #[serde(default)]
+    client_has_port: bool,
+    /// How the request target is written, and what Django makes of it.
+    #[serde(default)]
+    path_form: PathForm,
+    /// Only lines matching this are access lines (the log mixes in the
+    /// server's own messages: uWSGI's `--logto`, granian's stdout).
+    access_lines: Option<String>,
+    /// Lines matching this are not requests (daphne's WebSocket lines).
+    other_lines: Option<String>,
+    /// Lines matching this are surely the server's own messages (uWSGI's
+    /// `*** Starting uWSGI`): a log holding only such lines so far is that
+    /// server's, with no request yet, rather than one of no known format.
+    server_messages: Option<String>,
+    /// Template fields whose text is latin-1 decoded bytes written as UTF-8
+    /// (ASGI servers decode headers and uvicorn the raw path so): the agent
+    /// undoes that to get the bytes the client sent.
+    #[serde(default)]
+    latin1_fields: Vec<String>,
+    /// The zone of a timestamp written without one: `utc` (the default) or
+    /// `local` (the agent's zone: `TZ`, else /etc/localtime).
+    timestamp_zone: Option<String>,
 }
 
 fn default_priority() -> i32 {
@@ -150,6 +190,8 @@ enum Splitter {
         template: Template,
         /// Per role, the template fields that may hold it, in order.
         groups: Vec<(Role, Vec<usize>)>,
+        /// Per template field, whether its text is latin-1 written as UTF-8.
+        latin1: Vec<bool>,
     },
     Json {
         /// Per role, the field paths that may hold it, in order.
@@ -170,7 +212,29 @@ pub struct Pattern {
     pub metrics_encoding: MetricsEncoding,
     /// Whether requests count as HTTPS when the line has no scheme field.
     pub default_https: bool,
+    /// The client field carries a port after the address.
+    pub client_has_port: bool,
+    /// How the request target is written.
+    pub path_form: PathForm,
+    /// Which lines of the log are access lines at all.
+    lines: LineKinds,
     splitter: Splitter,
+}
+
+/// Which lines of a log are access lines, for servers that write their own
+/// messages (startup, WebSocket events) to the same file.
+#[derive(Debug, Default)]
+struct LineKinds {
+    access: Option<Regex>,
+    other: Option<Regex>,
+    server: Option<Regex>,
+}
+
+impl LineKinds {
+    fn is_access(&self, line: &[u8]) -> bool {
+        self.access.as_ref().is_none_or(|r| r.is_match(line))
+            && self.other.as_ref().is_none_or(|r| !r.is_match(line))
+    }
 }
 
 /// Why a pattern file could not be used.
@@ -288,10 +352,22 @@ impl Pattern {
             ));
         }
 
-        let timestamp_format = match (&timestamp_spec, has(Role::Timestamp)) {
-            (Some(spec), _) => {
-                Some(TimestampFormat::from_spec(spec).map_err(|e| PatternError::new(&where_, e))?)
+        let local = match file.timestamp_zone.as_deref() {
+            None | Some("utc") => false,
+            Some("local") => true,
+            Some(other) => {
+                return Err(PatternError::new(
+                    &where_,
+                    format!("`timestamp_zone` is {other:?}: expected \"utc\" or \"local\""),
+                ));
             }
+        };
+        let timestamp_format = match (&timestamp_spec, has(Role::Timestamp)) {
+            (Some(spec), _) => Some(
+                TimestampFormat::from_spec(spec)
+                    .map(|f| if local { f.in_local_zone() } else { f })
+                    .map_err(|e| PatternError::new(&where_, e))?,
+            ),
             (None, true) => {
                 return Err(PatternError::new(
                     &where_,
@@ -312,7 +388,19 @@ impl Pattern {
             }
         };
 
-        let splitter = splitter(spec, mappings, &where_)?;
+        let line_regex = |key: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| {
+                    Regex::new(t).map_err(|e| PatternError::new(&where_, format!("`{key}`: {e}")))
+                })
+                .transpose()
+        };
+        let lines = LineKinds {
+            access: line_regex("access_lines", &file.access_lines)?,
+            other: line_regex("other_lines", &file.other_lines)?,
+            server: line_regex("server_messages", &file.server_messages)?,
+        };
+        let splitter = splitter(spec, mappings, &file.latin1_fields, &where_)?;
         let description = file.description.unwrap_or_else(|| match &splitter {
             Splitter::Json { .. } => "JSON lines".to_owned(),
             _ => format!("{name} format"),
@@ -327,8 +415,24 @@ impl Pattern {
             response_time_unit,
             metrics_encoding: file.metrics_encoding,
             default_https,
+            client_has_port: file.client_has_port,
+            path_form: file.path_form,
+            lines,
             splitter,
         })
+    }
+
+    /// Whether `line` is an access line at all, and not one of the
+    /// server's own messages the pattern says the log also holds.
+    #[inline]
+    pub fn is_access_line(&self, line: &[u8]) -> bool {
+        self.lines.is_access(line)
+    }
+
+    /// Whether `line` is surely one of the server's own messages (the
+    /// pattern's `server_messages`).
+    pub fn is_server_message(&self, line: &[u8]) -> bool {
+        self.lines.server.as_ref().is_some_and(|r| r.is_match(line))
     }
 
     /// Why `line` does not split, and at which byte, when the pattern can
@@ -377,7 +481,11 @@ impl Pattern {
                     }
                 }
             }
-            Splitter::Template { template, groups } => {
+            Splitter::Template {
+                template,
+                groups,
+                latin1,
+            } => {
                 let mut spans = [(0usize, 0usize); MAX_FIELDS];
                 template
                     .split(line, &mut spans)
@@ -386,10 +494,18 @@ impl Pattern {
                 for (role, indices) in groups {
                     let found = indices
                         .iter()
-                        .map(|&i| &line[spans[i].0..spans[i].1])
-                        .find(|v| !v.is_empty() && *v != b"-");
-                    if let Some(raw) = found {
-                        fields.set(*role, escape.unescape(raw));
+                        .map(|&i| (i, &line[spans[i].0..spans[i].1]))
+                        .find(|(_, v)| !v.is_empty() && *v != b"-");
+                    if let Some((i, raw)) = found {
+                        let value = escape.unescape(raw);
+                        let value = match latin1.get(i) {
+                            Some(true) => match undo_latin1(&value) {
+                                Some(bytes) => Cow::Owned(bytes),
+                                None => value,
+                            },
+                            _ => value,
+                        };
+                        fields.set(*role, value);
                     }
                 }
             }
@@ -494,8 +610,15 @@ fn role_mappings(
 fn splitter(
     spec: SplitSpec,
     mappings: Vec<(Role, Vec<String>)>,
+    latin1_fields: &[String],
     where_: &str,
 ) -> Result<Splitter, PatternError> {
+    if !latin1_fields.is_empty() && !matches!(spec, SplitSpec::Template { .. }) {
+        return Err(PatternError::new(
+            where_,
+            "`latin1_fields` needs a `template` split",
+        ));
+    }
     match spec {
         SplitSpec::Regex { regex, escape } => {
             let regex = Regex::new(&regex)
@@ -523,7 +646,23 @@ fn splitter(
             let groups = resolve_groups(&mappings, where_, "a field of `split.template`", |n| {
                 names.iter().position(|f| *f == n)
             })?;
-            Ok(Splitter::Template { template, groups })
+            let mut latin1 = vec![false; names.len()];
+            for n in latin1_fields {
+                let i = names.iter().position(|f| f == n).ok_or_else(|| {
+                    PatternError::new(
+                        where_,
+                        format!(
+                            "`latin1_fields` names `{n}`, which is not a field of `split.template`"
+                        ),
+                    )
+                })?;
+                latin1[i] = true;
+            }
+            Ok(Splitter::Template {
+                template,
+                groups,
+                latin1,
+            })
         }
         SplitSpec::Json => Ok(Splitter::Json { paths: mappings }),
     }
@@ -591,6 +730,26 @@ impl RawBytes {
     }
 }
 
+/// A path part and the list index after it: `User-Agent[0]` is
+/// (`User-Agent`, `Some(0)`).
+fn indexed(part: &str) -> (&str, Option<usize>) {
+    if let Some(open) = part.strip_suffix(']').and_then(|p| p.rfind('['))
+        && let Ok(i) = part[open + 1..part.len() - 1].parse()
+    {
+        return (&part[..open], Some(i));
+    }
+    (part, None)
+}
+
+/// `value`, or its element `index` when one is asked for.
+fn element(value: &RawValue, index: Option<usize>) -> Option<&RawValue> {
+    let Some(i) = index else {
+        return Some(value);
+    };
+    let list: Vec<&RawValue> = serde_json::from_str(value.get()).ok()?;
+    list.get(i).copied()
+}
+
 /// A string that borrows from the input when it has no escapes.
 struct MaybeBorrowed<'a>(Cow<'a, str>);
 
@@ -656,16 +815,20 @@ impl<'a> JsonObject<'a> {
 
     /// The value at `path` as bytes: a JSON string's content, or the JSON
     /// text of anything else (a number, an object). `a.b` walks into nested
-    /// objects when no top-level key is literally `a.b`. `null` is absent.
+    /// objects when no top-level key is literally `a.b`; `a[0]` takes the
+    /// first element of a list (Caddy logs each header as a list of its
+    /// values: `request.headers.User-Agent[0]`). `null` is absent.
     fn lookup(&self, path: &str) -> Option<Cow<'a, [u8]>> {
         let raw = match self.get(path) {
             Some(v) => v,
             None => {
                 let mut parts = path.split('.');
-                let mut current = self.get(parts.next()?)?;
+                let (key, index) = indexed(parts.next()?);
+                let mut current = element(self.get(key)?, index)?;
                 for part in parts {
+                    let (key, index) = indexed(part);
                     let nested: JsonObject<'a> = serde_json::from_str(current.get()).ok()?;
-                    current = nested.get(part)?;
+                    current = element(nested.get(key)?, index)?;
                 }
                 current
             }

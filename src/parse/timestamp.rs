@@ -14,6 +14,10 @@ pub enum TimestampFormat {
     /// A `strftime`-style format, as chrono reads it (`%d/%b/%Y:%H:%M:%S %z`).
     /// Without a `%z`/`%:z`, the time is taken as UTC.
     Strftime(String),
+    /// A `strftime`-style format whose zone-less times are the local time
+    /// of the agent's zone (`TZ`, else /etc/localtime), as daphne and uWSGI
+    /// write the server's local time without saying its zone.
+    StrftimeLocal(String),
     /// RFC 3339 / ISO 8601 with an offset (nginx `$time_iso8601`).
     Iso8601,
     /// Seconds since the epoch, with an optional fraction (`1764065045.123`).
@@ -41,6 +45,14 @@ impl TimestampFormat {
         }
     }
 
+    /// The same format with zone-less times read as the local time.
+    pub fn in_local_zone(self) -> Self {
+        match self {
+            TimestampFormat::Strftime(f) => TimestampFormat::StrftimeLocal(f),
+            other => other,
+        }
+    }
+
     /// Parses `text` to a UTC instant.
     pub fn parse(&self, text: &str) -> Result<DateTime<Utc>, String> {
         let text = text.trim();
@@ -50,6 +62,19 @@ impl TimestampFormat {
                 Err(with_zone) => NaiveDateTime::parse_from_str(text, fmt)
                     .map(|naive| Utc.from_utc_datetime(&naive))
                     .map_err(|_| with_zone.to_string()),
+            },
+            TimestampFormat::StrftimeLocal(fmt) => match DateTime::parse_from_str(text, fmt) {
+                Ok(t) => Ok(t.with_timezone(&Utc)),
+                Err(with_zone) => match NaiveDateTime::parse_from_str(text, fmt) {
+                    // In the hour a clock is set back, the first of the two
+                    // readings (the server cannot tell them apart either).
+                    Ok(naive) => chrono::Local
+                        .from_local_datetime(&naive)
+                        .earliest()
+                        .map(|t| t.with_timezone(&Utc))
+                        .ok_or_else(|| "a time the local zone skips".to_owned()),
+                    Err(_) => Err(with_zone.to_string()),
+                },
             },
             TimestampFormat::Iso8601 => DateTime::parse_from_rfc3339(text)
                 .map(|t| t.with_timezone(&Utc))
@@ -144,6 +169,35 @@ mod tests {
         assert_eq!(
             isoformat(&iso.parse("2026-11-25T12:04:05+02:00").unwrap()),
             "2026-11-25T10:04:05+00:00"
+        );
+    }
+
+    #[test]
+    fn uwsgi_and_daphne_local_times_parse() {
+        // The test process's zone is whatever the machine has: compare with
+        // chrono's own reading of the same wall-clock time.
+        let wall =
+            NaiveDateTime::parse_from_str("2026-12-06 08:29:53", "%Y-%m-%d %H:%M:%S").unwrap();
+        let want = chrono::Local
+            .from_local_datetime(&wall)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc);
+        let uwsgi = TimestampFormat::from_spec("%a %b %e %H:%M:%S %Y")
+            .unwrap()
+            .in_local_zone();
+        assert_eq!(uwsgi.parse("Sun Dec  6 08:29:53 2026").unwrap(), want);
+        let daphne = TimestampFormat::from_spec("%d/%b/%Y:%H:%M:%S")
+            .unwrap()
+            .in_local_zone();
+        assert_eq!(daphne.parse("06/Dec/2026:08:29:53").unwrap(), want);
+        // A zone written in the line wins over the local one.
+        let hypercorn = TimestampFormat::from_spec("%d/%b/%Y:%H:%M:%S %z")
+            .unwrap()
+            .in_local_zone();
+        assert_eq!(
+            isoformat(&hypercorn.parse("06/Dec/2026:09:29:53 +0100").unwrap()),
+            "2026-12-06T08:29:53+00:00"
         );
     }
 

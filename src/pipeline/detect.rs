@@ -16,6 +16,11 @@ use crate::parse::{Pattern, PatternSet};
 /// How many lines from the start of a file are used to detect its format.
 pub const SAMPLE_LINES: usize = 20;
 
+/// How many lines are read for a sample: a pattern whose server writes its
+/// own messages to the log too (uWSGI's 40 startup lines) is judged on the
+/// first [`SAMPLE_LINES`] of its access lines among these.
+pub const MAX_SAMPLE_LINES: usize = 200;
+
 /// The share of sample lines the detected pattern must fit.
 pub const MIN_FIT_PERCENT: usize = 80;
 
@@ -50,11 +55,27 @@ pub enum DetectError {
         "no pattern fits {MIN_FIT_PERCENT}% of the first lines (line {line_number}, {bytes} bytes, fits none); run `cerberus-agent check FILE` to see why each line fails, or give --format"
     )]
     NoneFits { line_number: usize, bytes: usize },
+    #[error(
+        "its lines so far look like {0}'s own messages, with no request yet; detection is tried again as lines come"
+    )]
+    NoRequestYet(String),
+}
+
+impl DetectError {
+    /// Whether this is the normal state of a log that has no request yet
+    /// (not worth an error).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self, DetectError::NoLines | DetectError::NoRequestYet(..))
+    }
 }
 
 /// True when `pattern` turns `line` into an event, or reads it as the
 /// server's answer to a connection that sent no request.
 pub fn fits(pattern: &Arc<Pattern>, line: &[u8]) -> bool {
+    pattern.is_access_line(line) && fits_access_line(pattern, line)
+}
+
+fn fits_access_line(pattern: &Arc<Pattern>, line: &[u8]) -> bool {
     let mut builder = EventBuilder::new(pattern.clone(), &EventOptions::default());
     let mut scratch = Vec::new();
     pattern.split(line).ok().is_some_and(|f| {
@@ -81,21 +102,43 @@ pub fn detect(set: &PatternSet, lines: &[Vec<u8>]) -> Result<Detection, DetectEr
     if sample.is_empty() {
         return Err(DetectError::NoLines);
     }
-    let scores: Vec<(usize, &Arc<Pattern>)> = set
+    // Each pattern is judged on its first SAMPLE_LINES access lines: the
+    // server's own messages its log holds too are passed over.
+    let scores: Vec<(usize, usize, &Arc<Pattern>)> = set
         .iter()
-        .map(|p| (sample.iter().filter(|(_, l)| fits(p, l)).count(), p))
+        .map(|p| {
+            let judged: Vec<&[u8]> = sample
+                .iter()
+                .map(|(_, l)| *l)
+                .filter(|l| p.is_access_line(l))
+                .take(SAMPLE_LINES)
+                .collect();
+            let fitted = judged.iter().filter(|l| fits_access_line(p, l)).count();
+            (fitted, judged.len(), p)
+        })
         .collect();
-    let best = scores.iter().map(|(n, _)| *n).max().unwrap_or(0);
-    let enough = best * 100 >= sample.len() * MIN_FIT_PERCENT && best > 0;
+    // Those that fit enough of what they judged; the most lines wins.
+    let scores: Vec<&(usize, usize, &Arc<Pattern>)> = scores
+        .iter()
+        .filter(|(n, judged, _)| *n > 0 && *n * 100 >= judged * MIN_FIT_PERCENT)
+        .collect();
+    let best = scores.iter().map(|(n, _, _)| *n).max().unwrap_or(0);
     // `set.iter()` is in priority order, so the first best is the winner.
-    let mut winners = scores.iter().filter(|(n, _)| *n == best).map(|(_, p)| *p);
-    match winners.next().filter(|_| enough) {
-        Some(first) => Ok(Detection {
-            pattern: first.clone(),
-            also_fitting: winners.map(|p| p.name.clone()).collect(),
+    let mut winners = scores.iter().filter(|(n, _, _)| *n == best);
+    match winners.next() {
+        Some((_, judged, first)) => Ok(Detection {
+            pattern: (*first).clone(),
+            also_fitting: winners.map(|(_, _, p)| p.name.clone()).collect(),
             fitted: best,
-            sampled: sample.len(),
+            sampled: *judged,
         }),
+        None if let Some(p) = set.iter().find(|p| {
+            sample.iter().all(|(_, l)| !p.is_access_line(l))
+                && sample.iter().any(|(_, l)| p.is_server_message(l))
+        }) =>
+        {
+            Err(DetectError::NoRequestYet(p.name.clone()))
+        }
         None if error_log(&sample).is_some() => {
             let (server, (line_number, _)) = error_log(&sample).unwrap_or(("a server", sample[0]));
             Err(DetectError::ErrorLog {

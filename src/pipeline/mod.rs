@@ -21,7 +21,7 @@ use crate::event::{
 };
 use crate::parse::{Pattern, PatternSet, SplitError};
 use crate::tail::{Line, LineReader, TailedLine};
-use detect::SAMPLE_LINES;
+use detect::MAX_SAMPLE_LINES;
 
 /// What became of one line.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,9 +38,10 @@ pub enum LineOutcome {
 
 impl LineOutcome {
     /// The line gave no event for a fault: not a blank line, nor a line of
-    /// the format that records no request (`not_a_request`).
+    /// the format that records no request (`not_a_request`), nor one of the
+    /// server's own messages (`server_message`).
     pub fn is_failure(&self) -> bool {
-        matches!(self, LineOutcome::Failed(f) if f.reason != FailReason::NotARequest)
+        matches!(self, LineOutcome::Failed(f) if !f.reason.is_expected())
     }
 }
 
@@ -145,6 +146,15 @@ fn build(
     position: LinePosition,
     out: &mut Vec<u8>,
 ) -> LineOutcome {
+    if !builder.pattern().is_access_line(line) {
+        return LineOutcome::Failed(Failure {
+            reason: FailReason::ServerMessage,
+            message: format!(
+                "not an access line: {}'s own message",
+                builder.pattern().name
+            ),
+        });
+    }
     let fields = match builder.pattern().split(line) {
         Ok(f) => f,
         Err(e) => {
@@ -217,8 +227,8 @@ fn handle_line(
             });
         }
         LineOutcome::Blank => Counters::add(&c.lines_blank, 1),
-        LineOutcome::Failed(reason) if reason.reason == FailReason::NotARequest => {
-            c.failed(FailReason::NotARequest);
+        LineOutcome::Failed(reason) if reason.reason.is_expected() => {
+            c.failed(reason.reason);
             tracing::debug!("{}:{}: {}", path.display(), line.number, reason.message);
         }
         LineOutcome::Failed(reason) => {
@@ -241,13 +251,13 @@ fn handle_line(
     }
 }
 
-/// Up to [`SAMPLE_LINES`] lines from the start of `path`, and the offset
-/// where the sample ends.
+/// Up to [`MAX_SAMPLE_LINES`] lines from the start of `path`, and the
+/// offset where the sample ends.
 pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
     let file = crate::tail::discover::open_regular(path)?;
     let mut reader = LineReader::new(file.take(4 * 1024 * 1024), 0, max_line);
     let mut lines = Vec::new();
-    while lines.len() < SAMPLE_LINES {
+    while lines.len() < MAX_SAMPLE_LINES {
         match reader.next_line()? {
             Some(l) => lines.push(l.bytes.to_vec()),
             None => break,
@@ -390,7 +400,11 @@ impl Pipeline {
                     Some(PathState::Undetected { said: before, .. }) => *before == said,
                     _ => false,
                 };
-                if !lines.is_empty() && !said_before {
+                if e.is_waiting() {
+                    if !lines.is_empty() && !said_before {
+                        tracing::info!("{}: {said}", path.display());
+                    }
+                } else if !lines.is_empty() && !said_before {
                     tracing::error!(
                         "{}: {said}\nIts lines are skipped (and counted) until a format fits; give it one with --log PATH=FORMAT, or leave it out with --exclude",
                         path.display()
@@ -430,7 +444,10 @@ impl Pipeline {
                     sampled_lines,
                     sampled_to,
                     ..
-                }) => line.offset == 0 || (*sampled_lines < SAMPLE_LINES && line.end > *sampled_to),
+                }) => {
+                    line.offset == 0
+                        || (*sampled_lines < MAX_SAMPLE_LINES && line.end > *sampled_to)
+                }
                 _ => true,
             };
             if !(retry && self.choose_pattern(tailed.path) && self.read_with_pattern(tailed)) {

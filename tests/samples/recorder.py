@@ -12,6 +12,7 @@ Usage: recorder.py OUT_DIR NAME=HOST:PORT ...
 import base64
 import http.client
 import json
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -156,70 +157,195 @@ def send(host, port, method, target, headers, extra):
     data = resp.read()
     # http.client reads header values as latin-1: back to the bytes sent.
     metrics = resp.getheader("X-Cerberus-Metrics")
-    result = (resp.status, len(data), None if metrics is None else metrics.encode("latin-1"))
+    seen = resp.getheader("X-Seen-Path")
+    result = (resp.status, len(data), None if metrics is None else metrics.encode("latin-1"),
+              None if seen is None else json.loads(seen))
     conn.close()
     return result
 
 
-def main():
-    out_dir = sys.argv[1]
-    servers = [a.split("=", 1) for a in sys.argv[2:]]
-    files = {name: open(f"{out_dir}/{name}.expected.jsonl", "w", encoding="utf-8") for name, _ in servers}
-    for method, target, headers, extra in REQUESTS + ADVERSARIAL:
+# What each server's default log holds, for the servers added with their
+# own formats (the older ones are described inline below): user agent,
+# bytes sent, response time, a time of its own, the query string, a path
+# already decoded.
+TRAITS = {
+    "caddy": dict(ua=True, size=True, duration=True, time=True, query=True, decoded=False),
+    "uwsgi": dict(ua=False, size=True, duration=True, time=True, query=True, decoded=False),
+    "uvicorn": dict(ua=False, size=False, duration=False, time=False, query=True, decoded=False),
+    "daphne": dict(ua=False, size="nonzero", duration=False, time=True, query=True, decoded=False),
+    "hypercorn": dict(ua=True, size=False, duration=False, time=True, query=False, decoded=True),
+    "granian": dict(ua=False, size=False, duration=True, time=True, query=False, decoded=True),
+}
+
+# Lines of a log that are requests, where the server writes its own
+# messages to the same file.
+ACCESS_LINE = {
+    "uwsgi": re.compile(rb"^\[pid: "),
+    "granian": re.compile(rb"^\[\d{4}-"),
+}
+
+
+def access_lines(out_dir, name):
+    try:
+        with open(f"{out_dir}/{name}.log", "rb") as f:
+            lines = [line for line in f.read().split(b"\n") if line.strip()]
+    except FileNotFoundError:
+        return 0
+    pattern = ACCESS_LINE.get(name)
+    return sum(1 for line in lines if pattern is None or pattern.match(line))
+
+
+def wait_for_line(out_dir, name, had):
+    """How many access lines the request added to NAME.log: waits for one
+    (servers log when the response is sent, not always before the client
+    has it), and gives up after a while: a server that refused a request
+    before its app saw it (uvicorn's 400s) may log nothing."""
+    deadline = time.monotonic() + 1.5
+    while True:
+        now = access_lines(out_dir, name)
+        if now > had or time.monotonic() > deadline:
+            return now - had
+        time.sleep(0.01)
+
+
+def expectation(name, method, path, query, headers, ua, ua_wsgi, status, size, metrics_seen, seen_path,
+                client, before, after):
+    traits = TRAITS.get(name)
+    raw_ua = ua_wsgi if name == "json" else ua
+    if traits is not None:
+        if name == "caddy":
+            # Caddy's JSON log holds a byte that is not UTF-8 as U+FFFD:
+            # the byte itself is lost there.
+            path = path.decode("utf-8", "replace").encode()
+        if seen_path is not None and name != "caddy":
+            endpoint = seen_path  # what Django saw under this server
+        elif traits["decoded"]:
+            endpoint = unquote_to_bytes(path).decode("utf-8", "replace")
+        else:
+            endpoint = django_path(path)
+        if traits["size"] == "nonzero":
+            bytes_sent = size or None
+        else:
+            bytes_sent = size if traits["size"] else None
+        # hypercorn writes the referer and the user agent as they are, quotes
+        # and all: `"a" "b" "c"` is one of three pairs, and no reader can
+        # tell which. Such a user agent is not held against the agent.
+        ambiguous = name == "hypercorn" and any(
+            '" "' in (as_sent(v) or "") for v in (headers.get("Referer"), headers.get("User-Agent")))
+        return {
+            "ambiguous_user_agent": ambiguous,
+            "method": method,
+            "endpoint": endpoint,
+            "query_params": django_query(query) if traits["query"] else None,
+            "user_agent": (raw_ua or None) if traits["ua"] else None,
+            "status": status,
+            "bytes_sent": bytes_sent,
+            "custom_data": {},
+            "remote_addr": hash_pii(normalize_ip(client), SECRET),
+            "time_from": before.isoformat(),
+            "time_to": after.isoformat(),
+            "has_duration": traits["duration"],
+            "has_time": traits["time"],
+        }
+    if name.startswith("apache"):
+        bytes_sent = size or None  # Apache's %b logs "-" for 0
+    else:
+        bytes_sent = size
+    if (name.startswith("nginx") or name == "ingress_nginx") and status == 400:
+        # nginx rejects the request line before reading headers.
+        raw_ua = None
+    metrics = metrics_seen
+    if name == "json" and metrics is not None:
+        # The app logs the header as WSGI gave it to it.
+        metrics = metrics.decode("latin-1")
+    if name not in ("nginx_json", "gunicorn_cerberus", "json"):
+        metrics = None  # the format has no metrics field
+    if name == "apache_common":
+        raw_ua = None  # the format has no user agent
+    expected = {
+        "method": method,
+        "endpoint": django_path(path),
+        "query_params": django_query(query),
+        "user_agent": raw_ua or None,
+        "status": status,
+        "bytes_sent": bytes_sent,
+        "custom_data": metrics_expectation(metrics),
+        "remote_addr": hash_pii(normalize_ip(client), SECRET),
+        "time_from": before.isoformat(),
+        "time_to": after.isoformat(),
+        "has_duration": name in ("nginx_json", "gunicorn_cerberus", "json", "ingress_nginx"),
+        "has_time": True,
+    }
+    if name == "nginx_json" and status == 400:
+        # For a request it rejects, nginx logs an empty
+        # $request_uri: there is no endpoint, the line must fail.
+        expected = {"fails": True}
+    return expected
+
+
+def record(out_dir, files, counts, servers, requests):
+    """Sends each request once to each server address in `servers`
+    ((address, names)), writing the expectation of each line logged."""
+    for method, target, headers, extra in requests:
         raw_target = target if isinstance(target, bytes) else target.encode("latin-1")
         path, _, query = raw_target.partition(b"?")
         query = query.decode("utf-8", "replace")
         ua = headers.get("User-Agent")
-        ua_text = as_sent(ua)
         # The JSON log the app writes keeps header values as WSGI gives
         # them, latin-1 decoded (the agent cannot know better there).
         # gunicorn's own log holds the same text, which the agent decodes
         # back to the bytes sent.
         ua_wsgi = ua.decode("latin-1") if isinstance(ua, bytes) else ua
-        by_addr = {}
-        for name, addr in servers:
-            by_addr.setdefault(addr, []).append(name)
-        for addr, names in by_addr.items():
+        for addr, names in servers:
             host, port = addr.rsplit(":", 1)
+            host = host.strip("[]")
             before = datetime.now(timezone.utc).replace(microsecond=0)
-            status, size, metrics_seen = send(host, int(port), method, target, headers, extra)
-            time.sleep(0.002)
-            after = datetime.now(timezone.utc)
+            try:
+                status, size, metrics_seen, seen_path = send(host, int(port), method, target, headers, extra)
+            except (http.client.RemoteDisconnected, ConnectionResetError):
+                # The server hung up without an answer (uvicorn and hypercorn on
+                # headers beyond their limit): nothing the app saw; whatever it
+                # logged is a line the agent must not be expected to turn into
+                # a particular event.
+                status = None
             for name in names:
-                raw_ua = ua_wsgi if name == "json" else ua_text
-                if name.startswith("apache"):
-                    bytes_sent = size or None  # Apache's %b logs "-" for 0
-                else:
-                    bytes_sent = size
-                if (name.startswith("nginx") or name == "ingress_nginx") and status == 400:
-                    # nginx rejects the request line before reading headers.
-                    raw_ua = None
-                metrics = metrics_seen
-                if name == "json" and metrics is not None:
-                    # The app logs the header as WSGI gave it to it.
-                    metrics = metrics.decode("latin-1")
-                if name not in ("nginx_json", "gunicorn_cerberus", "json"):
-                    metrics = None  # the format has no metrics field
-                if name == "apache_common":
-                    raw_ua = None  # the format has no user agent
-                expected = {
-                    "method": method,
-                    "endpoint": django_path(path),
-                    "query_params": django_query(query),
-                    "user_agent": raw_ua or None,
-                    "status": status,
-                    "bytes_sent": bytes_sent,
-                    "custom_data": metrics_expectation(metrics),
-                    "remote_addr": hash_pii(normalize_ip("127.0.0.1"), SECRET),
-                    "time_from": before.isoformat(),
-                    "time_to": after.isoformat(),
-                    "has_duration": name in ("nginx_json", "gunicorn_cerberus", "json", "ingress_nginx"),
-                }
-                if name == "nginx_json" and status == 400:
-                    # For a request it rejects, nginx logs an empty
-                    # $request_uri: there is no endpoint, the line must fail.
-                    expected = {"fails": True}
+                if status is None:
+                    added = wait_for_line(out_dir, name, counts[name])
+                    counts[name] += added
+                    print(f"{name}: no answer to {method} {target!r}; {added} lines", file=sys.stderr)
+                    for _ in range(added):
+                        files[name].write(json.dumps({"unanswered": True}) + "\n")
+                    continue
+                added = wait_for_line(out_dir, name, counts[name])
+                if added > 1:
+                    sys.exit(f"{name}: one request, {added} access lines")
+                counts[name] += added
+                if added == 0:
+                    print(f"{name}: no line for {method} {target!r} ({status})", file=sys.stderr)
+                    continue
+                after = datetime.now(timezone.utc)
+                expected = expectation(name, method, path, query, headers, as_sent(ua), ua_wsgi, status, size,
+                                       metrics_seen, seen_path, host, before, after)
                 files[name].write(json.dumps(expected, ensure_ascii=False) + "\n")
+                files[name].flush()
+
+
+def main():
+    out_dir = sys.argv[1]
+    # NAME=HOST:PORT[,[::1]:PORT]: every request goes to the first address,
+    # the first few again to the second (an IPv6 client).
+    servers = [(name, addrs.split(",")) for name, addrs in (a.split("=", 1) for a in sys.argv[2:])]
+    files = {name: open(f"{out_dir}/{name}.expected.jsonl", "w", encoding="utf-8") for name, _ in servers}
+    counts = {name: access_lines(out_dir, name) for name, _ in servers}
+    by_addr = {}
+    for name, addrs in servers:
+        by_addr.setdefault(addrs[0], []).append(name)
+    record(out_dir, files, counts, list(by_addr.items()), REQUESTS + ADVERSARIAL)
+    by_v6 = {}
+    for name, addrs in servers:
+        if len(addrs) > 1:
+            by_v6.setdefault(addrs[1], []).append(name)
+    record(out_dir, files, counts, list(by_v6.items()), REQUESTS[:3] + ADVERSARIAL[:2])
     for f in files.values():
         f.close()
 
