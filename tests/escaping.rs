@@ -263,6 +263,27 @@ fn spaced_client() -> impl Strategy<Value = String> {
         .prop_map(|(a, sep, b)| format!("{a}{sep}{b}"))
 }
 
+/// The first line from 127.0.0.1 in each bundled pattern's recorded sample.
+fn recorded_request_lines() -> &'static [String] {
+    static LINES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LINES.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples");
+        let set = PatternSet::bundled().expect("bundled patterns");
+        let pattern = |name: &str| set.get(name).expect("bundled");
+        cerberus_agent::parse::bundled_names()
+            .map(|name| {
+                let log = std::fs::read(dir.join(format!("{name}.log")))
+                    .unwrap_or_else(|e| panic!("{name}.log: {e}"));
+                String::from_utf8_lossy(&log)
+                    .lines()
+                    .find(|l| l.contains("127.0.0.1") && pattern(name).is_access_line(l.as_bytes()))
+                    .unwrap_or_else(|| panic!("{name}.log has a request from 127.0.0.1"))
+                    .to_owned()
+            })
+            .collect()
+    })
+}
+
 proptest! {
     /// No bundled pattern turns a line into an event whose client is a
     /// field with a space or a comma, whatever format the rest of the line
@@ -283,7 +304,13 @@ proptest! {
         let json = format!(
             r#"{{"remote_addr":"{client}","time_iso8601":"2026-11-25T10:04:05+00:00","request_method":"GET","request_uri":"/a","status":"200"}}"#
         );
-        for line in [line.as_bytes(), json.as_bytes()] {
+        // And a line of each recorded server, its client replaced.
+        let recorded: Vec<Vec<u8>> = recorded_request_lines()
+            .iter()
+            .map(|l| l.replace("127.0.0.1", &client).into_bytes())
+            .collect();
+        let shaped = [line.as_bytes(), json.as_bytes()];
+        for line in shaped.into_iter().chain(recorded.iter().map(Vec::as_slice)) {
             for pattern in PatternSet::bundled().unwrap().iter() {
                 let Ok(fields) = pattern.split(line) else { continue };
                 let mut builder = cerberus_agent::event::EventBuilder::new(
