@@ -794,3 +794,61 @@ fn more_files_than_may_be_open_are_read_in_turn_and_followed() {
     assert_exactly_once(&h, &expected);
     assert!(h.unstable_ids().is_empty());
 }
+
+/// Each line says which configured log its file belongs to (the first
+/// `--log` value naming it), and gives the first lines of the very file it
+/// came from, through the tailer's handle: after a rename and a new file at
+/// the path, still the old file's; and reading them moves nothing.
+#[test]
+fn a_line_knows_its_log_and_the_head_of_its_own_file() {
+    use cerberus_agent::tail::{CheckpointStore, Delivery, Tailer};
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    let other = dir.path().join("other.log");
+    fs::write(&app, "app 1\napp 2\n").unwrap();
+    fs::write(&other, "other 1\n").unwrap();
+    let mut options = quick();
+    options.from_beginning = true;
+    options.logs = vec![
+        app.display().to_string(),
+        dir.path().join("*.log").display().to_string(),
+    ];
+    let mut t = Tailer::new(options, CheckpointStore::open(state.path()).unwrap());
+    t.scan().unwrap();
+    let mut seen = Vec::new();
+    let mut poll = |t: &mut Tailer, rename: bool| {
+        t.poll(1000, &mut |l| {
+            let (head, _) = l.file.first_lines(10).expect("head");
+            let head: Vec<String> = head
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .collect();
+            if rename && l.file.log == 0 && seen.is_empty() {
+                // The path now names another file; this line's file is
+                // the renamed one.
+                fs::rename(&app, dir.path().join("app.log.1")).unwrap();
+                fs::write(&app, "new 1\n").unwrap();
+            }
+            seen.push((
+                String::from_utf8_lossy(l.line.bytes).into_owned(),
+                l.file.log,
+                head,
+            ));
+            Delivery::Done
+        })
+        .unwrap();
+    };
+    poll(&mut t, true);
+    let app_head = vec!["app 1".to_owned(), "app 2".to_owned()];
+    assert!(
+        seen.contains(&("app 1".into(), 0, app_head.clone())),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&("app 2".into(), 0, app_head)), "{seen:?}");
+    assert!(
+        seen.contains(&("other 1".into(), 1, vec!["other 1".to_owned()])),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 3, "each line once: {seen:?}");
+}

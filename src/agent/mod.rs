@@ -702,22 +702,15 @@ impl<'w> Agent<'w> {
 /// files there now get their format at once: a file whose format cannot be
 /// found is reported now (and costs only itself).
 fn pipeline_for(plan: &Plan, tailer: &Tailer, telemetry: &Telemetry) -> Pipeline {
-    let sources = plan
-        .sources
-        .iter()
-        .map(|s| (s.path.clone(), s.pattern.clone()))
-        .collect();
+    let formats = plan.sources.iter().map(|s| s.pattern.clone()).collect();
     let mut pipeline = Pipeline::new(
         plan.patterns.clone(),
-        sources,
+        formats,
         plan.event.clone(),
-        tailer.max_line(),
         telemetry.lines.clone(),
     );
-    for path in tailer.paths() {
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-            pipeline.choose_pattern(&path);
-        }
+    for file in tailer.heads() {
+        pipeline.choose_pattern(&file);
     }
     pipeline
 }

@@ -11,7 +11,6 @@
 pub mod detect;
 
 use std::collections::HashMap;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use crate::event::{
     BuildError, EventBuilder, EventOptions, LinePosition, SharedPseudonymiser, shared_pseudonymiser,
 };
 use crate::parse::{Pattern, PatternSet, SplitError};
-use crate::tail::{Line, LineReader, TailedLine};
+use crate::tail::{FileHead, Line, TailedLine};
 use detect::MAX_SAMPLE_LINES;
 
 /// What became of one line.
@@ -251,21 +250,6 @@ fn handle_line(
     }
 }
 
-/// Up to [`MAX_SAMPLE_LINES`] lines from the start of `path`, and the
-/// offset where the sample ends.
-pub fn sample_lines(path: &Path, max_line: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
-    let file = crate::tail::discover::open_regular(path)?;
-    let mut reader = LineReader::new(file.take(4 * 1024 * 1024), 0, max_line);
-    let mut lines = Vec::new();
-    while lines.len() < MAX_SAMPLE_LINES {
-        match reader.next_line()? {
-            Some(l) => lines.push(l.bytes.to_vec()),
-            None => break,
-        }
-    }
-    Ok((lines, reader.offset()))
-}
-
 /// Says which format was detected for `path`, and how well it fits.
 fn report_detection(path: &Path, d: &detect::Detection) {
     if d.fitted < d.sampled {
@@ -310,11 +294,10 @@ enum PathState {
 #[derive(Debug)]
 pub struct Pipeline {
     patterns: PatternSet,
-    /// The paths and globs followed and their patterns (`None`: detect);
-    /// the first that names a file decides.
-    sources: Vec<(String, Option<Arc<Pattern>>)>,
+    /// Per configured log (the index a line's [`FileHead::log`] gives),
+    /// its fixed pattern, or `None` to detect each file's.
+    formats: Vec<Option<Arc<Pattern>>>,
     options: EventOptions,
-    max_line: usize,
     /// Per watched path, made when its first line arrives.
     handlers: HashMap<PathBuf, PathState>,
     /// The address hashes, shared by every path's handler.
@@ -327,17 +310,15 @@ impl Pipeline {
     /// `counters` are where lines are counted (shared with the metrics).
     pub fn new(
         patterns: PatternSet,
-        sources: Vec<(String, Option<Arc<Pattern>>)>,
+        formats: Vec<Option<Arc<Pattern>>>,
         options: EventOptions,
-        max_line: usize,
         counters: Arc<Counters>,
     ) -> Self {
         Pipeline {
             patterns,
-            sources,
+            formats,
             ips: shared_pseudonymiser(&options),
             options,
-            max_line,
             handlers: HashMap::new(),
             reporter: Reporter::with_counters(counters),
             event: Vec::with_capacity(1024),
@@ -354,19 +335,20 @@ impl Pipeline {
         self.reporter.counters.clone()
     }
 
-    /// Picks the pattern for the file at `path`: the one its source names,
-    /// or the one detected from its first lines. When none fits, says so
+    /// Picks the pattern for `file`: the one its configured log names, or
+    /// the one detected from its first lines. When none fits, says so
     /// (naming the file, and whether it is an error log) and returns false:
     /// the path's lines are skipped until a later try finds one.
-    pub fn choose_pattern(&mut self, path: &Path) -> bool {
-        if let Some(p) = self.fixed_pattern(path) {
+    pub fn choose_pattern(&mut self, file: &FileHead<'_>) -> bool {
+        let path = file.path;
+        if let Some(p) = self.formats.get(file.log).cloned().flatten() {
             let handler =
                 LineHandler::with_alternatives(p, Vec::new(), &self.options, self.ips.clone());
             self.handlers
                 .insert(path.to_owned(), PathState::Reading(Box::new(handler)));
             return true;
         }
-        let (lines, sampled_to) = match sample_lines(path, self.max_line) {
+        let (lines, sampled_to) = match file.first_lines(MAX_SAMPLE_LINES) {
             Ok(sample) => sample,
             Err(e) => {
                 tracing::error!(
@@ -421,25 +403,13 @@ impl Pipeline {
         }
     }
 
-    /// The pattern the source naming `path` fixes, if it fixes one.
-    fn fixed_pattern(&self, path: &Path) -> Option<Arc<Pattern>> {
-        let names = |value: &str| {
-            Path::new(value) == path
-                || glob::Pattern::new(value).is_ok_and(|g| g.matches_path(path))
-        };
-        self.sources
-            .iter()
-            .find(|(value, _)| names(value))
-            .and_then(|(_, pattern)| pattern.clone())
-    }
-
     /// Turns a tailed line into its event, if it has one.
     pub fn line(&mut self, tailed: &TailedLine<'_>) -> Option<&[u8]> {
         self.event.clear();
         // The usual line: one lookup of its path, and its pattern reads it.
         if !self.read_with_pattern(tailed) {
             let line = &tailed.line;
-            let retry = match self.handlers.get(tailed.path) {
+            let retry = match self.handlers.get(tailed.file.path) {
                 Some(PathState::Undetected {
                     sampled_lines,
                     sampled_to,
@@ -450,7 +420,7 @@ impl Pipeline {
                 }
                 _ => true,
             };
-            if !(retry && self.choose_pattern(tailed.path) && self.read_with_pattern(tailed)) {
+            if !(retry && self.choose_pattern(&tailed.file) && self.read_with_pattern(tailed)) {
                 Counters::add(&self.reporter.counters.lines_unrecognised, 1);
                 return None;
             }
@@ -461,11 +431,11 @@ impl Pipeline {
     /// Runs the line through its path's pattern; false when the path has
     /// none (yet).
     fn read_with_pattern(&mut self, tailed: &TailedLine<'_>) -> bool {
-        let Some(PathState::Reading(handler)) = self.handlers.get_mut(tailed.path) else {
+        let Some(PathState::Reading(handler)) = self.handlers.get_mut(tailed.file.path) else {
             return false;
         };
         handle_line(
-            tailed.path,
+            tailed.file.path,
             tailed.stream,
             handler,
             &tailed.line,

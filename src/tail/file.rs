@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::identity::FileIdentity;
 use super::lines::{Line, LineReader};
-use super::{Delivery, TailedLine};
+use super::{Delivery, FileHead, TailedLine};
 
 /// Whether a file is still the one its path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,9 @@ pub(super) struct TailedFile {
     /// fingerprint while the reader is busy.
     pub head: File,
     pub identity: FileIdentity,
+    /// The configured log it belongs to (see [`super::FileHead::log`]).
+    pub log: usize,
+    max_line: usize,
     ids: Option<Ids>,
     pub state: State,
     /// (start, end) of lines handed out and not yet acknowledged, in order.
@@ -97,11 +100,23 @@ impl TailedFile {
             watched: watched.to_owned(),
             ids: Ids::of(&identity),
             identity,
+            log: 0,
+            max_line,
             reader: LineReader::new(file, offset, max_line),
             state: State::Live,
             in_flight: VecDeque::new(),
             last_seen: None,
         })
+    }
+
+    /// The file as the consumer sees it.
+    pub fn head(&self) -> FileHead<'_> {
+        FileHead {
+            path: &self.watched,
+            log: self.log,
+            file: &self.head,
+            max_line: self.max_line,
+        }
     }
 
     /// Acknowledgements for this file carry this number (`None` until it
@@ -265,7 +280,13 @@ impl TailedFile {
                     ids
                 }
             };
-            hand_out(&self.watched, ids, &mut self.in_flight, line, emit);
+            let head = FileHead {
+                path: &self.watched,
+                log: self.log,
+                file: &self.head,
+                max_line: self.max_line,
+            };
+            hand_out(head, ids, &mut self.in_flight, line, emit);
         }
         self.maybe_finish(read.lines > 0, at_end, now, rotate_wait, emit);
         read.bytes = self.reader.offset().saturating_sub(before);
@@ -302,7 +323,13 @@ impl TailedFile {
                 source: self.identity.source_id(),
                 stream: self.identity.stream_id(),
             });
-            hand_out(&self.watched, ids, &mut self.in_flight, line, emit);
+            let head = FileHead {
+                path: &self.watched,
+                log: self.log,
+                file: &self.head,
+                max_line: self.max_line,
+            };
+            hand_out(head, ids, &mut self.in_flight, line, emit);
         }
         tracing::debug!(
             "{}: the rotated file (inode {}) is read to its end, offset {} of {}",
@@ -318,7 +345,7 @@ impl TailedFile {
 /// Gives `line` to the consumer, remembering it until acknowledged if the
 /// consumer sent it on.
 fn hand_out(
-    path: &Path,
+    file: FileHead<'_>,
     ids: Ids,
     in_flight: &mut VecDeque<(u64, u64)>,
     line: Line<'_>,
@@ -326,7 +353,7 @@ fn hand_out(
 ) {
     let (start, end) = (line.offset, line.end);
     let tailed = TailedLine {
-        path,
+        file,
         source: ids.source,
         stream: ids.stream,
         line,

@@ -43,6 +43,35 @@ pub struct Line<'a> {
     pub fresh: bool,
 }
 
+/// Reads a file from its start at positions (`pread`), up to a limit,
+/// leaving the file's own position where another reader has it.
+#[derive(Debug)]
+pub struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    at: u64,
+    limit: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    pub fn new(file: &'a std::fs::File, limit: u64) -> Self {
+        ReadAt { file, at: 0, limit }
+    }
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let room = usize::try_from(self.limit.saturating_sub(self.at)).unwrap_or(usize::MAX);
+        let want = buf.len().min(room);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads lines from `R` with byte offsets and a length limit.
 #[derive(Debug)]
 pub struct LineReader<R> {

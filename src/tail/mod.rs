@@ -98,14 +98,48 @@ struct Parked {
 /// A line handed to the consumer.
 #[derive(Debug)]
 pub struct TailedLine<'a> {
-    /// The watched path the file belongs to (for messages).
-    pub path: &'a Path,
+    /// The file the line is in: its path, which configured log it belongs
+    /// to, and its first lines for format detection.
+    pub file: FileHead<'a>,
     /// The open file as a number: acknowledge with it.
     pub source: u64,
     /// The file's content as a number, the same in every copy of the file:
     /// goes into `event_id` (see [`FileIdentity::stream_id`]).
     pub stream: u64,
     pub line: Line<'a>,
+}
+
+/// An open file as the consumer sees it: which configured log it belongs
+/// to (the index of the first `--log` value that names it, the plan's
+/// source of the same index), and its first lines, read through the
+/// tailer's own handle (the file the lines come from, even once its path
+/// names a newer one).
+#[derive(Debug, Clone, Copy)]
+pub struct FileHead<'a> {
+    /// The watched path (for messages).
+    pub path: &'a Path,
+    /// The configured log (`TailOptions::logs` index) that names the file.
+    pub log: usize,
+    file: &'a std::fs::File,
+    max_line: usize,
+}
+
+impl FileHead<'_> {
+    /// Up to `max_lines` lines from the start of the file (within its first
+    /// 4 MiB), and the offset where they end. Reads at positions: the
+    /// tailer's place in the file does not move.
+    pub fn first_lines(&self, max_lines: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
+        let at = lines::ReadAt::new(self.file, 4 * 1024 * 1024);
+        let mut reader = LineReader::new(at, 0, self.max_line);
+        let mut sample = Vec::new();
+        while sample.len() < max_lines {
+            match reader.next_line()? {
+                Some(l) => sample.push(l.bytes.to_vec()),
+                None => break,
+            }
+        }
+        Ok((sample, reader.offset()))
+    }
 }
 
 /// What the consumer did with a line.
@@ -233,6 +267,35 @@ impl Tailer {
             .iter()
             .flat_map(|value| self.expand(value).0)
             .collect()
+    }
+
+    /// The open files that hold something, as the consumer sees them.
+    pub fn heads(&self) -> impl Iterator<Item = FileHead<'_>> {
+        self.files
+            .iter()
+            .filter(|f| f.state == State::Live && f.identity.fingerprint.is_some())
+            .map(TailedFile::head)
+    }
+
+    /// Starts following `f`, known as part of the first configured log that
+    /// names its watched path (the plan's source of that index).
+    fn follow(&mut self, mut f: TailedFile) {
+        f.log = self.log_of(&f.watched);
+        self.files.push(f);
+    }
+
+    /// The index of the first `--log` value naming `path`: the path itself,
+    /// or a glob matching it.
+    fn log_of(&self, path: &Path) -> usize {
+        self.options
+            .logs
+            .iter()
+            .position(|value| {
+                Path::new(value) == path
+                    || (discover::is_glob(value)
+                        && glob::Pattern::new(value).is_ok_and(|g| g.matches_path(path)))
+            })
+            .unwrap_or(0)
     }
 
     fn expand(&self, value: &str) -> (Vec<PathBuf>, Vec<discover::Skipped>) {
@@ -570,7 +633,7 @@ impl Tailer {
             Ok(mut f) => {
                 self.files[i].state = State::Finished;
                 f.state = state;
-                self.files.push(f);
+                self.follow(f);
             }
             Err(e) => {
                 // Looked at again, and the reopening tried again, next poll.
@@ -714,7 +777,7 @@ impl Tailer {
         f.state = State::Rotated {
             last_growth: Instant::now(),
         };
-        self.files.push(f);
+        self.follow(f);
         Ok(true)
     }
 
@@ -764,7 +827,7 @@ impl Tailer {
             identity.inode
         );
         let f = TailedFile::with_identity(path, file, identity, start, self.options.max_line)?;
-        self.files.push(f);
+        self.follow(f);
         Ok(())
     }
 
@@ -935,7 +998,7 @@ impl Tailer {
         f.state = State::Rotated {
             last_growth: Instant::now(),
         };
-        self.files.push(f);
+        self.follow(f);
         Ok(true)
     }
 
