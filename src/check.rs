@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use crate::config::ConfigError;
-use crate::diagnostics::excerpt;
+use crate::diagnostics::{FailReason, excerpt};
 use crate::event::{EventOptions, LinePosition};
 use crate::parse::{Format, Pattern, PatternSet};
 use crate::pipeline::{LineHandler, LineOutcome};
@@ -92,6 +92,7 @@ fn check_line(
     };
     let mut reasons = Vec::new();
     let mut not_request = None;
+    let handlers_count = handlers.len();
     for handler in handlers.iter_mut() {
         match handler.handle(line.bytes, position, event) {
             LineOutcome::Blank => {
@@ -113,6 +114,11 @@ fn check_line(
                 }
                 return Ok(());
             }
+            // That a line is not an access line of a format that shares its
+            // log with the server's messages says nothing when the line
+            // could be of any format: only the chosen format may say so.
+            LineOutcome::Failed(failure)
+                if failure.reason == FailReason::ServerMessage && handlers_count > 1 => {}
             LineOutcome::Failed(failure) if failure.reason.is_expected() => {
                 not_request.get_or_insert(failure.message);
             }
