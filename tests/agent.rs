@@ -137,9 +137,18 @@ fn start(log: &Path, state: &Path, behaviour: Behaviour, once: bool) -> Running 
         received: received.clone(),
     };
     let agent_wakes = wakes.clone();
+    let telemetry = Arc::new(cerberus_agent::metrics::Telemetry::default());
+    let agent_telemetry = telemetry.clone();
     let thread = std::thread::spawn(move || {
-        Agent::start(plan, Box::new(sink), &agent_wakes, Default::default())?.run()
+        Agent::start(plan, Box::new(sink), &agent_wakes, agent_telemetry)?.run()
     });
+    // Ready once its first look at the files is done: a line appended from
+    // now on is read (a file found at start is read from its end).
+    let started = Instant::now();
+    while !telemetry.started.load(std::sync::atomic::Ordering::Relaxed) && !thread.is_finished() {
+        assert!(started.elapsed() < PATIENCE, "the agent never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Running {
         wakes,
         received,
@@ -209,7 +218,6 @@ fn follows_appends_and_resumes_after_a_stop_without_repeats() {
     let log = dir.path().join("access.log");
     append(&log, 0..5); // existing content: a new file starts at its end
     let agent = start(&log, state.path(), Behaviour::Acknowledging, false);
-    std::thread::sleep(Duration::from_millis(300));
     append(&log, 5..10);
     agent.wait_for(5);
     let (report, ids, _) = agent.stop();
@@ -271,7 +279,6 @@ fn waits_for_a_path_that_does_not_exist_yet() {
     let state = tempfile::tempdir().unwrap();
     let log = dir.path().join("later.log");
     let agent = start(&log, state.path(), Behaviour::Acknowledging, false);
-    std::thread::sleep(Duration::from_millis(300));
     append(&log, 0..3);
     agent.wait_for(3);
     let (_, ids, _) = agent.stop();

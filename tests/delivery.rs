@@ -317,18 +317,10 @@ fn error_replies_are_logged_and_the_batch_sent_again() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_backend_down_at_start_gets_everything_when_it_comes_up() {
     let s = Setup::new(1000);
-    let port = free_port();
+    let port = common::free_port();
     let mut agent = s.agent(
         &ws_config(&format!("ws://127.0.0.1:{port}/ingest"), ""),
         &["--once"],
@@ -354,7 +346,7 @@ fn a_backend_down_at_start_gets_everything_when_it_comes_up() {
 #[test]
 fn an_agent_waiting_for_its_backend_does_not_spin() {
     let s = Setup::new(100);
-    let port = free_port();
+    let port = common::free_port();
     let agent = s.agent(
         &ws_config(&format!("ws://127.0.0.1:{port}/ingest"), ""),
         &["--once"],
@@ -460,9 +452,20 @@ fn a_backend_that_never_acknowledges_holds_the_agent_within_its_limits() {
         "batch_max_events = 100\nmax_in_flight = 4\nack_timeout_ms = 600000\nshutdown_timeout_ms = 1000",
     );
     let mut agent = s.agent(&config, &["--from-beginning"]);
-    std::thread::sleep(Duration::from_secs(3));
+    // The window fills; then nothing more goes out, however long it waits
+    // (a second after the window is full, more would show).
+    let started = Instant::now();
+    while backend.seen.event_count() < 4 * 100 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the window never filled: {} events sent\n{}",
+            backend.seen.event_count(),
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let received = backend.seen.event_count();
-    assert!(received > 0, "something was sent");
     assert!(
         received <= 4 * 100,
         "only the window is in flight: {received} events sent"
@@ -860,7 +863,7 @@ fn python_backend(port: u16, received: &std::path::Path, args: &[&str]) -> Child
 #[test]
 fn a_deflate_bomb_from_the_backend_costs_one_connection() {
     let s = Setup::new(250);
-    let port = free_port();
+    let port = common::free_port();
     let received = s.dir.path().join("received.jsonl");
     let mut peer = python_backend(port, &received, &["--wire", "batch", "--bomb-first"]);
     let mut agent = s.agent(
@@ -893,7 +896,7 @@ fn deliver_to_python_backend(
     case: &str,
 ) -> (Vec<String>, String) {
     let s = Setup::new(250);
-    let port = free_port();
+    let port = common::free_port();
     let received = s.dir.path().join("received.jsonl");
     let mut args = vec!["--wire", wire];
     if !backend_compresses {

@@ -97,7 +97,6 @@ fn rotate_with_logrotate(directives: &str) {
     let lr_state = dir.path().join("logrotate.status");
 
     let mut agent = start(state.path(), &log);
-    std::thread::sleep(Duration::from_millis(300));
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(log.clone(), stop.clone());
     for _ in 0..4 {

@@ -258,10 +258,15 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success());
 }
 
+/// A SIGTERM in `--once` waits for acknowledgements (here for ten
+/// minutes); a second SIGTERM ends the wait at once: the agent exits 1 with
+/// the count. Without the second signal's effect the agent would still be
+/// waiting when the test gives up.
 #[test]
 fn once_stopped_by_sigterm_before_delivery_exits_1_with_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
+    let stderr_path = dir.path().join("agent.stderr");
     write_access_log(&log, 0..40);
     // A backend that takes the events and does not acknowledge them.
     let seen = Seen::new(Behaviour {
@@ -270,14 +275,17 @@ fn once_stopped_by_sigterm_before_delivery_exits_1_with_the_count() {
     });
     let backend = Backend::start(0, seen.clone(), None);
     let url = backend.url("ws");
-    let child = spawn(&[
-        "--log",
-        log.to_str().unwrap(),
-        "--once",
-        "--no-checkpoints",
-        "--ws-url",
-        &url,
-    ]);
+    let mut child = Command::new(common::agent_bin())
+        .args(["--log", log.to_str().unwrap(), "--once", "--no-checkpoints"])
+        .args(["--ws-url", &url])
+        .env("CERBERUS_SHUTDOWN_TIMEOUT_MS", "600000")
+        .env_remove("CERBERUS_DEBUG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start cerberus-agent");
+    let stderr = || fs::read_to_string(&stderr_path).unwrap_or_default();
     let started = Instant::now();
     while seen.event_count() < 40 {
         assert!(
@@ -287,13 +295,34 @@ fn once_stopped_by_sigterm_before_delivery_exits_1_with_the_count() {
         std::thread::sleep(Duration::from_millis(20));
     }
     signal(&child, "TERM");
-    std::thread::sleep(Duration::from_millis(200));
+    let first = Instant::now();
+    while !stderr().contains("shutting down") {
+        assert!(
+            first.elapsed() < PATIENCE,
+            "the first SIGTERM was not heard: {}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     signal(&child, "TERM"); // the second stops the wait for acknowledgements
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(1), "{stderr}");
+    let second = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        // Far below the ten-minute wait the first signal began.
+        assert!(
+            second.elapsed() < PATIENCE,
+            "the second SIGTERM did not end the wait: {}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{}", stderr());
     assert!(
-        stderr.contains("0 of 40 events acknowledged, 40 not delivered"),
-        "{stderr}"
+        stderr().contains("0 of 40 events acknowledged, 40 not delivered"),
+        "{}",
+        stderr()
     );
 }
 

@@ -214,8 +214,7 @@ fn sighup_applies_new_logs_backend_and_pattern_without_losing_or_repeating_a_lin
     // b.log's lines were there before the start, without a checkpoint: the
     // agent starts at the end of such files; lines appended now arrive.
     // a.log appears after the start: it is read from its first line.
-    setup.wait_for_log("connected to", 1);
-    std::thread::sleep(Duration::from_millis(300));
+    setup.wait_for_log(common::agent_process::READY, 1);
     let writer = Writer::start(setup.path("a.log"));
     setup.append("b.log", 100_050..100_100);
     wait_until("b.log's lines at the first backend", || {
@@ -325,8 +324,7 @@ fn a_reload_away_from_a_backend_that_never_acknowledges_delivers_everything_to_t
     std::fs::write(setup.path("agent.toml"), &config).unwrap();
     setup.append("a.log", 0..1);
     let mut agent = setup.start();
-    setup.wait_for_log("connected to", 1);
-    std::thread::sleep(Duration::from_millis(300));
+    setup.wait_for_log(common::agent_process::READY, 1);
     setup.append("a.log", 1..200);
     wait_until("the silent backend got lines", || {
         ids(&silent.seen).contains(&199)

@@ -81,13 +81,6 @@ fn request(port: u16, method: &str, target: &str, agent: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The events an agent printed, one JSON object per line.
 fn events_of(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
@@ -112,7 +105,7 @@ fn nginx_conf_with_includes_gives_every_request_of_both_logs_its_event() {
     let logs = work.join("logs");
     std::fs::create_dir_all(work.join("sites")).unwrap();
     std::fs::create_dir_all(&logs).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let conf = work.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -280,7 +273,7 @@ fn gunicorn_custom_access_log_format_given_as_is_gives_every_event() {
     let log = dir.path().join("access.log");
     let errors = dir.path().join("error.log");
     let format = r#"%(h)s %(t)s "%(r)s" %(s)s %(B)s %(D)s "%({x-forwarded-for}i)s" "%(a)s" "%({x-cerberus-metrics}o)s""#;
-    let port = free_port();
+    let port = common::free_port();
     let mut server = Command::new(&gunicorn)
         .args(["--workers", "1", "--bind", &format!("127.0.0.1:{port}")])
         .arg("--access-logfile")
@@ -407,7 +400,7 @@ fn apache_conf_with_includes_gives_every_request_of_both_logs_its_event() {
         )
         .unwrap();
     }
-    let port = free_port();
+    let port = common::free_port();
     let mods = "/usr/lib/apache2/modules";
     let user = if common::agent_process::is_root() {
         "User www-data\nGroup www-data\n"

@@ -68,13 +68,6 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -467,7 +460,11 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
         std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
     }
 
-    let (front, app, backend_port) = (free_port(), free_port(), free_port());
+    let (front, app, backend_port) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let _nginx = Nginx::start(&work, &logs, front, app);
     let seen = Seen::new(Behaviour::default());
     let mut backend = Some(Backend::start(backend_port, seen.clone(), None));
@@ -491,7 +488,15 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
     };
     let stderr_of = |r: &AgentRunner| fs::read_to_string(&r.stderr).unwrap_or_default();
     let mut agent = runner.start();
-    std::thread::sleep(Duration::from_millis(500));
+    let starting = Instant::now();
+    while !stderr_of(&runner).contains(common::agent_process::READY) {
+        assert!(
+            starting.elapsed() < Duration::from_secs(60),
+            "the agent never said it was ready:\n{}",
+            stderr_of(&runner)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let memory = sample_memory(runner.pid.clone(), stop.clone());

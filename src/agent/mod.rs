@@ -253,6 +253,12 @@ impl<'w> Agent<'w> {
         }
         let pipeline = pipeline_for(&current, &tailer, &telemetry);
         telemetry.started.store(true, Ordering::Relaxed);
+        // Files found from now on are new: read from their first line.
+        tracing::info!(
+            "ready: following {} files of {} configured logs",
+            tailer.heads().count(),
+            current.sources.len()
+        );
         let progress = plan
             .once
             .then(|| Progress::new(&tailer, &telemetry))
@@ -329,11 +335,13 @@ impl<'w> Agent<'w> {
             }
             let woken = self.wait();
             if woken.contains(Wake::Shutdown) {
-                self.end = End::Stopped;
-                if self.phase != Phase::Running && self.pending.is_none() {
-                    // A second signal: stop waiting.
+                // A second signal: stop waiting. (The first, even while
+                // `--once` waits for its last acknowledgements, gives what
+                // is in flight `shutdown_timeout`, as README says.)
+                if self.end == End::Stopped {
                     return Ok(Next::Stop);
                 }
+                self.end = End::Stopped;
                 // A reload waiting for its drain gives way to the stop.
                 self.pending = None;
                 self.begin_drain(Some(self.shutdown_timeout));

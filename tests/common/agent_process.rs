@@ -15,9 +15,19 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    /// Starts `cerberus-agent ARGS --stdout --state-dir STATE`; its stderr
-    /// goes to STATE/agent.stderr (appended), to read when a test fails.
+    /// Starts `cerberus-agent ARGS --stdout --state-dir STATE` and waits
+    /// until it says it is ready (its first look at the files is done: a
+    /// line written from now on is read); its stderr goes to
+    /// STATE/agent.stderr (appended), to read when a test fails.
     pub fn start(state: &Path, args: &[&str]) -> Self {
+        let stderr_path = state.join("agent.stderr");
+        let said_ready = || {
+            std::fs::read_to_string(&stderr_path)
+                .unwrap_or_default()
+                .matches(READY)
+                .count()
+        };
+        let ready_before = said_ready();
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,11 +61,27 @@ impl RunningAgent {
                 }
             }
         });
-        RunningAgent {
+        let mut agent = RunningAgent {
             child,
             events: rx,
             seen: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while said_ready() == ready_before {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!(
+                    "the agent exited ({status}) before it was ready:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never said it was ready:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
+        agent
     }
 
     /// Waits until `n` events in all have come out; panics after `limit`.
@@ -115,6 +141,9 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// What the agent says once its first look at the files is done.
+pub const READY: &str = "INFO ready: following";
 
 /// Sends SIGTERM to `pid`.
 pub fn send_sigterm(pid: u32) {

@@ -39,3 +39,15 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cerberus-agent"))
 }
+
+/// A port number on 127.0.0.1 that was free a moment ago, for a program
+/// that must be told its port before it listens (nginx, Apache, gunicorn
+/// and the servers' configs; a backend started only after the agent tries
+/// it). Where the test itself listens, it binds port 0 and keeps the
+/// socket instead (see `backend::Backend::start(0, …)`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
