@@ -111,12 +111,7 @@ impl TailedFile {
 
     /// The file as the consumer sees it.
     pub fn head(&self) -> FileHead<'_> {
-        FileHead {
-            path: &self.watched,
-            log: self.log,
-            file: &self.head,
-            max_line: self.max_line,
-        }
+        FileHead::new(&self.watched, self.log, &self.head, self.max_line)
     }
 
     /// Acknowledgements for this file carry this number (`None` until it
@@ -280,12 +275,7 @@ impl TailedFile {
                     ids
                 }
             };
-            let head = FileHead {
-                path: &self.watched,
-                log: self.log,
-                file: &self.head,
-                max_line: self.max_line,
-            };
+            let head = FileHead::new(&self.watched, self.log, &self.head, self.max_line);
             hand_out(head, ids, &mut self.in_flight, line, emit);
         }
         self.maybe_finish(read.lines > 0, at_end, now, rotate_wait, emit);
@@ -323,12 +313,7 @@ impl TailedFile {
                 source: self.identity.source_id(),
                 stream: self.identity.stream_id(),
             });
-            let head = FileHead {
-                path: &self.watched,
-                log: self.log,
-                file: &self.head,
-                max_line: self.max_line,
-            };
+            let head = FileHead::new(&self.watched, self.log, &self.head, self.max_line);
             hand_out(head, ids, &mut self.in_flight, line, emit);
         }
         tracing::debug!(

@@ -124,7 +124,21 @@ pub struct FileHead<'a> {
     max_line: usize,
 }
 
-impl FileHead<'_> {
+impl<'a> FileHead<'a> {
+    pub(crate) fn new(
+        path: &'a Path,
+        log: usize,
+        file: &'a std::fs::File,
+        max_line: usize,
+    ) -> Self {
+        FileHead {
+            path,
+            log,
+            file,
+            max_line,
+        }
+    }
+
     /// Up to `max_lines` lines from the start of the file (within its first
     /// 4 MiB), and the offset where they end. Reads at positions: the
     /// tailer's place in the file does not move.
