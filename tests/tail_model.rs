@@ -4,8 +4,16 @@
 //! output is checked against a model of what must come out.
 //!
 //! The model: every line written must come out; exactly once when the
-//! agent was only ever stopped gracefully, at least once when it was
-//! killed; and nothing else (no fragments) may come out.
+//! agent was only ever stopped gracefully (and held no unacknowledged line
+//! at a stop), at least once when it was killed or its checkpoint file was
+//! cut; nothing else (no fragments) may come out; a line that comes out
+//! again keeps its `event_id`. Only acknowledgements move checkpoints: a
+//! line handed out and not acknowledged when the agent stops comes out
+//! again after the restart. Acknowledgements may be withheld for a while
+//! (those of later lines then wait behind them, as the delivery side
+//! does: an acknowledgement covers every line before it) and given last
+//! first. Rotated files may be compressed (renamed, then
+//! gzipped and the uncompressed file removed, as logrotate's `compress`).
 //!
 //! Constraints that mirror what a real server and logrotate do: lines are
 //! written to the old file after a rename only until the agent restarts or
@@ -28,8 +36,20 @@ use proptest::prelude::*;
 enum Action {
     Write(usize),
     WriteOld(usize),
-    Poll { save: bool },
+    Poll {
+        save: bool,
+    },
+    /// A poll whose lines the backend does not acknowledge yet.
+    PollHolding,
+    /// The backend acknowledges the held lines (in order, or last first).
+    AckHeld {
+        out_of_order: bool,
+    },
     RotateRename,
+    /// The file renamed away last is compressed and removed.
+    CompressOld,
+    /// A crash that leaves the checkpoint file cut in half.
+    KillCuttingCheckpoints,
     RotateCopyTruncate,
     Truncate,
     Delete,
@@ -42,7 +62,11 @@ fn action() -> impl Strategy<Value = Action> {
         6 => (1usize..6).prop_map(Action::Write),
         2 => (1usize..4).prop_map(Action::WriteOld),
         4 => any::<bool>().prop_map(|save| Action::Poll { save }),
+        2 => Just(Action::PollHolding),
+        2 => any::<bool>().prop_map(|out_of_order| Action::AckHeld { out_of_order }),
         2 => Just(Action::RotateRename),
+        1 => Just(Action::CompressOld),
+        1 => Just(Action::KillCuttingCheckpoints),
         1 => Just(Action::RotateCopyTruncate),
         1 => Just(Action::Truncate),
         1 => Just(Action::Delete),
@@ -58,6 +82,9 @@ struct Model {
     old: Option<PathBuf>,
     rotations: usize,
     killed: bool,
+    /// Lines not acknowledged when the agent stopped: they must come out
+    /// again (and so may come out twice).
+    resent: Vec<String>,
 }
 
 impl Model {
@@ -85,6 +112,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
         old: None,
         rotations: 0,
         killed: false,
+        resent: Vec::new(),
     };
     h.start();
     for a in actions {
@@ -99,7 +127,47 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                     h.append(&old, &lines);
                 }
             }
+            // Acknowledgements are cumulative (`Tailer::acknowledge`: every
+            // line up to an end): while a line is held, the delivery side
+            // holds back those of the lines after it (the outbox does).
+            Action::Poll { save } if !h.held.is_empty() => h.poll_acking(*save, |_| false),
             Action::Poll { save } => h.poll(*save),
+            Action::PollHolding => h.poll_acking(false, |_| false),
+            Action::AckHeld { out_of_order } => h.acknowledge_held(*out_of_order),
+            Action::CompressOld => {
+                if let Some(old) = m.old.take() {
+                    // The server has reopened by now (logrotate's
+                    // delaycompress, or a rotation's postrotate signal),
+                    // and the agent, woken by the rename (inotify), has
+                    // looked: a file compressed before any agent saw it
+                    // is a new file to it.
+                    if h.held.is_empty() {
+                        h.poll(false);
+                    } else {
+                        h.poll_acking(false, |_| false);
+                    }
+                    let mut gz = flate2::write::GzEncoder::new(
+                        fs::File::create(old.with_extension(format!(
+                            "{}.gz",
+                            old.extension().and_then(|e| e.to_str()).unwrap_or("")
+                        )))
+                        .unwrap(),
+                        flate2::Compression::fast(),
+                    );
+                    std::io::copy(&mut fs::File::open(&old).unwrap(), &mut gz).unwrap();
+                    gz.finish().unwrap();
+                    fs::remove_file(&old).unwrap();
+                }
+            }
+            Action::KillCuttingCheckpoints => {
+                h.kill();
+                if h.state.path().join("checkpoints.json").exists() {
+                    h.cut_checkpoint_file();
+                }
+                h.start();
+                m.killed = true;
+                m.old = None;
+            }
             Action::RotateRename => {
                 if log.exists() {
                     m.rotations += 1;
@@ -110,6 +178,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 }
             }
             Action::RotateCopyTruncate => {
+                h.acknowledge_held(false);
                 if log.exists() {
                     m.rotations += 1;
                     let to = h.dir.path().join(format!("access.log.{}", m.rotations));
@@ -119,6 +188,8 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 }
             }
             Action::Truncate => {
+                // The backend caught up: what was written before is gone.
+                h.acknowledge_held(false);
                 h.poll(true);
                 if log.exists() {
                     h.truncate(&log);
@@ -126,6 +197,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 m.old = None;
             }
             Action::Delete => {
+                h.acknowledge_held(false);
                 h.poll(true);
                 if log.exists() {
                     fs::remove_file(&log).unwrap();
@@ -133,6 +205,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 m.old = None;
             }
             Action::Restart => {
+                m.resent.extend(h.held.iter().map(|(_, _, l)| l.clone()));
                 h.stop();
                 h.start();
                 m.old = None;
@@ -145,6 +218,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
             }
         }
     }
+    h.acknowledge_held(false);
     h.poll(true);
 
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -154,10 +228,22 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
     for l in &m.written {
         let n = counts.get(l.as_str()).copied().unwrap_or(0);
         prop_assert!(n >= 1, "line {} was lost; out: {:?}", l, h.out);
-        if !m.killed {
+        if m.resent.contains(l) {
+            prop_assert!(
+                n >= 2,
+                "line {} was not acknowledged before a stop, yet did not come out again",
+                l
+            );
+        } else if !m.killed {
             prop_assert_eq!(n, 1, "line {} came out {} times without a kill", l, n);
         }
     }
+    let unstable = h.unstable_ids();
+    prop_assert!(
+        unstable.is_empty(),
+        "lines that came out again with another event_id: {:?}",
+        unstable
+    );
     for l in &h.out {
         prop_assert!(
             m.written.contains(l),

@@ -20,6 +20,8 @@ pub struct Harness {
     pub out: Vec<String>,
     /// For each line in `out`, the `event_id` it got: (stream, offset).
     pub ids: Vec<(u64, u64)>,
+    /// Lines handed out and not acknowledged yet: (file number, end, line).
+    pub held: Vec<(u64, u64, String)>,
     pub options: TailOptions,
 }
 
@@ -38,6 +40,7 @@ impl Harness {
             tailer: None,
             out: Vec::new(),
             ids: Vec::new(),
+            held: Vec::new(),
             options,
         }
     }
@@ -63,12 +66,14 @@ impl Harness {
         t.scan().expect("scan");
         loop {
             let mut acks = Vec::new();
-            let (out, ids) = (&mut self.out, &mut self.ids);
+            let (out, ids, held) = (&mut self.out, &mut self.ids, &mut self.held);
             let o = t
                 .poll(1000, &mut |l| {
                     let text = String::from_utf8_lossy(l.line.bytes).into_owned();
                     if ack(&text) {
                         acks.push((l.source, l.line.end));
+                    } else {
+                        held.push((l.source, l.line.end, text.clone()));
                     }
                     out.push(text);
                     ids.push((l.stream, l.line.offset));
@@ -88,8 +93,23 @@ impl Harness {
         }
     }
 
+    /// The backend acknowledges the held lines at last: in order, or last
+    /// first (acknowledgements of several connections arrive in any order).
+    pub fn acknowledge_held(&mut self, out_of_order: bool) {
+        let t = self.tailer.as_mut().expect("started");
+        let mut held = std::mem::take(&mut self.held);
+        if out_of_order {
+            held.reverse();
+        }
+        for (source, end, _) in held {
+            t.acknowledge(source, end);
+        }
+        t.update_checkpoints();
+    }
+
     /// Graceful stop: everything delivered is checkpointed.
     pub fn stop(&mut self) {
+        self.held.clear();
         if let Some(mut t) = self.tailer.take() {
             t.update_checkpoints();
             t.save_checkpoints(true).expect("save");
@@ -105,6 +125,7 @@ impl Harness {
 
     /// kill -9: whatever was saved last stands.
     pub fn kill(&mut self) {
+        self.held.clear();
         self.tailer = None;
     }
 
