@@ -326,7 +326,7 @@ fn compiled_vs_regex(c: &mut Criterion) {
         let by_hand = cerberus_agent::parse::Pattern::from_toml(
             &text,
             "by_hand",
-            cerberus_agent::parse::Origin::Bundled,
+            cerberus_agent::parse::PatternOrigin::Bundled,
         )
         .expect("the hand-written regex pattern compiles");
         let compiled = set.get(name).expect("bundled");

@@ -51,11 +51,21 @@ seed() {
 for t in "${targets[@]}"; do
   seed "$t"
   echo "== fuzzing $t for ${seconds}s"
+  # The full output goes to a file; only the summary is shown. A target
+  # that does not build, or a run that ends in failure, fails the script.
+  status=0
   cargo fuzz run --sanitizer none --release "$t" "corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::|Done|#[0-9]+ *DONE|==|INFO: Seed|.*(panicked|ERROR|SUMMARY|crash|timeout))" || true
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    >"artifacts-$t.log" 2>&1 || status=$?
+  grep -E "^(stat::|Done|#[0-9]+ *DONE|==|INFO: Seed|error|.*(panicked|ERROR|SUMMARY|crash|timeout))" \
+    "artifacts-$t.log" || true
   if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
     echo "fuzz target $t found a failing input: fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+  if [ "$status" -ne 0 ]; then
+    tail -30 "artifacts-$t.log" >&2
+    echo "fuzz target $t failed (status $status): fuzz/artifacts-$t.log" >&2
     exit 1
   fi
 done

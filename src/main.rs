@@ -16,7 +16,7 @@ use cerberus_agent::config::{ConfigError, Layers, LogFormat, Settings};
 use cerberus_agent::deliver::backend::dead_letter::DeadLetters;
 use cerberus_agent::metrics::{self, Telemetry};
 use cerberus_agent::parse::server_format::Server;
-use cerberus_agent::parse::{Format, Origin, PatternError};
+use cerberus_agent::parse::{Format, PatternError, PatternOrigin};
 use cerberus_agent::plan::{self, Delivery, Plan, RunMode};
 use cerberus_agent::wake::{Wake, Wakes};
 use cerberus_agent::{agent, check, status};
@@ -320,9 +320,9 @@ fn list_patterns(settings: &Settings) -> anyhow::Result<ExitCode> {
     let set = plan::load_patterns(settings)?;
     for p in set.iter() {
         let origin = match &p.origin {
-            Origin::Bundled => "bundled".into(),
-            Origin::File(path) => format!("user ({})", path.display()),
-            Origin::Flag => "--format".into(),
+            PatternOrigin::Bundled => "bundled".into(),
+            PatternOrigin::File(path) => format!("user ({})", path.display()),
+            PatternOrigin::Flag => "--format".into(),
         };
         println!("{:<20} {:<8} {}", p.name, origin, p.description);
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, Settings};
-use crate::deliver::Origin;
+use crate::deliver::AckPoint;
 use crate::deliver::backend::batch::BatchBuilder;
 use crate::deliver::backend::dead_letter::{self, DeadLetters};
 use crate::deliver::backend::{Sender, SenderStats};
@@ -51,7 +51,7 @@ pub fn replay(settings: &Settings, timeout: Duration) -> anyhow::Result<ExitCode
             token.as_deref(),
             client_id.as_deref(),
         );
-        let origin = Origin {
+        let origin = AckPoint {
             source: 0,
             end: i as u64 + 1,
         };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cerberus_agent::agent::{Agent, Report};
 use cerberus_agent::cli::RunArgs;
 use cerberus_agent::config::Layers;
-use cerberus_agent::deliver::{EventSink, Origin};
+use cerberus_agent::deliver::{AckPoint, EventSink};
 use cerberus_agent::plan::{Plan, RunMode};
 use cerberus_agent::wake::{Wake, Wakes};
 use common::agent_process::access_line;
@@ -45,13 +45,13 @@ struct Received {
 
 struct FakeSink {
     behaviour: Behaviour,
-    held: Vec<Origin>,
-    acked: Vec<Origin>,
+    held: Vec<AckPoint>,
+    acked: Vec<AckPoint>,
     received: Arc<Mutex<Received>>,
 }
 
 impl EventSink for FakeSink {
-    fn push(&mut self, event: &[u8], origin: Origin) -> io::Result<()> {
+    fn push(&mut self, event: &[u8], origin: AckPoint) -> io::Result<()> {
         let v: Value = serde_json::from_slice(event).map_err(io::Error::other)?;
         self.held.push(origin);
         let mut r = self.received.lock().unwrap();
@@ -72,7 +72,7 @@ impl EventSink for FakeSink {
         Ok(())
     }
 
-    fn take_acks(&mut self, out: &mut Vec<Origin>) {
+    fn take_acks(&mut self, out: &mut Vec<AckPoint>) {
         out.append(&mut self.acked);
     }
 

@@ -194,7 +194,7 @@ query = "args"
     let pattern = cerberus_agent::parse::Pattern::from_toml(
         text,
         "apart",
-        cerberus_agent::parse::Origin::Bundled,
+        cerberus_agent::parse::PatternOrigin::Bundled,
     )
     .unwrap();
     let options = EventOptions {

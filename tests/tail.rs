@@ -463,7 +463,7 @@ fn globs_pick_up_files_that_appear_later() {
     let mut out = Vec::new();
     t.poll(100, &mut |l| {
         out.push(String::from_utf8_lossy(l.line.bytes).into_owned());
-        cerberus_agent::tail::Delivery::Done
+        cerberus_agent::tail::Handling::Done
     })
     .unwrap();
     out.sort();
@@ -801,7 +801,7 @@ fn more_files_than_may_be_open_are_read_in_turn_and_followed() {
 /// the path, still the old file's; and reading them moves nothing.
 #[test]
 fn a_line_knows_its_log_and_the_head_of_its_own_file() {
-    use cerberus_agent::tail::{CheckpointStore, Delivery, Tailer};
+    use cerberus_agent::tail::{CheckpointStore, Handling, Tailer};
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let app = dir.path().join("app.log");
@@ -835,7 +835,7 @@ fn a_line_knows_its_log_and_the_head_of_its_own_file() {
                 l.file.log,
                 head,
             ));
-            Delivery::Done
+            Handling::Done
         })
         .unwrap();
     };

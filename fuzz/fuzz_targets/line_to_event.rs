@@ -4,7 +4,8 @@
 //! HMAC). An event that is built must be valid JSON.
 #![no_main]
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::cell::RefCell;
+use std::sync::Arc;
 
 use cerberus_agent::pipeline::{LineHandler, LineOutcome};
 use cerberus_agent::secret::Secret;
@@ -12,30 +13,29 @@ use cerberus_agent::event::{EventOptions, Identity, LinePosition};
 use cerberus_agent::parse::PatternSet;
 use libfuzzer_sys::fuzz_target;
 
-fn handlers() -> &'static Mutex<Vec<LineHandler>> {
-    static HANDLERS: OnceLock<Mutex<Vec<LineHandler>>> = OnceLock::new();
-    HANDLERS.get_or_init(|| {
-        let set = PatternSet::bundled().expect("bundled patterns compile");
-        let options = EventOptions {
-            identity: Identity {
-                token: "tok".into(),
-                client_id: "fuzz".into(),
-            },
-            secret_key: Some(Secret::new("fuzz-secret")),
-            query_params: true,
-            default_https: None,
-            real_ip: None,
-        };
-        Mutex::new(
-            set.iter()
-                .map(|p| LineHandler::new(Arc::clone(p), &options))
-                .collect(),
-        )
-    })
+fn handlers() -> Vec<LineHandler> {
+    let set = PatternSet::bundled().expect("bundled patterns compile");
+    let options = EventOptions {
+        identity: Identity {
+            token: "tok".into(),
+            client_id: "fuzz".into(),
+        },
+        secret_key: Some(Secret::new("fuzz-secret")),
+        query_params: true,
+        default_https: None,
+        real_ip: None,
+    };
+    set.iter()
+        .map(|p| LineHandler::new(Arc::clone(p), &options))
+        .collect()
 }
 
-fuzz_target!(|line: &[u8]| {
-    let mut handlers = handlers().lock().unwrap_or_else(|e| e.into_inner());
+thread_local! {
+    // The handlers share one address cache (not Send): one set per thread.
+    static HANDLERS: RefCell<Vec<LineHandler>> = RefCell::new(handlers());
+}
+
+fuzz_target!(|line: &[u8]| HANDLERS.with_borrow_mut(|handlers| {
     let mut out = Vec::new();
     for handler in handlers.iter_mut() {
         out.clear();
@@ -53,4 +53,4 @@ fuzz_target!(|line: &[u8]| {
             );
         }
     }
-});
+}));

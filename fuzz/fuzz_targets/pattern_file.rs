@@ -2,7 +2,7 @@
 //! and a pattern that compiles splits a few lines without panicking.
 #![no_main]
 
-use cerberus_agent::parse::{Origin, Pattern};
+use cerberus_agent::parse::{PatternOrigin, Pattern};
 use libfuzzer_sys::fuzz_target;
 
 const LINES: &[&[u8]] = &[
@@ -12,7 +12,7 @@ const LINES: &[&[u8]] = &[
 ];
 
 fuzz_target!(|text: &str| {
-    if let Ok(pattern) = Pattern::from_toml(text, "fuzz", Origin::Bundled) {
+    if let Ok(pattern) = Pattern::from_toml(text, "fuzz", PatternOrigin::Bundled) {
         for line in LINES {
             let _ = pattern.split(line);
         }

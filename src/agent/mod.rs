@@ -33,13 +33,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::deliver::{BackendSink, EventSink, Origin, StdoutSink};
+use crate::deliver::{AckPoint, BackendSink, EventSink, StdoutSink};
 use crate::diagnostics::Counters;
 use crate::metrics::Telemetry;
 use crate::pipeline::Pipeline;
 use crate::plan::{Delivery, Plan};
 use crate::tail::watch::DirWatcher;
-use crate::tail::{CheckpointStore, Delivery as LineDelivery, Tailer};
+use crate::tail::{CheckpointStore, Handling, Tailer};
 use crate::wake::{Wake, WakeSet, Wakes};
 use key::KeyDecision;
 use status::{Progress, Status};
@@ -196,7 +196,7 @@ pub struct Agent<'w> {
     end: End,
     last_scan: Instant,
     last_save: Instant,
-    acks: Vec<Origin>,
+    acks: Vec<AckPoint>,
     /// Events pushed into the sink, and acknowledged by it.
     pushed: u64,
     acknowledged: u64,
@@ -410,12 +410,12 @@ impl<'w> Agent<'w> {
         } = self;
         let outcome = tailer.poll(POLL_BUDGET, &mut |tailed| {
             if fatal.is_some() {
-                return LineDelivery::Pending;
+                return Handling::Pending;
             }
             let Some(event) = pipeline.line(&tailed) else {
-                return LineDelivery::Done;
+                return Handling::Done;
             };
-            let origin = Origin {
+            let origin = AckPoint {
                 source: tailed.source,
                 end: tailed.line.end,
             };
@@ -423,7 +423,7 @@ impl<'w> Agent<'w> {
                 *fatal = Some(anyhow::Error::new(e).context("delivering events"));
             }
             *pushed += 1;
-            LineDelivery::Pending
+            Handling::Pending
         })?;
         Ok(outcome.more)
     }

@@ -1,7 +1,7 @@
 //! Deliver: where finished events go, and when they count as delivered.
 //!
 //! The agent's loop pushes each event into an [`EventSink`] with the
-//! [`Origin`] of its line, and moves checkpoints only by the origins the
+//! [`AckPoint`] of its line, and moves checkpoints only by the origins the
 //! sink hands back as acknowledged. [`StdoutSink`] prints JSON lines and
 //! acknowledges once they are flushed; [`BackendSink`] batches events for
 //! the backend and acknowledges what the backend acknowledged (see
@@ -20,7 +20,7 @@ pub use stdout::StdoutSink;
 /// and the byte after the line. Acknowledging an origin acknowledges every
 /// line of that file up to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
+pub struct AckPoint {
     pub source: u64,
     pub end: u64,
 }
@@ -28,11 +28,11 @@ pub struct Origin {
 /// Where events go.
 pub trait EventSink {
     /// Takes one event (a JSON object) whose line ends at `origin`.
-    fn push(&mut self, event: &[u8], origin: Origin) -> io::Result<()>;
+    fn push(&mut self, event: &[u8], origin: AckPoint) -> io::Result<()>;
     /// Sends what is due: full batches, or an open batch past its time.
     fn flush(&mut self, now: Instant) -> io::Result<()>;
     /// Origins acknowledged since the last call.
-    fn take_acks(&mut self, out: &mut Vec<Origin>);
+    fn take_acks(&mut self, out: &mut Vec<AckPoint>);
     /// True while the sink takes no more events (backpressure): the agent
     /// stops reading until it has room again.
     fn is_full(&self) -> bool;

@@ -6,16 +6,16 @@
 use std::io::{self, Write};
 use std::time::Instant;
 
-use super::{EventSink, Origin};
+use super::{AckPoint, EventSink};
 
 /// Writes each event followed by a newline to standard output (or any
 /// writer, for tests), buffered.
 pub struct StdoutSink<W: Write = io::Stdout> {
     out: io::BufWriter<W>,
     /// Origins of events written but not yet flushed.
-    written: Vec<Origin>,
+    written: Vec<AckPoint>,
     /// Origins of events flushed, not yet taken as acknowledged.
-    delivered: Vec<Origin>,
+    delivered: Vec<AckPoint>,
 }
 
 impl StdoutSink<io::Stdout> {
@@ -41,7 +41,7 @@ impl<W: Write> StdoutSink<W> {
 }
 
 impl<W: Write> EventSink for StdoutSink<W> {
-    fn push(&mut self, event: &[u8], origin: Origin) -> io::Result<()> {
+    fn push(&mut self, event: &[u8], origin: AckPoint) -> io::Result<()> {
         self.out.write_all(event)?;
         self.out.write_all(b"\n")?;
         self.written.push(origin);
@@ -54,7 +54,7 @@ impl<W: Write> EventSink for StdoutSink<W> {
         Ok(())
     }
 
-    fn take_acks(&mut self, out: &mut Vec<Origin>) {
+    fn take_acks(&mut self, out: &mut Vec<AckPoint>) {
         out.append(&mut self.delivered);
     }
 
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn events_are_acknowledged_once_flushed() {
         let mut sink = StdoutSink::with_writer(Vec::new());
-        let origin = Origin { source: 7, end: 42 };
+        let origin = AckPoint { source: 7, end: 42 };
         sink.push(b"{\"a\":1}", origin).unwrap();
         let mut acks = Vec::new();
         sink.take_acks(&mut acks);

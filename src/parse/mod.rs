@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use fields::{Fields, Role};
-pub use pattern::{Origin, Pattern, PatternError, SplitError};
+pub use pattern::{Pattern, PatternError, PatternOrigin, SplitError};
 
 /// The pattern files compiled into the binary, by name.
 const BUNDLED: &[(&str, &str)] = &[
@@ -75,7 +75,11 @@ impl PatternSet {
     pub fn bundled() -> Result<Self, PatternError> {
         let mut patterns = Vec::new();
         for (name, text) in BUNDLED {
-            patterns.push(Arc::new(Pattern::from_toml(text, name, Origin::Bundled)?));
+            patterns.push(Arc::new(Pattern::from_toml(
+                text,
+                name,
+                PatternOrigin::Bundled,
+            )?));
         }
         let mut set = PatternSet {
             patterns,
@@ -115,7 +119,7 @@ impl PatternSet {
         let pattern = Arc::new(Pattern::from_toml_with(
             &text,
             &stem,
-            Origin::File(path.to_owned()),
+            PatternOrigin::File(path.to_owned()),
             self.metrics_header.as_deref(),
         )?);
         self.patterns.retain(|p| p.name != pattern.name);

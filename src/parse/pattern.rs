@@ -22,7 +22,7 @@ use super::timestamp::TimestampFormat;
 
 /// Where a pattern came from, for `cerberus-agent patterns` and messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub enum PatternOrigin {
     /// Compiled into the binary from the repository's `patterns/`.
     Bundled,
     /// A user's pattern file.
@@ -31,12 +31,12 @@ pub enum Origin {
     Flag,
 }
 
-impl std::fmt::Display for Origin {
+impl std::fmt::Display for PatternOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Origin::Bundled => f.write_str("bundled"),
-            Origin::File(p) => write!(f, "{}", p.display()),
-            Origin::Flag => f.write_str("--format"),
+            PatternOrigin::Bundled => f.write_str("bundled"),
+            PatternOrigin::File(p) => write!(f, "{}", p.display()),
+            PatternOrigin::Flag => f.write_str("--format"),
         }
     }
 }
@@ -204,7 +204,7 @@ enum Splitter {
 pub struct Pattern {
     pub name: String,
     pub description: String,
-    pub origin: Origin,
+    pub origin: PatternOrigin,
     /// Lower is tried first by `--format auto`.
     pub detect_priority: i32,
     pub timestamp_format: Option<TimestampFormat>,
@@ -274,7 +274,7 @@ impl Pattern {
     pub fn from_toml(
         text: &str,
         fallback_name: &str,
-        origin: Origin,
+        origin: PatternOrigin,
     ) -> Result<Self, PatternError> {
         Self::from_toml_with(text, fallback_name, origin, None)
     }
@@ -284,12 +284,12 @@ impl Pattern {
     pub fn from_toml_with(
         text: &str,
         fallback_name: &str,
-        origin: Origin,
+        origin: PatternOrigin,
         metrics_header: Option<&str>,
     ) -> Result<Self, PatternError> {
         let where_ = match &origin {
-            Origin::Bundled | Origin::Flag => fallback_name.to_owned(),
-            Origin::File(p) => p.display().to_string(),
+            PatternOrigin::Bundled | PatternOrigin::Flag => fallback_name.to_owned(),
+            PatternOrigin::File(p) => p.display().to_string(),
         };
         let file: PatternFile =
             toml::from_str(text).map_err(|e| PatternError::new(&where_, e.to_string()))?;
@@ -314,13 +314,13 @@ impl Pattern {
             Server::Gunicorn => file.gunicorn = Some(text.to_owned()),
             Server::Apache => file.apache = Some(text.to_owned()),
         }
-        Self::build(file, &name, Origin::Flag, &name, metrics_header)
+        Self::build(file, &name, PatternOrigin::Flag, &name, metrics_header)
     }
 
     fn build(
         file: PatternFile,
         fallback_name: &str,
-        origin: Origin,
+        origin: PatternOrigin,
         where_: &str,
         metrics_header: Option<&str>,
     ) -> Result<Self, PatternError> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::identity::FileIdentity;
 use super::lines::{Line, LineReader};
-use super::{Delivery, FileHead, TailedLine};
+use super::{FileHead, Handling, TailedLine};
 
 /// Whether a file is still the one its path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +230,7 @@ impl TailedFile {
         budget: usize,
         now: Instant,
         rotate_wait: Duration,
-        emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+        emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
     ) -> io::Result<FileRead> {
         let mut read = FileRead::default();
         if self.state == State::Finished {
@@ -292,7 +292,7 @@ impl TailedFile {
         at_end: bool,
         now: Instant,
         rotate_wait: Duration,
-        emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+        emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
     ) {
         let State::Rotated { last_growth } = &mut self.state else {
             return;
@@ -334,7 +334,7 @@ fn hand_out(
     ids: Ids,
     in_flight: &mut VecDeque<(u64, u64)>,
     line: Line<'_>,
-    emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+    emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
 ) {
     let (start, end) = (line.offset, line.end);
     let tailed = TailedLine {
@@ -343,7 +343,7 @@ fn hand_out(
         stream: ids.stream,
         line,
     };
-    if emit(tailed) == Delivery::Pending {
+    if emit(tailed) == Handling::Pending {
         in_flight.push_back((start, end));
     }
 }

@@ -158,7 +158,7 @@ impl<'a> FileHead<'a> {
 
 /// What the consumer did with a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+pub enum Handling {
     /// Handed to the sink; [`Tailer::acknowledge`] will follow.
     Pending,
     /// Nothing to deliver (a blank or failed line): counts as delivered.
@@ -1022,7 +1022,7 @@ impl Tailer {
     pub fn poll(
         &mut self,
         budget: usize,
-        emit: &mut dyn FnMut(TailedLine<'_>) -> Delivery,
+        emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
     ) -> io::Result<PollOutcome> {
         let truncated: Vec<usize> = (0..self.files.len())
             .filter(|&i| self.files[i].was_truncated())

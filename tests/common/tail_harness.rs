@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cerberus_agent::tail::CheckpointStore;
-use cerberus_agent::tail::{Delivery, TailOptions, Tailer};
+use cerberus_agent::tail::{Handling, TailOptions, Tailer};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -77,7 +77,7 @@ impl Harness {
                     }
                     out.push(text);
                     ids.push((l.stream, l.line.offset));
-                    Delivery::Pending
+                    Handling::Pending
                 })
                 .expect("poll");
             for (s, e) in acks {

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::deliver::Origin;
+use crate::deliver::AckPoint;
 
 /// When a batch closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct Batch {
     /// Each event's span in `body`.
     pub spans: Vec<(usize, usize)>,
     /// Each event's origin, for acknowledgements.
-    pub origins: Vec<Origin>,
+    pub origins: Vec<AckPoint>,
     /// When it took its first event.
     pub opened: Instant,
 }
@@ -101,7 +101,7 @@ impl BatchBuilder {
     }
 
     /// Adds an event; returns the batch it closed, if it filled one.
-    pub fn push(&mut self, event: &[u8], origin: Origin) -> Option<Batch> {
+    pub fn push(&mut self, event: &[u8], origin: AckPoint) -> Option<Batch> {
         if self.open.is_empty() {
             let now = Instant::now();
             self.opened_at = Some(now);
@@ -148,8 +148,8 @@ impl BatchBuilder {
 mod tests {
     use super::*;
 
-    fn o(source: u64, end: u64) -> Origin {
-        Origin { source, end }
+    fn o(source: u64, end: u64) -> AckPoint {
+        AckPoint { source, end }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
-use super::{EventSink, Origin};
+use super::{AckPoint, EventSink};
 use batch::{Batch, BatchBuilder, BatchLimits};
 
 /// Batches events and hands them to the sender thread.
@@ -68,7 +68,7 @@ impl BackendSink {
 }
 
 impl EventSink for BackendSink {
-    fn push(&mut self, event: &[u8], origin: Origin) -> io::Result<()> {
+    fn push(&mut self, event: &[u8], origin: AckPoint) -> io::Result<()> {
         if let Some(batch) = self.builder.push(event, origin) {
             self.waiting.push_back(batch);
             self.offer_waiting();
@@ -84,7 +84,7 @@ impl EventSink for BackendSink {
         Ok(())
     }
 
-    fn take_acks(&mut self, out: &mut Vec<Origin>) {
+    fn take_acks(&mut self, out: &mut Vec<AckPoint>) {
         self.sender.take_acks(out);
     }
 

@@ -35,7 +35,7 @@ use super::dead_letter::DeadLetters;
 use super::error::SendError;
 use super::stats::SenderStats;
 use super::wire::{Unit, Wire};
-use crate::deliver::Origin;
+use crate::deliver::AckPoint;
 use crate::wake::{Wake, Waker};
 
 /// What to do with messages the backend will not take.
@@ -75,7 +75,7 @@ struct Held {
     /// Acknowledgements of later units, handed to the agent once this one
     /// is settled (acknowledging a later line first would move its file's
     /// checkpoint past this one).
-    later: Vec<Vec<Origin>>,
+    later: Vec<Vec<AckPoint>>,
 }
 
 /// The sender's work, across connections.
@@ -85,7 +85,7 @@ pub(super) struct Outbox {
     pub queue: mpsc::Receiver<Batch>,
     /// The agent closed the queue: nothing more will come.
     pub closed: bool,
-    acks: std_mpsc::Sender<Vec<Origin>>,
+    acks: std_mpsc::Sender<Vec<AckPoint>>,
     waker: Waker,
     pub stats: Arc<SenderStats>,
     policy: RefusalPolicy,
@@ -97,7 +97,7 @@ pub(super) struct Outbox {
 impl Outbox {
     pub fn new(
         queue: mpsc::Receiver<Batch>,
-        acks: std_mpsc::Sender<Vec<Origin>>,
+        acks: std_mpsc::Sender<Vec<AckPoint>>,
         waker: Waker,
         stats: Arc<SenderStats>,
         policy: RefusalPolicy,
@@ -439,7 +439,7 @@ mod tests {
 
     struct Fixture {
         outbox: Outbox,
-        acks: std_mpsc::Receiver<Vec<Origin>>,
+        acks: std_mpsc::Receiver<Vec<AckPoint>>,
         _queue: mpsc::Sender<Batch>,
         dir: tempfile::TempDir,
     }
@@ -478,7 +478,7 @@ mod tests {
         });
         for i in from..to {
             let event = format!("{{\"event_id\":\"e{i}\",\"pad\":\"{}\"}}", "x".repeat(100));
-            let _ = b.push(event.as_bytes(), Origin { source: 1, end: i });
+            let _ = b.push(event.as_bytes(), AckPoint { source: 1, end: i });
         }
         b.close_if_due(std::time::Instant::now(), true).unwrap()
     }

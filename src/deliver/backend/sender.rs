@@ -26,7 +26,7 @@ use super::connection::Connection;
 use super::outbox::{Outbox, RefusalPolicy};
 use super::stats::SenderStats;
 use super::wire::Wire;
-use crate::deliver::Origin;
+use crate::deliver::AckPoint;
 use crate::secret::Secret;
 use crate::wake::{Wake, Waker};
 
@@ -77,7 +77,7 @@ pub fn redact_url(url: &str) -> String {
 /// The agent's side of the sender.
 pub struct Sender {
     queue: Option<mpsc::Sender<Batch>>,
-    acks: std_mpsc::Receiver<Vec<Origin>>,
+    acks: std_mpsc::Receiver<Vec<AckPoint>>,
     thread: Option<JoinHandle<()>>,
     /// Ends the thread at once, delivered or not (see [`Sender::abort`]).
     abort: Arc<tokio::sync::Notify>,
@@ -152,7 +152,7 @@ impl Sender {
     }
 
     /// Origins of events acknowledged since the last call.
-    pub fn take_acks(&self, out: &mut Vec<Origin>) {
+    pub fn take_acks(&self, out: &mut Vec<AckPoint>) {
         for origins in self.acks.try_iter() {
             out.extend(origins);
         }

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use super::batch::{Batch, HEAD_ROOM};
-use crate::deliver::Origin;
+use crate::deliver::AckPoint;
 
 /// Which exchange to speak (the `wire` setting, `--wire`).
 #[derive(
@@ -43,7 +43,7 @@ pub struct Unit {
     /// Each event's span in `events`.
     spans: Vec<(usize, usize)>,
     /// Where each event's line ends, for the checkpoints.
-    pub origins: Vec<Origin>,
+    pub origins: Vec<AckPoint>,
     /// When its batch took its first event (for the delivery latency).
     pub opened: std::time::Instant,
     /// When the sender took it (ms since the epoch).
@@ -66,7 +66,7 @@ impl Unit {
         events: Vec<u8>,
         closed: bool,
         spans: Vec<(usize, usize)>,
-        origins: Vec<Origin>,
+        origins: Vec<AckPoint>,
         opened: std::time::Instant,
     ) -> Self {
         Unit {
@@ -262,8 +262,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        b.push(b"{\"a\":1}", Origin { source: 1, end: 2 });
-        let batch = b.push(b"{\"b\":2}", Origin { source: 1, end: 3 }).unwrap();
+        b.push(b"{\"a\":1}", AckPoint { source: 1, end: 2 });
+        let batch = b
+            .push(b"{\"b\":2}", AckPoint { source: 1, end: 3 })
+            .unwrap();
         let mut unit = Wire::Batch.units(batch).remove(0);
         // Sent again on later connections, with other numbers: the
         // envelope is rewritten, the events stay as they are.
@@ -284,8 +286,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        b.push(b"{\"a\":1}", Origin { source: 1, end: 1 });
-        let batch = b.push(b"{\"b\":2}", Origin { source: 1, end: 2 }).unwrap();
+        b.push(b"{\"a\":1}", AckPoint { source: 1, end: 1 });
+        let batch = b
+            .push(b"{\"b\":2}", AckPoint { source: 1, end: 2 })
+            .unwrap();
         let units = Wire::Single.units(batch);
         assert_eq!(units.len(), 2);
         let mut units = units;
