@@ -852,3 +852,45 @@ fn a_line_knows_its_log_and_the_head_of_its_own_file() {
     );
     assert_eq!(seen.len(), 3, "each line once: {seen:?}");
 }
+
+/// A file the agent followed whose content changed under it (copytruncate
+/// truncated it, the server wrote it anew) with no checkpoint for the new
+/// content before a crash, then rotated away: at the next start it is a
+/// rotated sibling whose inode the checkpoints know with other content.
+/// Its lines were the agent's to deliver, however long ago it was last
+/// written (a system test run lost 993 lines this way).
+#[test]
+fn a_rotated_file_whose_inode_was_followed_with_other_content_is_read() {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("new-content", 5));
+    let meta = fs::metadata(&log).unwrap();
+    // What the crashed agent saved: this inode, with the content it had
+    // before the truncation, and a look at the path after the last write.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let checkpoints = format!(
+        r#"{{"version":1,"files":[{{"device":{},"inode":{},"fingerprint":"00000000000000aa","path":"{}","offset":0,"finished":false,"updated":{now}}}],"paths":{{"{}":{now}}}}}"#,
+        meta.dev(),
+        meta.ino(),
+        log.display(),
+        log.display()
+    );
+    fs::write(h.state.path().join("checkpoints.json"), checkpoints).unwrap();
+    // Last written a minute before that look, then rotated away.
+    let written = std::time::SystemTime::now() - Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(written)
+        .unwrap();
+    fs::rename(&log, h.rotated(1)).unwrap();
+    fs::write(&log, b"").unwrap();
+    h.start();
+    h.poll(true);
+    assert_exactly_once(&h, &lines("new-content", 5));
+}

@@ -703,17 +703,30 @@ impl Tailer {
         watched: &Path,
         newer_than: std::time::SystemTime,
     ) -> io::Result<()> {
+        // Inodes this path's checkpoints know: a sibling that is one of
+        // them with content they do not know is a file the agent followed
+        // whose content changed under it (copytruncate truncated it and the
+        // server wrote it anew) and got no checkpoint before a crash: its
+        // lines were the agent's to deliver, however long ago it was last
+        // written.
+        let followed: Vec<(u64, u64)> = self
+            .checkpoints
+            .for_path(watched)
+            .iter()
+            .map(|c| (c.device, c.inode))
+            .collect();
         for _ in 0..RENAME_RETRIES {
             let mut renamed = false;
             for s in discover::siblings(&mut self.listings, watched)? {
                 let fingerprint = s.identity.fingerprint;
+                let inode_followed = followed.contains(&(s.identity.device, s.identity.inode));
                 let known = self.files.iter().any(|f| {
                     f.identity.same_inode(&s.identity)
                         || (fingerprint.is_some() && f.identity.fingerprint == fingerprint)
                 }) || fingerprint
                     .is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
                 tracing::debug!(
-                    "{}: sibling {} (inode {}, {:?}, {} bytes): known {known}, newer {}",
+                    "{}: sibling {} (inode {}, {:?}, {} bytes): known {known}, newer {}, inode followed {inode_followed}",
                     watched.display(),
                     s.path.display(),
                     s.identity.inode,
@@ -721,7 +734,7 @@ impl Tailer {
                     s.len,
                     s.modified >= newer_than
                 );
-                if !known && s.modified >= newer_than && fingerprint.is_some() {
+                if !known && (s.modified >= newer_than || inode_followed) && fingerprint.is_some() {
                     renamed |= !self.open_rotated_sibling(watched, &s, 0)?;
                 }
             }
