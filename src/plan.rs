@@ -121,8 +121,10 @@ pub struct Plan {
     pub tail: TailOptions,
     /// Where checkpoints are kept; `None` with `--no-checkpoints`.
     pub state_dir: Option<PathBuf>,
-    /// Event options; `secret_key` is set once the [`KeySource`] decided.
-    pub event: EventOptions,
+    /// What the events carry besides the pseudonymised address; the key
+    /// that pseudonymises is how `key` says to obtain it, decided by the
+    /// agent at start (and kept by it: the plan is not changed).
+    pub event: EventPlan,
     pub key: KeySource,
     pub delivery: Delivery,
     /// Read to the end, deliver, and stop.
@@ -178,7 +180,7 @@ impl Plan {
             sources,
             tail,
             state_dir: (!mode.no_checkpoints).then(|| settings.state_dir.clone()),
-            event: event_options(settings)?,
+            event: event_plan(settings)?,
             key: key_source(settings),
             delivery: delivery(settings)?,
             once: mode.once,
@@ -329,9 +331,35 @@ pub fn load_patterns(settings: &Settings) -> Result<PatternSet, PatternError> {
     PatternSet::load_with(&settings.pattern_dirs, settings.metrics_header.as_deref())
 }
 
+/// What the event builder needs besides the secret key.
+#[derive(Debug, Clone)]
+pub struct EventPlan {
+    pub identity: Identity,
+    pub query_params: bool,
+    pub default_https: Option<bool>,
+    pub real_ip: Option<Arc<RealIp>>,
+}
+
+impl EventPlan {
+    /// The event builder's options, with the key the agent decided on.
+    pub fn with_key(&self, secret_key: Option<Secret>) -> EventOptions {
+        EventOptions {
+            identity: self.identity.clone(),
+            secret_key,
+            query_params: self.query_params,
+            default_https: self.default_https,
+            real_ip: self.real_ip.clone(),
+        }
+    }
+}
+
 /// What the event builder needs; the secret key as configured (a key to
-/// fetch is not known yet).
+/// fetch is not known yet: `check` hashes with the configured one only).
 pub fn event_options(settings: &Settings) -> Result<EventOptions, ConfigError> {
+    Ok(event_plan(settings)?.with_key(settings.secret_key.clone()))
+}
+
+fn event_plan(settings: &Settings) -> Result<EventPlan, ConfigError> {
     let real_ip = match settings.client_ip_from {
         ClientIpFrom::RemoteAddr => None,
         ClientIpFrom::XForwardedFor if settings.trusted_proxies.is_empty() => {
@@ -344,7 +372,7 @@ pub fn event_options(settings: &Settings) -> Result<EventOptions, ConfigError> {
                 .map_err(|e| ConfigError::new(format!("key `trusted_proxies`: {e}")))?,
         )),
     };
-    Ok(EventOptions {
+    Ok(EventPlan {
         real_ip,
         identity: Identity {
             token: settings
@@ -354,7 +382,6 @@ pub fn event_options(settings: &Settings) -> Result<EventOptions, ConfigError> {
                 .unwrap_or_default(),
             client_id: settings.client_id.clone().unwrap_or_default(),
         },
-        secret_key: settings.secret_key.clone(),
         query_params: settings.query_params,
         default_https: settings.default_scheme.map(|s| s == Scheme::Https),
     })

@@ -140,7 +140,7 @@ fn start(log: &Path, state: &Path, behaviour: Behaviour, once: bool) -> Running 
     let telemetry = Arc::new(cerberus_agent::metrics::Telemetry::default());
     let agent_telemetry = telemetry.clone();
     let thread = std::thread::spawn(move || {
-        Agent::start(plan, Box::new(sink), &agent_wakes, agent_telemetry)?.run()
+        Agent::start(plan, None, Box::new(sink), &agent_wakes, agent_telemetry)?.run()
     });
     // Ready once its first look at the files is done: a line appended from
     // now on is read (a file found at start is read from its end).

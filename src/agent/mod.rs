@@ -38,6 +38,7 @@ use crate::diagnostics::Counters;
 use crate::metrics::Telemetry;
 use crate::pipeline::Pipeline;
 use crate::plan::{Delivery, Plan};
+use crate::secret::Secret;
 use crate::tail::watch::DirWatcher;
 use crate::tail::{CheckpointStore, Handling, Tailer};
 use crate::wake::{Wake, WakeSet, Wakes};
@@ -114,14 +115,13 @@ pub fn run(
     telemetry: Arc<Telemetry>,
     reloader: Option<Reloader<'_>>,
 ) -> anyhow::Result<Report> {
-    let mut plan = plan;
-    plan.event.secret_key = match decide_key(&plan.key, wakes, &telemetry) {
+    let key = match decide_key(&plan.key, wakes, &telemetry) {
         KeyDecision::Key(key) => Some(key),
         KeyDecision::Plain => None,
         KeyDecision::Stopped => return Ok(Report::default()),
     };
     let sink = open_sink(&plan.delivery, wakes, &telemetry)?;
-    let mut agent = Agent::start(plan, sink, wakes, telemetry)?;
+    let mut agent = Agent::start(plan, key, sink, wakes, telemetry)?;
     agent.reloader = reloader;
     agent.run()
 }
@@ -167,7 +167,7 @@ fn open_sink(
 enum Next {
     Stop,
     /// Start again in place with this plan (a reload).
-    Restart(Box<Plan>),
+    Restart(Box<(Plan, Option<Secret>)>),
 }
 
 /// Where the loop is.
@@ -206,21 +206,26 @@ pub struct Agent<'w> {
     status: Status,
     /// `--once` on a terminal: how far the backfill is.
     progress: Option<Progress>,
-    /// The plan in force (with the decided key): what a reload compares
-    /// with, and goes back to if the new one cannot start.
+    /// The plan in force: what a reload compares with, and goes back to if
+    /// the new one cannot start.
     plan: Plan,
+    /// The secret key decided for it (configured, fetched, or none).
+    key: Option<Secret>,
     reloader: Option<Reloader<'w>>,
-    /// A reload waiting for the drain before the restart in place.
-    pending: Option<Box<Plan>>,
+    /// A reload waiting for the drain before the restart in place, with
+    /// its key.
+    pending: Option<Box<(Plan, Option<Secret>)>>,
     /// The drain ended with events not acknowledged.
     drain_incomplete: bool,
 }
 
 impl<'w> Agent<'w> {
-    /// Opens the checkpoints, finds the files, and chooses their patterns.
-    /// The plan's event options must hold the decided secret key.
+    /// Opens the checkpoints, finds the files, and chooses their patterns;
+    /// `key` is the secret key decided for the plan's [`KeySource`]
+    /// (`crate::plan::KeySource`).
     pub fn start(
         plan: Plan,
+        key: Option<Secret>,
         sink: Box<dyn EventSink>,
         wakes: &'w Wakes,
         telemetry: Arc<Telemetry>,
@@ -251,7 +256,7 @@ impl<'w> Agent<'w> {
                 );
             }
         }
-        let pipeline = pipeline_for(&current, &tailer, &telemetry);
+        let pipeline = pipeline_for(&current, &key, &tailer, &telemetry);
         telemetry.started.store(true, Ordering::Relaxed);
         // Files found from now on are new: read from their first line.
         tracing::info!(
@@ -284,6 +289,7 @@ impl<'w> Agent<'w> {
             acknowledged: 0,
             fatal: None,
             plan: current,
+            key,
             reloader: None,
             pending: None,
             drain_incomplete: false,
@@ -296,7 +302,10 @@ impl<'w> Agent<'w> {
     pub fn run(mut self) -> anyhow::Result<Report> {
         loop {
             match self.run_loop() {
-                Ok(Next::Restart(plan)) => self = self.restart(*plan)?,
+                Ok(Next::Restart(next)) => {
+                    let (plan, key) = *next;
+                    self = self.restart(plan, key)?;
+                }
                 Ok(Next::Stop) => return Ok(self.finish()),
                 Err(e) => return Err(self.failed(e)),
             }
@@ -461,7 +470,7 @@ impl<'w> Agent<'w> {
         let keeps_sink = self
             .pending
             .as_ref()
-            .is_some_and(|p| p.delivery.same_as(&self.plan.delivery));
+            .is_some_and(|p| p.0.delivery.same_as(&self.plan.delivery));
         if keeps_sink {
             self.take_acks();
             if self.acknowledged >= self.pushed {
@@ -500,7 +509,7 @@ impl<'w> Agent<'w> {
         let Some(reloader) = self.reloader.as_mut() else {
             return;
         };
-        let mut plan = match reloader() {
+        let plan = match reloader() {
             Ok(plan) => plan,
             Err(e) => {
                 self.telemetry
@@ -510,8 +519,8 @@ impl<'w> Agent<'w> {
                 return;
             }
         };
-        plan.event.secret_key = if plan.key == self.plan.key {
-            self.plan.event.secret_key.clone()
+        let key = if plan.key == self.plan.key {
+            self.key.clone()
         } else {
             match decide_key(&plan.key, self.wakes, &self.telemetry) {
                 KeyDecision::Key(k) => Some(k),
@@ -540,8 +549,9 @@ impl<'w> Agent<'w> {
         self.shutdown_timeout = plan.shutdown_timeout;
         self.status = Status::new(plan.status_interval, &self.telemetry);
         if changed.is_empty() {
-            self.pipeline = pipeline_for(&plan, &self.tailer, &self.telemetry);
+            self.pipeline = pipeline_for(&plan, &key, &self.tailer, &self.telemetry);
             self.plan = plan;
+            self.key = key;
             tracing::info!(
                 "configuration reloaded: patterns and event settings apply from the next line"
             );
@@ -551,7 +561,7 @@ impl<'w> Agent<'w> {
             "reloading: {} changed; delivering what is in flight, then restarting in place",
             changed.join(", ")
         );
-        self.pending = Some(Box::new(plan));
+        self.pending = Some(Box::new((plan, key)));
         self.phase = Phase::Draining {
             until: Some(Instant::now() + self.shutdown_timeout),
         };
@@ -561,7 +571,7 @@ impl<'w> Agent<'w> {
     /// tailer (and sink, when the delivery changed or not everything was
     /// acknowledged) from `plan`. If the new plan cannot start, the old
     /// one starts again.
-    fn restart(mut self, plan: Plan) -> anyhow::Result<Agent<'w>> {
+    fn restart(mut self, plan: Plan, key: Option<Secret>) -> anyhow::Result<Agent<'w>> {
         self.tailer.update_checkpoints();
         self.save_checkpoints(true);
         self.pipeline.reporter().flush_suppressed();
@@ -574,6 +584,7 @@ impl<'w> Agent<'w> {
             pushed,
             acknowledged,
             plan: old,
+            key: old_key,
             tailer,
             watcher,
             ..
@@ -588,7 +599,7 @@ impl<'w> Agent<'w> {
             drop(sink);
             sink = open_sink(&plan.delivery, wakes, &telemetry)?;
         }
-        let mut next = match Agent::start(plan, sink, wakes, telemetry.clone()) {
+        let mut next = match Agent::start(plan, key, sink, wakes, telemetry.clone()) {
             Ok(agent) => {
                 tracing::info!("configuration reloaded");
                 agent
@@ -599,7 +610,7 @@ impl<'w> Agent<'w> {
                     "reload: cannot start with the new configuration: {e:#}; going back to the one in force"
                 );
                 let sink = open_sink(&old.delivery, wakes, &telemetry)?;
-                Agent::start(old, sink, wakes, telemetry)?
+                Agent::start(old, old_key, sink, wakes, telemetry)?
             }
         };
         next.reloader = reloader;
@@ -709,12 +720,17 @@ impl<'w> Agent<'w> {
 /// The pipeline for a plan's patterns, sources and event options. The
 /// files there now get their format at once: a file whose format cannot be
 /// found is reported now (and costs only itself).
-fn pipeline_for(plan: &Plan, tailer: &Tailer, telemetry: &Telemetry) -> Pipeline {
+fn pipeline_for(
+    plan: &Plan,
+    key: &Option<Secret>,
+    tailer: &Tailer,
+    telemetry: &Telemetry,
+) -> Pipeline {
     let formats = plan.sources.iter().map(|s| s.pattern.clone()).collect();
     let mut pipeline = Pipeline::new(
         plan.patterns.clone(),
         formats,
-        plan.event.clone(),
+        plan.event.with_key(key.clone()),
         telemetry.lines.clone(),
     );
     for file in tailer.heads() {
