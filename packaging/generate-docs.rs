@@ -1,5 +1,5 @@
 //! Writes the man page and the shell completions from the clap definitions
-//! (`cerberus_agent::config::command`), for `packaging/build.sh`:
+//! (`cerberus_agent::cli::command`), for `packaging/build.sh`:
 //!
 //!     cargo run --example generate-docs -- OUT_DIR
 //!
@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     };
     let completions = out.join("completions");
     std::fs::create_dir_all(&completions)?;
-    let command = cerberus_agent::config::command();
+    let command = cerberus_agent::cli::command();
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     std::fs::write(out.join("cerberus-agent.1"), page)?;

@@ -11,10 +11,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::deliver::backend::Wire;
+use crate::config::{Choice, CompressionSetting, LogFormat, WireSetting};
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A flag whose value is one of a setting's names (the same names as in
+/// the config file).
+fn choice<T: Choice + Clone + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(T::names())
+        .try_map(|name| T::from_name(&name).ok_or("not one of the allowed values"))
 }
 
 /// Ship web access logs to the Cerberus analytics backend.
@@ -63,22 +71,26 @@ pub enum Command {
 }
 
 /// `cerberus-agent replay-dead-letters`.
-#[derive(Debug, Args, Default, Clone)]
+#[derive(Debug, Args, Default, Clone, Serialize)]
 pub struct ReplayArgs {
     /// The state folder whose dead-letter file is sent. Default: the
     /// `state_dir` setting
     #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
 
     /// The backend's WebSocket URL. Default: the `ws_url` setting
     #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ws_url: Option<String>,
 
     /// Give up waiting for the backend after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    #[serde(skip)]
     pub timeout: u64,
 
     #[command(flatten)]
+    #[serde(flatten)]
     pub config: ConfigArgs,
 }
 
@@ -92,14 +104,16 @@ pub struct ConfigArgs {
 }
 
 /// `cerberus-agent status`.
-#[derive(Debug, Args, Default, Clone)]
+#[derive(Debug, Args, Default, Clone, Serialize)]
 pub struct StatusArgs {
     /// The running agent's metrics address (ADDR:PORT). Default: its
     /// `metrics_addr` setting
     #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
 
     #[command(flatten)]
+    #[serde(flatten)]
     pub config: ConfigArgs,
 }
 
@@ -201,16 +215,16 @@ pub struct RunArgs {
     /// The exchange with the backend: `batch` (default; one acknowledgement
     /// per batch) or `single` (one event per message, as the middleware
     /// sends them; for backends that know only that).
-    #[arg(long, value_name = "WIRE")]
+    #[arg(long, value_name = "WIRE", value_parser = choice::<WireSetting>())]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub wire: Option<Wire>,
+    pub wire: Option<WireSetting>,
 
     /// Compression on the WebSocket: `deflate` (default; permessage-deflate,
     /// used when the backend accepts it, plain messages otherwise) or `off`.
     /// Level and window: `compression_level`, `compression_window_bits`.
-    #[arg(long, value_name = "HOW")]
+    #[arg(long, value_name = "HOW", value_parser = choice::<CompressionSetting>())]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub compression: Option<crate::config::Compression>,
+    pub compression: Option<CompressionSetting>,
 
     /// The API token. Prefer the config file or CERBERUS_TOKEN: flags are
     /// visible to other users in `ps`.
@@ -267,9 +281,9 @@ pub struct RunArgs {
 
     /// How the agent's own messages are written on stderr: `text` (default)
     /// or `json` (one object per message, with time and level).
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", value_parser = choice::<LogFormat>())]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<crate::config::LogFormat>,
+    pub log_format: Option<LogFormat>,
 
     /// Serve Prometheus metrics at /metrics, and /health and /ready, on
     /// this address (ADDR:PORT, e.g. 127.0.0.1:9478). Default: off
@@ -286,4 +300,95 @@ pub struct RunArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub common: CommonArgs,
+}
+
+/// The command line as clap defines it, each setting's flag
+/// with the environment variable that sets it too. The binary parses with
+/// it; the man page and the shell completions are made from it.
+pub fn command() -> clap::Command {
+    with_env_names(<Cli as clap::CommandFactory>::command())
+}
+
+/// Adds to each flag that sets a setting the environment variable that
+/// sets it too (`[env: CERBERUS_WS_URL]`), in every command's help.
+fn with_env_names(command: clap::Command) -> clap::Command {
+    env_names_of_args(command)
+        .mut_subcommand("check", env_names_of_args)
+        .mut_subcommand("patterns", env_names_of_args)
+        .mut_subcommand("status", env_names_of_args)
+        .mut_subcommand("replay-dead-letters", env_names_of_args)
+}
+
+fn env_names_of_args(command: clap::Command) -> clap::Command {
+    let keys = crate::config::settings_keys();
+    command.mut_args(|arg| {
+        let Some(long) = arg.get_long() else {
+            return arg;
+        };
+        let key = long.replace('-', "_");
+        let key = [key.clone(), format!("{key}s")]
+            .into_iter()
+            .find(|k| keys.contains(&k.as_str()));
+        match (key, arg.get_help().map(|h| h.to_string())) {
+            (Some(key), Some(help)) => {
+                let var = format!("CERBERUS_{}", key.to_ascii_uppercase());
+                arg.help(format!("{help} [env: {var}]"))
+            }
+            _ => arg,
+        }
+    })
+}
+
+/// The flags that were given, under their settings keys (see the module
+/// doc): the command line's layer of the settings. `run` holds `common`
+/// flattened, so it is used when there is one.
+pub fn given_flags(
+    common: &CommonArgs,
+    run: Option<&RunArgs>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let given = match run {
+        Some(run) => serde_json::to_value(run),
+        None => serde_json::to_value(common),
+    };
+    match given {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The settings' layers for these flags, from the process's environment.
+pub fn layers(common: &CommonArgs, run: Option<&RunArgs>) -> crate::config::Layers {
+    crate::config::Layers::from_process(
+        common.patterns.config.config.as_deref(),
+        given_flags(common, run),
+    )
+}
+
+/// A subcommand's own flags, under their settings keys.
+fn flags_of(args: &impl Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(args) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+impl Cli {
+    /// The settings' layers for the command given: the config file, the
+    /// environment, and that command's own flags.
+    pub fn layers(&self) -> crate::config::Layers {
+        use crate::config::Layers;
+        match &self.command {
+            None => layers(&self.run.common, Some(&self.run)),
+            Some(Command::Check(args)) => layers(&args.common, None),
+            Some(Command::Patterns(args)) => {
+                Layers::from_process(args.config.config.as_deref(), flags_of(args))
+            }
+            Some(Command::Status(args)) => {
+                Layers::from_process(args.config.config.as_deref(), flags_of(args))
+            }
+            Some(Command::ReplayDeadLetters(args)) => {
+                Layers::from_process(args.config.config.as_deref(), flags_of(args))
+            }
+        }
+    }
 }

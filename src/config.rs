@@ -17,14 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::{CommonArgs, RunArgs};
-pub use crate::deliver::backend::Wire;
-use crate::deliver::backend::batch::BatchLimits;
-pub use crate::deliver::backend::compression::Compression;
-use crate::deliver::backend::compression::{self, DeflateSettings};
-pub use crate::parse::Format;
 use crate::secret::Secret;
-use crate::tail::lines::{DEFAULT_MAX_LINE, MAX_LINE_LIMIT};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/cerberus/agent.toml";
@@ -32,8 +25,27 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/cerberus/agent.toml";
 pub const DEFAULT_PATTERN_DIR: &str = "/etc/cerberus/patterns.d";
 /// Where checkpoints live by default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cerberus-agent";
-/// Longest line kept whole by default.
-pub const DEFAULT_MAX_LINE_BYTES: usize = DEFAULT_MAX_LINE;
+/// Longest line kept whole by default, and the most it may be set to.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+pub const MAX_LINE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+/// Files open at once, by default.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+/// When a batch closes, by default.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 128 * 1024;
+pub const DEFAULT_BATCH_LINGER_MS: u64 = 2;
+/// permessage-deflate's level and window, by default, and what they may be
+/// set to.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
+pub const DEFAULT_COMPRESSION_WINDOW_BITS: u8 = 15;
+pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<u32> = 1..=9;
+pub const COMPRESSION_WINDOW_BITS: std::ops::RangeInclusive<u8> = 9..=15;
+/// Refusals of one event before it is set aside, by default.
+pub const DEFAULT_DEAD_LETTER_AFTER: u32 = 3;
+
+// These are the components' own defaults too (`BatchLimits`,
+// `DeflateSettings`, `TailOptions`, `RefusalPolicy`): the plan's tests hold
+// them equal, so that config knows no component.
 
 /// One `[[logs]]` table: a path or glob with its own format and excludes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -41,38 +53,113 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = DEFAULT_MAX_LINE;
 pub struct LogTable {
     pub path: String,
     /// This log's format; the `format` setting when absent.
-    pub format: Option<Format>,
+    pub format: Option<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
 }
 
-/// How the agent's own messages are written on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One readable line per message (journald adds the time).
-    #[default]
-    Text,
-    /// One JSON object per message, with its time and level.
-    Json,
+/// A setting that is one of a fixed set of names (`wire = "batch"`).
+pub trait Choice: Sized + Copy + 'static {
+    /// Every name, with its value.
+    const CHOICES: &'static [(&'static str, Self)];
+
+    /// The value a name stands for (any case).
+    fn from_name(name: &str) -> Option<Self> {
+        Self::CHOICES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// Every name, in order.
+    fn names() -> impl Iterator<Item = &'static str> {
+        Self::CHOICES.iter().map(|(n, _)| *n)
+    }
 }
 
-/// Where the event's client address comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum ClientIpFrom {
-    /// The address the server saw (`$remote_addr`, `%h`).
-    #[default]
-    RemoteAddr,
-    /// The X-Forwarded-For header, behind `trusted_proxies`.
-    XForwardedFor,
+/// Declares a [`Choice`] setting: its names, and serde both ways through
+/// them (flags serialise under their setting's key, see `crate::cli`).
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl Choice for $name {
+            const CHOICES: &'static [(&'static str, Self)] = &[$(($text, $name::$variant)),+];
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let name = Self::CHOICES
+                    .iter()
+                    .find(|(_, v)| v == self)
+                    .map_or("", |(n, _)| n);
+                s.serialize_str(name)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                one_of(d)
+            }
+        }
+    };
 }
 
-/// `http` or `https`, for lines that do not log the scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scheme {
-    Http,
-    Https,
+choice! {
+    /// How the agent's own messages are written on stderr.
+    LogFormat {
+        /// One readable line per message (journald adds the time).
+        #[default]
+        Text = "text",
+        /// One JSON object per message, with its time and level.
+        Json = "json",
+    }
+}
+
+choice! {
+    /// Where the event's client address comes from.
+    ClientIpFrom {
+        /// The address the server saw (`$remote_addr`, `%h`).
+        #[default]
+        RemoteAddr = "remote_addr",
+        /// The X-Forwarded-For header, behind `trusted_proxies`.
+        XForwardedFor = "x_forwarded_for",
+    }
+}
+
+choice! {
+    /// `http` or `https`, for lines that do not log the scheme.
+    Scheme {
+        #[default]
+        Http = "http",
+        Https = "https",
+    }
+}
+
+choice! {
+    /// The exchange with the backend (see docs/protocol.md).
+    WireSetting {
+        /// One acknowledgement per batch of events.
+        #[default]
+        Batch = "batch",
+        /// One event per message, as the middleware sends them.
+        Single = "single",
+    }
+}
+
+choice! {
+    /// Compression on the WebSocket.
+    CompressionSetting {
+        /// Offer permessage-deflate; use it when the backend accepts.
+        #[default]
+        Deflate = "deflate",
+        /// Offer nothing: every message goes out as it is.
+        Off = "off",
+    }
 }
 
 /// Every setting, after layering.
@@ -94,7 +181,7 @@ pub struct Settings {
     pub follow_symlinks_into: Vec<PathBuf>,
     /// Pattern name, pattern file path, or `auto`.
     #[serde(default = "default_format")]
-    pub format: Format,
+    pub format: String,
     pub ws_url: Option<String>,
     pub token: Option<Secret>,
     pub client_id: Option<String>,
@@ -115,11 +202,11 @@ pub struct Settings {
     pub query_params: bool,
     /// `http` or `https`: overrides the pattern's default scheme for lines
     /// that do not log it.
-    #[serde(default, deserialize_with = "one_of_optional")]
+    #[serde(default)]
     pub default_scheme: Option<Scheme>,
     /// `remote_addr` (default) or `x_forwarded_for`: the client behind the
     /// `trusted_proxies`, as nginx's realip module finds it.
-    #[serde(default, deserialize_with = "one_of")]
+    #[serde(default)]
     pub client_ip_from: ClientIpFrom,
     /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
     #[serde(default)]
@@ -128,7 +215,7 @@ pub struct Settings {
     /// metrics, in the servers' format strings.
     pub metrics_header: Option<String>,
     /// How the agent's own messages are written: `text` or `json`.
-    #[serde(default, deserialize_with = "one_of")]
+    #[serde(default)]
     pub log_format: LogFormat,
     /// Debug logging (`CERBERUS_DEBUG=true|1|yes`, as the middleware reads it).
     #[serde(default)]
@@ -146,8 +233,8 @@ pub struct Settings {
     #[serde(default)]
     pub from_beginning: bool,
     /// The exchange with the backend: `batch` or `single`.
-    #[serde(default, deserialize_with = "one_of")]
-    pub wire: Wire,
+    #[serde(default)]
+    pub wire: WireSetting,
     /// A batch closes at this many events…
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
@@ -159,8 +246,8 @@ pub struct Settings {
     pub batch_linger_ms: u64,
     /// Compression on the WebSocket: `deflate` (permessage-deflate, used
     /// when the backend accepts it) or `off`.
-    #[serde(default, deserialize_with = "one_of")]
-    pub compression: Compression,
+    #[serde(default)]
+    pub compression: CompressionSetting,
     /// zlib's level for `deflate`: 1 (fastest) to 9 (smallest).
     #[serde(default = "default_compression_level")]
     pub compression_level: u32,
@@ -212,15 +299,11 @@ pub struct Settings {
 fn one_of<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: clap::ValueEnum,
+    T: Choice,
 {
     let text = String::deserialize(d)?;
-    T::from_str(&text, true).map_err(|_| {
-        let allowed: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|p| format!("\"{}\"", p.get_name()))
-            .collect();
+    T::from_name(&text).ok_or_else(|| {
+        let allowed: Vec<String> = T::names().map(|n| format!("\"{n}\"")).collect();
         serde::de::Error::custom(format!(
             "{text:?} is not allowed: expected one of {}",
             allowed.join(", ")
@@ -228,34 +311,26 @@ where
     })
 }
 
-fn one_of_optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: clap::ValueEnum,
-{
-    one_of(d).map(Some)
-}
-
 fn default_batch_max_events() -> usize {
-    BatchLimits::default().max_events
+    DEFAULT_BATCH_MAX_EVENTS
 }
 fn default_batch_max_bytes() -> usize {
-    BatchLimits::default().max_bytes
+    DEFAULT_BATCH_MAX_BYTES
 }
 fn default_batch_linger_ms() -> u64 {
-    BatchLimits::default().linger.as_millis() as u64
+    DEFAULT_BATCH_LINGER_MS
 }
 fn default_compression_level() -> u32 {
-    DeflateSettings::default().level
+    DEFAULT_COMPRESSION_LEVEL
 }
 fn default_compression_window_bits() -> u8 {
-    DeflateSettings::default().window_bits
+    DEFAULT_COMPRESSION_WINDOW_BITS
 }
 fn default_max_open_files() -> usize {
-    crate::tail::DEFAULT_MAX_OPEN_FILES
+    DEFAULT_MAX_OPEN_FILES
 }
 fn default_dead_letter_after() -> u32 {
-    crate::deliver::backend::RefusalPolicy::default().dead_letter_after
+    DEFAULT_DEAD_LETTER_AFTER
 }
 fn default_dead_letter_max_bytes() -> u64 {
     64 << 20
@@ -276,8 +351,8 @@ fn default_shutdown_timeout_ms() -> u64 {
     10_000
 }
 
-fn default_format() -> Format {
-    Format::Auto
+fn default_format() -> String {
+    "auto".into()
 }
 fn default_state_dir() -> PathBuf {
     DEFAULT_STATE_DIR.into()
@@ -356,70 +431,31 @@ pub fn settings_keys() -> &'static [&'static str] {
     })
 }
 
-/// The command line as clap defines it (`crate::cli`), each setting's flag
-/// with the environment variable that sets it too. The binary parses with
-/// it; the man page and the shell completions are made from it.
-pub fn command() -> clap::Command {
-    with_env_names(<crate::cli::Cli as clap::CommandFactory>::command())
-}
-
-/// Adds to each flag that sets a setting the environment variable that
-/// sets it too (`[env: CERBERUS_WS_URL]`), in every command's help.
-fn with_env_names(command: clap::Command) -> clap::Command {
-    env_names_of_args(command)
-        .mut_subcommand("check", env_names_of_args)
-        .mut_subcommand("patterns", env_names_of_args)
-        .mut_subcommand("status", env_names_of_args)
-        .mut_subcommand("replay-dead-letters", env_names_of_args)
-}
-
-fn env_names_of_args(command: clap::Command) -> clap::Command {
-    let keys = settings_keys();
-    command.mut_args(|arg| {
-        let Some(long) = arg.get_long() else {
-            return arg;
-        };
-        let key = long.replace('-', "_");
-        let key = [key.clone(), format!("{key}s")]
-            .into_iter()
-            .find(|k| keys.contains(&k.as_str()));
-        match (key, arg.get_help().map(|h| h.to_string())) {
-            (Some(key), Some(help)) => {
-                let var = format!("CERBERUS_{}", key.to_ascii_uppercase());
-                arg.help(format!("{help} [env: {var}]"))
-            }
-            _ => arg,
-        }
-    })
-}
-
 impl Layers {
-    /// Layers from the real environment and the parsed flags.
-    pub fn from_process(common: &CommonArgs, run: Option<&RunArgs>) -> Self {
+    /// Layers from the real environment, the config file named (or the
+    /// default one), and the flags given, by settings key.
+    pub fn from_process(
+        config: Option<&Path>,
+        flags: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
         let env = std::env::vars()
             .filter(|(k, _)| k.starts_with("CERBERUS_"))
             .collect();
-        Self::new(common, run, env)
+        Self::new(config, flags, env)
     }
 
     /// Layers from given environment variables and flags (tests use this).
-    pub fn new(common: &CommonArgs, run: Option<&RunArgs>, env: HashMap<String, String>) -> Self {
-        let file = match &common.patterns.config.config {
-            Some(p) => Some((p.clone(), true)),
+    pub fn new(
+        config: Option<&Path>,
+        flags: serde_json::Map<String, serde_json::Value>,
+        env: HashMap<String, String>,
+    ) -> Self {
+        let file = match config {
+            Some(p) => Some((p.to_owned(), true)),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
                 Some((PathBuf::from(DEFAULT_CONFIG_FILE), false))
             }
             None => None,
-        };
-        // Flags serialise under their settings keys, leaving out those not
-        // given (see `crate::cli`); `run` holds `common` flattened.
-        let given = match run {
-            Some(run) => serde_json::to_value(run),
-            None => serde_json::to_value(common),
-        };
-        let flags = match given {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
         };
         Layers { file, env, flags }
     }
@@ -529,9 +565,9 @@ impl Settings {
                 "key `backend_url` is {url:?}: expected a URL starting with https:// or http://"
             )));
         }
-        if !(256..=MAX_LINE_LIMIT).contains(&self.max_line_bytes) {
+        if !(256..=MAX_LINE_BYTES_LIMIT).contains(&self.max_line_bytes) {
             return Err(ConfigError::new(format!(
-                "key `max_line_bytes` is {}: expected 256 to {MAX_LINE_LIMIT}",
+                "key `max_line_bytes` is {}: expected 256 to {MAX_LINE_BYTES_LIMIT}",
                 self.max_line_bytes
             )));
         }
@@ -556,19 +592,19 @@ impl Settings {
                 "key `max_message_bytes` is {max}: expected at least 1024 (an event must fit)"
             )));
         }
-        if !compression::LEVELS.contains(&self.compression_level) {
+        if !COMPRESSION_LEVELS.contains(&self.compression_level) {
             return Err(ConfigError::new(format!(
                 "key `compression_level` is {}: expected 1 (fastest) to 9 (smallest)",
                 self.compression_level
             )));
         }
-        if !compression::WINDOW_BITS.contains(&self.compression_window_bits) {
+        if !COMPRESSION_WINDOW_BITS.contains(&self.compression_window_bits) {
             return Err(ConfigError::new(format!(
                 "key `compression_window_bits` is {}: expected 9 to 15 (a window of 2^N bytes)",
                 self.compression_window_bits
             )));
         }
-        if self.format == Format::Named(String::new()) {
+        if self.format.is_empty() || self.logs.iter().any(|l| l.format.as_deref() == Some("")) {
             return Err(ConfigError::new(
                 "key `format` is empty: expected a pattern name, a pattern file, or \"auto\"",
             ));

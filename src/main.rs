@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use cerberus_agent::agent::End;
-use cerberus_agent::cli::{CheckArgs, Cli, Command, CommonArgs, PatternArgs, RunArgs};
-use cerberus_agent::config::{ConfigError, Layers, LogFormat, Settings};
+use cerberus_agent::cli::{CheckArgs, Cli, Command};
+use cerberus_agent::config::{ConfigError, LogFormat, Settings};
 use cerberus_agent::deliver::backend::dead_letter::DeadLetters;
 use cerberus_agent::metrics::{self, Telemetry};
 use cerberus_agent::parse::server_format::Server;
@@ -25,43 +25,12 @@ use cerberus_agent::{agent, check, status};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let matches = cerberus_agent::config::command().get_matches();
+    let matches = cerberus_agent::cli::command().get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let patterns_only;
-    let status_only;
-    let replay_only;
-    let (common, run) = match &cli.command {
-        Some(Command::Check(args)) => (&args.common, None),
-        Some(Command::Patterns(args)) => {
-            patterns_only = CommonArgs {
-                patterns: args.clone(),
-                ..CommonArgs::default()
-            };
-            (&patterns_only, None)
-        }
-        Some(Command::Status(args)) => {
-            status_only = RunArgs {
-                metrics_addr: args.metrics_addr.clone(),
-                common: config_only(&args.config),
-                ..RunArgs::default()
-            };
-            (&status_only.common, Some(&status_only))
-        }
-        Some(Command::ReplayDeadLetters(args)) => {
-            replay_only = RunArgs {
-                state_dir: args.state_dir.clone(),
-                ws_url: args.ws_url.clone(),
-                common: config_only(&args.config),
-                ..RunArgs::default()
-            };
-            (&replay_only.common, Some(&replay_only))
-        }
-        None => (&cli.run.common, Some(&cli.run)),
-    };
-    let layers = Layers::from_process(common, run);
+    let layers = cli.layers();
     let settings = match layers.settings() {
         Ok(s) => s,
         Err(e) => {
@@ -71,19 +40,11 @@ fn main() -> ExitCode {
     };
     init_logging(&settings);
     let from_flags = [
-        (
-            "--token",
-            run.is_some_and(|r| r.token.is_some()),
-            "CERBERUS_TOKEN",
-        ),
-        (
-            "--secret-key",
-            common.secret_key.is_some(),
-            "CERBERUS_SECRET_KEY",
-        ),
+        ("--token", "token", "CERBERUS_TOKEN"),
+        ("--secret-key", "secret_key", "CERBERUS_SECRET_KEY"),
     ];
-    for (flag, given, var) in from_flags {
-        if given {
+    for (flag, key, var) in from_flags {
+        if layers.flags.contains_key(key) {
             tracing::warn!(
                 "{flag} was given on the command line, where every user of this machine reads it (`ps`): set {var} in /etc/cerberus/agent.env, or the config file, instead"
             );
@@ -108,7 +69,7 @@ fn main() -> ExitCode {
             // A reload reads the config file again; flags and the
             // environment are the process's own and stay as they were.
             let reread = || -> anyhow::Result<Plan> {
-                let layers = Layers::from_process(&cli.run.common, Some(&cli.run));
+                let layers = cli.layers();
                 Plan::from_settings(&layers.settings()?, mode)
             };
             run_agent(&settings, mode, Box::new(reread))
@@ -136,17 +97,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-/// The shared settings of a command that takes only `--config` of them.
-fn config_only(config: &cerberus_agent::cli::ConfigArgs) -> CommonArgs {
-    CommonArgs {
-        patterns: PatternArgs {
-            config: config.clone(),
-            ..PatternArgs::default()
-        },
-        ..CommonArgs::default()
     }
 }
 

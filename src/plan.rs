@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ClientIpFrom, Compression, ConfigError, Format, Scheme, Settings};
+use crate::config::{ClientIpFrom, CompressionSetting, ConfigError, Scheme, Settings, WireSetting};
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::compression::DeflateSettings;
 use crate::deliver::backend::dead_letter::DeadLetters;
@@ -21,7 +21,7 @@ use crate::deliver::backend::{RefusalPolicy, SenderConfig, Wire};
 use crate::event::real_ip::RealIp;
 use crate::event::{EventOptions, Identity};
 use crate::parse::server_format::Server;
-use crate::parse::{Pattern, PatternError, PatternSet};
+use crate::parse::{Format, Pattern, PatternError, PatternSet};
 use crate::secret::Secret;
 use crate::tail::TailOptions;
 
@@ -199,7 +199,7 @@ impl Plan {
 /// error, whatever the files hold.
 fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result<Vec<LogSource>> {
     let default = patterns
-        .resolve(&settings.format)
+        .resolve(&Format::from(settings.format.as_str()))
         .map_err(|e| ConfigError::new(format!("key `format`: {e}")))?;
     let mut sources = Vec::new();
     for value in &settings.log {
@@ -226,7 +226,7 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
     for table in &settings.logs {
         let pattern = match &table.format {
             Some(f) => patterns
-                .resolve(f)
+                .resolve(&Format::from(f.as_str()))
                 .map_err(|e| ConfigError::new(format!("[[logs]] path {:?}: {e}", table.path)))?,
             None => default.clone(),
         };
@@ -434,7 +434,11 @@ pub fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
     // `single` replies name no event: with more than one in flight, a
     // backend that skips a reply would have every later one credit the
     // wrong event. One at a time, as the middleware sends, unless asked.
-    let window = settings.max_in_flight.unwrap_or(match settings.wire {
+    let wire = match settings.wire {
+        WireSetting::Batch => Wire::Batch,
+        WireSetting::Single => Wire::Single,
+    };
+    let window = settings.max_in_flight.unwrap_or(match wire {
         Wire::Batch => 8,
         Wire::Single => 1,
     });
@@ -443,7 +447,7 @@ pub fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
             url: url.clone(),
             token: settings.token.clone(),
             client_id: settings.client_id.clone(),
-            wire: settings.wire,
+            wire,
             window,
             ack_timeout: Duration::from_millis(settings.ack_timeout_ms),
             ping_interval: Duration::from_secs(20),
@@ -452,11 +456,11 @@ pub fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
             backoff_max: Duration::from_secs(30),
             tls,
             compression: match settings.compression {
-                Compression::Deflate => Some(DeflateSettings {
+                CompressionSetting::Deflate => Some(DeflateSettings {
                     level: settings.compression_level,
                     window_bits: settings.compression_window_bits,
                 }),
-                Compression::Off => None,
+                CompressionSetting::Off => None,
             },
             refusals: RefusalPolicy {
                 dead_letter_after: settings.dead_letter_after,
@@ -474,4 +478,38 @@ pub fn delivery(settings: &Settings) -> anyhow::Result<Delivery> {
             linger: Duration::from_millis(settings.batch_linger_ms),
         },
     })
+}
+
+#[cfg(test)]
+mod defaults {
+    use crate::config;
+    use crate::deliver::backend::RefusalPolicy;
+    use crate::deliver::backend::batch::BatchLimits;
+    use crate::deliver::backend::compression::{self, DeflateSettings};
+    use crate::tail::{self, lines};
+
+    /// The settings' defaults and limits are the components' own: config
+    /// writes them down without knowing the components.
+    #[test]
+    fn the_settings_defaults_are_the_components_defaults() {
+        let batch = BatchLimits::default();
+        assert_eq!(config::DEFAULT_BATCH_MAX_EVENTS, batch.max_events);
+        assert_eq!(config::DEFAULT_BATCH_MAX_BYTES, batch.max_bytes);
+        assert_eq!(
+            config::DEFAULT_BATCH_LINGER_MS,
+            batch.linger.as_millis() as u64
+        );
+        let deflate = DeflateSettings::default();
+        assert_eq!(config::DEFAULT_COMPRESSION_LEVEL, deflate.level);
+        assert_eq!(config::DEFAULT_COMPRESSION_WINDOW_BITS, deflate.window_bits);
+        assert_eq!(config::COMPRESSION_LEVELS, compression::LEVELS);
+        assert_eq!(config::COMPRESSION_WINDOW_BITS, compression::WINDOW_BITS);
+        assert_eq!(config::DEFAULT_MAX_OPEN_FILES, tail::DEFAULT_MAX_OPEN_FILES);
+        assert_eq!(config::DEFAULT_MAX_LINE_BYTES, lines::DEFAULT_MAX_LINE);
+        assert_eq!(config::MAX_LINE_BYTES_LIMIT, lines::MAX_LINE_LIMIT);
+        assert_eq!(
+            config::DEFAULT_DEAD_LETTER_AFTER,
+            RefusalPolicy::default().dead_letter_after
+        );
+    }
 }

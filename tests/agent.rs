@@ -113,9 +113,13 @@ fn plan(log: &Path, state: &Path, once: bool) -> Plan {
         state_dir: Some(state.to_owned()),
         ..RunArgs::default()
     };
-    let mut settings = Layers::new(&run.common, Some(&run), HashMap::new())
-        .settings()
-        .expect("settings");
+    let mut settings = Layers::new(
+        None,
+        cerberus_agent::cli::given_flags(&run.common, Some(&run)),
+        HashMap::new(),
+    )
+    .settings()
+    .expect("settings");
     settings.pattern_dirs.clear();
     settings.shutdown_timeout_ms = 300;
     let mode = RunMode {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use cerberus_agent::cli::{CommonArgs, RunArgs};
-use cerberus_agent::config::{Format, Layers, Settings};
+use cerberus_agent::config::{Layers, Settings};
 
 fn settings(file: Option<&str>, env: &[(&str, &str)], run: RunArgs) -> Result<Settings, String> {
     let dir = tempfile::tempdir().unwrap();
@@ -21,9 +21,13 @@ fn settings(file: Option<&str>, env: &[(&str, &str)], run: RunArgs) -> Result<Se
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Layers::new(&common, Some(&run), env)
-        .settings()
-        .map_err(|e| e.to_string())
+    Layers::new(
+        common.patterns.config.config.as_deref(),
+        cerberus_agent::cli::given_flags(&common, Some(&run)),
+        env,
+    )
+    .settings()
+    .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -32,7 +36,7 @@ fn file_then_env_then_flags() {
     let s = settings(Some(file), &[], RunArgs::default()).unwrap();
     assert_eq!(s.ws_url.as_deref(), Some("wss://file.example/ws"));
     assert_eq!(s.client_id.as_deref(), Some("from-file"));
-    assert_eq!(s.format, Format::Named("nginx_json".into()));
+    assert_eq!(s.format, "nginx_json");
     assert!(s.query_params);
 
     let env = [
@@ -43,8 +47,7 @@ fn file_then_env_then_flags() {
     assert_eq!(s.ws_url.as_deref(), Some("wss://env.example/ws"));
     assert_eq!(s.client_id.as_deref(), Some("from-env"));
     assert_eq!(
-        s.format,
-        Format::Named("nginx_json".into()),
+        s.format, "nginx_json",
         "file value kept where env is silent"
     );
 
@@ -60,7 +63,7 @@ fn file_then_env_then_flags() {
 #[test]
 fn defaults_when_nothing_is_given() {
     let s = settings(None, &[], RunArgs::default()).unwrap();
-    assert_eq!(s.format, Format::Auto);
+    assert_eq!(s.format, "auto");
     assert_eq!(
         s.state_dir,
         std::path::PathBuf::from("/var/lib/cerberus-agent")
@@ -117,7 +120,11 @@ fn unknown_environment_variables_are_ignored_and_listed() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    let layers = Layers::new(&run.common, Some(&run), env);
+    let layers = Layers::new(
+        run.common.patterns.config.config.as_deref(),
+        cerberus_agent::cli::given_flags(&run.common, Some(&run)),
+        env,
+    );
     let s = layers
         .settings()
         .expect("an unknown variable does not stop the agent");
@@ -196,7 +203,11 @@ fn the_binary_exits_2_on_configuration_errors_without_leaking_secrets() {
 #[test]
 fn common_args_default_is_empty() {
     // Guards the test helper above: no flags means no flag layer.
-    let layers = Layers::new(&CommonArgs::default(), None, HashMap::new());
+    let layers = Layers::new(
+        None,
+        cerberus_agent::cli::given_flags(&CommonArgs::default(), None),
+        HashMap::new(),
+    );
     assert!(layers.flags.is_empty());
 }
 

@@ -26,27 +26,6 @@ use ratchet_rs::ratchet_ext::{
     RsvBits, SplittableExtension,
 };
 
-/// The `compression` setting.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Offer permessage-deflate; use it when the backend accepts.
-    #[default]
-    Deflate,
-    /// Offer nothing: every message goes out as it is.
-    Off,
-}
-
 /// How hard and with how large a window the agent compresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateSettings {

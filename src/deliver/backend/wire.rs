@@ -11,17 +11,7 @@ use super::batch::{Batch, HEAD_ROOM};
 use crate::deliver::AckPoint;
 
 /// Which exchange to speak (the `wire` setting, `--wire`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wire {
     /// One acknowledgement per batch of events.
