@@ -11,6 +11,6 @@ fuzz/run.sh "${CERBERUS_FUZZ_SECONDS:-15}"
 # ...the packages, built, installed, checked and purged as an operator
 # would (it installs the .deb: root, or through sudo)...
 if [ "$(id -u)" -eq 0 ]; then packaging/test.sh; else sudo packaging/test.sh; fi
-# ...then the unit and integration tests, every test binary even when one
-# fails, whose summary ends the output.
+# ...then the unit and integration tests (one binary, tests/suite/), every
+# test even when one fails, whose summary ends the output.
 cargo test --lib --bins --tests --locked --no-fail-fast "$@"

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # reads the .rpm (rpm), checks the unit (systemd-analyze), runs the agent as
 # its service user (runuser) and traces its system calls (strace).
 need=()
-# tests/server_config.rs runs the real nginx and Apache (apache2) with
+# tests/suite/server_config.rs runs the real nginx and Apache (apache2) with
 # configs of its own.
 for pair in logrotate:logrotate nginx:nginx-light gzip:gzip setpriv:util-linux \
     runuser:util-linux rpm:rpm systemd-analyze:systemd adduser:adduser strace:strace \
@@ -26,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# tests/metrics.rs: a real Prometheus scraping the agent, and its promtool
+# tests/suite/metrics.rs: a real Prometheus scraping the agent, and its promtool
 # (without the recommended exporters).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -11,7 +11,7 @@
 #   uvicorn, daphne, hypercorn, granian and pyuwsgi (tests/setup.sh makes
 #   target/test-venv). nginx, Apache and Caddy come from Debian's packages.
 # Used by record.sh (the samples in this folder) and by the test that runs
-# the agent on what the real servers write (tests/servers.rs).
+# the agent on what the real servers write (tests/suite/samples.rs).
 #
 # The servers log in the server's local time where their format has no
 # zone (daphne, uWSGI): run with TZ set to check that the agent reads it so.

@@ -2,7 +2,7 @@
 //! error log too, several formats in one folder, the environment, exit
 //! statuses that tell the truth, and signals a service manager sends.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};

@@ -3,7 +3,7 @@
 //! and full. Only acknowledgements move checkpoints; a stop saves them; a
 //! restart resumes from them without loss or repeat.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;

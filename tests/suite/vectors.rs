@@ -1,7 +1,7 @@
 //! Parity with the Python middleware: every vector produced by the real
 //! `cerberus-core` package must come out the same from the agent.
 
-mod common;
+use crate::common;
 
 use cerberus_agent::event::sanitize::sanitize;
 use cerberus_agent::pseudonymise::{IpPseudonymiser, normalize_ip};

@@ -29,7 +29,7 @@
 //! between its copy and its truncate) are on no disk; they are counted
 //! apart. The last line printed sums it all up.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};

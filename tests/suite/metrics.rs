@@ -2,7 +2,7 @@
 //! WebSocket backend and `--metrics-addr`, scraped over HTTP; the figures
 //! must add up, and `/health` must follow the backend.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

@@ -1,7 +1,7 @@
 //! The binary as an operator uses it: the README's run command, `check`,
 //! `patterns`, user pattern folders, help and version.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -105,29 +105,6 @@ impl RunningAgent {
             self.seen.push(v);
         }
     }
-
-    /// Sends SIGTERM and waits (bounded) for exit; returns the exit code.
-    pub fn terminate(mut self) -> (Option<i32>, Vec<Value>) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) with a pid we own; no memory is involved.
-        unsafe {
-            libc_kill(pid, 15);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                while let Ok(v) = self.events.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(v);
-                }
-                return (status.code(), std::mem::take(&mut self.seen));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not exit within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for RunningAgent {

@@ -1,7 +1,7 @@
 //! The tailer on real files in temporary folders: every way servers and
 //! logrotate write, rotate and truncate, and restarts from checkpoints.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;

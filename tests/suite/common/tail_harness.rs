@@ -1,5 +1,4 @@
 //! Drives a [`Tailer`] by hand over a temporary folder, as the agent's loop
-#![allow(dead_code)]
 //! would (scan, poll, acknowledge, save), and records what came out.
 
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! The agent binary following files in real time while the real logrotate
 //! rotates them under a writer appending throughout. (Following, stopping
-//! and resuming without repeats is tested in-process in `tests/agent.rs`.)
+//! and resuming without repeats is tested in-process in `agent.rs`.)
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};

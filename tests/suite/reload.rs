@@ -4,7 +4,7 @@
 //! across a bad configuration, a change of log files and backend, and a
 //! changed pattern, every line arrives once and only where it should.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;

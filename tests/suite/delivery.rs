@@ -5,7 +5,7 @@
 
 #[path = "delivery/asgi.rs"]
 mod asgi;
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;

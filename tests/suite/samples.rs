@@ -2,7 +2,7 @@
 //! (tests/samples/record.sh). The expectations were computed on the client
 //! side with Django and cerberus-core, so they are independent of the agent.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

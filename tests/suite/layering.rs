@@ -3,7 +3,7 @@
 //! command line, and the pipeline reads no file and matches no glob of its
 //! own (what it knows of a line's origin comes with the line).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! time, one `escape=json`), requests sent, and the agent pointed at that
 //! config must give the right event for every request of both logs.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

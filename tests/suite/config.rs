@@ -1,7 +1,7 @@
 //! Settings layering: defaults < config file < CERBERUS_* environment <
 //! flags, and errors that name the key.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;

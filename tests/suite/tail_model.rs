@@ -21,7 +21,7 @@
 //! catches up just before a plain truncate or delete (anything written and
 //! truncated away unseen is lost by definition, not by the agent).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! Bad input never crashes the agent and never costs other lines: each kind
 //! is counted and reported, and the good lines around it still come out.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
