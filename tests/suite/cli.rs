@@ -8,13 +8,10 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use crate::common::programs::printed_events as json_lines;
+
 fn agent(args: &[&str]) -> Output {
-    Command::new(common::agent_bin())
-        .args(args)
-        .env_remove("CERBERUS_DEBUG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cerberus-agent")
+    crate::common::programs::run_agent(args, &[])
 }
 
 /// The number of lines in a recorded sample.
@@ -29,14 +26,6 @@ fn sample(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn json_lines(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
 }
 
 #[test]

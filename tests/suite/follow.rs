@@ -67,19 +67,6 @@ fn writer(log: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize>
     })
 }
 
-fn logrotate_binary() -> String {
-    for p in [
-        "/usr/sbin/logrotate",
-        "/sbin/logrotate",
-        "/usr/bin/logrotate",
-    ] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("logrotate is not installed: tests/setup.sh installs it (apt-get install logrotate)");
-}
-
 fn rotate_with_logrotate(directives: &str) {
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -101,20 +88,7 @@ fn rotate_with_logrotate(directives: &str) {
     let w = writer(log.clone(), stop.clone());
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(1100));
-        let out = Command::new(logrotate_binary())
-            .args([
-                "-f",
-                "-s",
-                lr_state.to_str().unwrap(),
-                conf.to_str().unwrap(),
-            ])
-            .output()
-            .expect("run logrotate");
-        assert!(
-            out.status.success(),
-            "logrotate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::common::programs::logrotate(&lr_state, &conf);
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);

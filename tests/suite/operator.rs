@@ -7,32 +7,16 @@ use crate::common;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::agent_process::{access_line, id_of};
 use common::backend::{Backend, Behaviour, Seen};
 use serde_json::Value;
 
+use crate::common::programs::{printed_events as events, run_agent as agent};
+
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(common::agent_bin());
-    cmd.args(args)
-        .env_remove("CERBERUS_DEBUG")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run cerberus-agent")
-}
-
-fn events(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
 
 fn write_access_log(path: &Path, ids: std::ops::Range<usize>) {
     let text: String = ids.map(access_line).collect();

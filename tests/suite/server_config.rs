@@ -9,59 +9,15 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// nginx in the foreground with the test's config; stopped when dropped.
-struct Nginx(Child);
+use crate::common::programs::{Nginx, printed_events, wait_for_port};
 
-impl Nginx {
-    fn start(work: &Path, conf: &Path, port: u16) -> Self {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("nginx is not installed: tests/setup.sh installs it");
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(work)
-            .arg("-e")
-            .arg(work.join("error.log"))
-            .arg("-c")
-            .arg(conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx does not listen on 127.0.0.1:{port}: {}",
-                std::fs::read_to_string(work.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx(child)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        common::agent_process::send_sigterm(self.0.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn agent(args: &[&str]) -> Output {
+    crate::common::programs::run_agent(args, &[])
 }
 
 /// One HTTP/1.1 request; the status nginx answered.
@@ -82,22 +38,6 @@ fn request(port: u16, method: &str, target: &str, agent: &str) -> u16 {
 }
 
 /// The events an agent printed, one JSON object per line.
-fn events_of(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-fn agent(args: &[&str]) -> Output {
-    Command::new(common::agent_bin())
-        .args(args)
-        .env_remove("CERBERUS_DEBUG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cerberus-agent")
-}
-
 #[test]
 fn nginx_conf_with_includes_gives_every_request_of_both_logs_its_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,7 +91,7 @@ http {{
         ),
     )
     .unwrap();
-    let nginx = Nginx::start(work, &conf, port);
+    let nginx = Nginx::start(work, &conf, &[(port, "nginx")]);
     let mut expected = Vec::new();
     for n in 0..20 {
         let (method, target, status) = match n % 4 {
@@ -199,7 +139,7 @@ http {{
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let events = events_of(&out);
+    let events = printed_events(&out.stdout);
     assert_eq!(
         events.len(),
         expected.len(),
@@ -231,18 +171,6 @@ http {{
 }
 
 /// Waits until something listens on `port`, or panics with `log`'s text.
-fn wait_for_port(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} does not listen on 127.0.0.1:{port}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A request to the recording app (tests/samples/app.py), which answers
 /// with the status and the X-Cerberus-Metrics header it is asked for.
 fn app_request(port: u16, target: &str, status: u16, metrics: Option<&str>, forwarded: &str) {
@@ -285,7 +213,7 @@ fn gunicorn_custom_access_log_format_given_as_is_gives_every_event() {
         .stdin(Stdio::null())
         .spawn()
         .expect("start gunicorn");
-    wait_for_port(port, "gunicorn", &errors);
+    wait_for_port(port, "gunicorn", Some(&errors));
     let cases = [
         ("/shop/cart?id=1", 200, Some(r#"{"cart_items":3}"#)),
         ("/api/orders", 201, None),
@@ -308,7 +236,7 @@ fn gunicorn_custom_access_log_format_given_as_is_gives_every_event() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let events = events_of(&out);
+    let events = printed_events(&out.stdout);
     assert_eq!(
         events.len(),
         cases.len(),
@@ -448,7 +376,7 @@ IncludeOptional sites/*.conf
         .stdout(Stdio::null())
         .spawn()
         .expect("start apache2");
-    wait_for_port(port, "apache2", &errors);
+    wait_for_port(port, "apache2", Some(&errors));
     let mut expected = Vec::new();
     for n in 0..6 {
         let (target, status) = match n % 2 {
@@ -482,7 +410,7 @@ IncludeOptional sites/*.conf
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let events = events_of(&out);
+    let events = printed_events(&out.stdout);
     assert_eq!(events.len(), 2 * expected.len(), "{stderr}");
     for (target, status, ua) in &expected {
         let path = target.split('?').next().unwrap();

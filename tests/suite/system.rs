@@ -43,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::agent_process::send_sigterm;
 use common::backend::{Backend, Behaviour, Seen};
+use common::programs::{Nginx, installed};
 use serde_json::Value;
 
 /// Requests per second the load generator sends.
@@ -68,25 +69,6 @@ impl Rng {
     }
 }
 
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} does not listen on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn binary(candidates: &[&str], package: &str) -> PathBuf {
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{package} is not installed: tests/setup.sh installs it"))
-}
-
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
@@ -101,11 +83,10 @@ fn is_root() -> bool {
 /// The nginx `cerberus_json` format README.md gives operators.
 const CERBERUS_JSON: &str = r#"'{"remote_addr":"$remote_addr","time_iso8601":"$time_iso8601","request_method":"$request_method","request_uri":"$request_uri","uri":"$uri","args":"$args","scheme":"$scheme","server_protocol":"$server_protocol","status":"$status","body_bytes_sent":"$body_bytes_sent","request_time":"$request_time","http_referer":"$http_referer","http_user_agent":"$http_user_agent","upstream_http_x_cerberus_metrics":"$upstream_http_x_cerberus_metrics"}'"#;
 
-/// The real nginx, in the foreground, stopped when dropped.
-struct Nginx(Child);
-
-impl Nginx {
-    fn start(work: &Path, logs: &Path, front: u16, app: u16) -> Self {
+/// The real nginx in front of its own app server, logging cerberus_json
+/// into `logs`; stopped when dropped.
+fn start_nginx(work: &Path, logs: &Path, front: u16, app: u16) -> Nginx {
+    {
         let tmp = work.join("nginx-tmp");
         fs::create_dir_all(&tmp).unwrap();
         let conf = work.join("nginx.conf");
@@ -141,38 +122,11 @@ http {{
             ),
         )
         .unwrap();
-        let nginx = binary(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx");
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(work)
-            .arg("-e")
-            .arg(work.join("nginx-error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(front, "nginx");
-        wait_for_port(app, "nginx's app server");
-        Nginx(child)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers too (SIGKILL would leave
-        // them running).
-        send_sigterm(self.0.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        Nginx::start(
+            work,
+            &conf,
+            &[(front, "nginx"), (app, "nginx's app server")],
+        )
     }
 }
 
@@ -252,7 +206,7 @@ impl AgentRunner {
     fn start(&self) -> Child {
         let agent = common::agent_bin();
         let mut cmd = if self.as_nobody {
-            let mut c = Command::new(binary(&["/usr/bin/setpriv", "/bin/setpriv"], "setpriv"));
+            let mut c = Command::new(installed(&["/usr/bin/setpriv", "/bin/setpriv"], "setpriv"));
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
                 .arg(&agent);
             c
@@ -308,14 +262,6 @@ fn rotate(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(usize, usize)> {
     std::thread::spawn(move || {
-        let logrotate = binary(
-            &[
-                "/usr/sbin/logrotate",
-                "/sbin/logrotate",
-                "/usr/bin/logrotate",
-            ],
-            "logrotate",
-        );
         let mut rng = Rng(seed ^ 0x5eed);
         let (mut created, mut copied) = (0, 0);
         let state = work.join("logrotate.status");
@@ -350,18 +296,7 @@ fn rotate(
                 ),
             )
             .unwrap();
-            let out = Command::new(&logrotate)
-                .arg("-f")
-                .arg("-s")
-                .arg(&state)
-                .arg(&conf)
-                .output()
-                .expect("run logrotate");
-            assert!(
-                out.status.success(),
-                "logrotate failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            common::programs::logrotate(&state, &conf);
         }
     })
 }
@@ -465,7 +400,7 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
         common::free_port(),
         common::free_port(),
     );
-    let _nginx = Nginx::start(&work, &logs, front, app);
+    let _nginx = start_nginx(&work, &logs, front, app);
     let seen = Seen::new(Behaviour::default());
     let mut backend = Some(Backend::start(backend_port, seen.clone(), None));
 

@@ -2,6 +2,7 @@
 
 pub mod agent_process;
 pub mod backend;
+pub mod programs;
 pub mod tail_harness;
 
 use std::path::PathBuf;
