@@ -512,8 +512,25 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
                 append_raw(&live, &line);
             }
             Fault::StateReadOnly => {
+                // Read-only for a few seconds, and until the agent has tried
+                // to save there (it saves only when acknowledgements moved
+                // a checkpoint: after a backend restart that can take a
+                // while on a busy machine), within a bound.
+                let said = stderr_of(&runner)
+                    .matches("cannot save checkpoints")
+                    .count();
                 fs::set_permissions(&state, fs::Permissions::from_mode(0o555)).unwrap();
-                std::thread::sleep(Duration::from_secs_f64(rng.between(2.0, 4.0)));
+                let until = Instant::now() + Duration::from_secs_f64(rng.between(2.0, 4.0));
+                let bound = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < until
+                    || (stderr_of(&runner)
+                        .matches("cannot save checkpoints")
+                        .count()
+                        == said
+                        && Instant::now() < bound)
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 fs::set_permissions(&state, fs::Permissions::from_mode(0o755)).unwrap();
             }
         }
