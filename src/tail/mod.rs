@@ -1131,10 +1131,20 @@ impl Tailer {
     }
 
     /// Gives a checkpoint to open files whose first line was written since
-    /// they were opened (see [`TailedFile::learn_identity`]). Cheap: only
-    /// files without a fingerprint are looked at. Call it about once a
-    /// second, before the checkpoints are saved.
+    /// they were opened (see [`TailedFile::learn_identity`]), and notices
+    /// files whose content was replaced (copytruncate) since the last look:
+    /// the agent calls this about once a second even while it reads
+    /// nothing (a full sink), so that new content is checkpointed (at
+    /// offset 0) under its own fingerprint before a crash could leave it
+    /// unknown, and its copy is found later even once compressed. Cheap: a
+    /// file is looked at only when its size or time changed.
     pub fn learn_identities(&mut self) {
+        let truncated: Vec<usize> = (0..self.files.len())
+            .filter(|&i| self.files[i].was_truncated())
+            .collect();
+        for i in truncated {
+            self.truncated(i, None);
+        }
         for f in &mut self.files {
             f.learn_identity();
         }

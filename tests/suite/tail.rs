@@ -894,3 +894,43 @@ fn a_rotated_file_whose_inode_was_followed_with_other_content_is_read() {
     h.poll(true);
     assert_exactly_once(&h, &lines("new-content", 5));
 }
+
+/// With the sink full the agent reads nothing, but it still looks at its
+/// files about once a second (`learn_identities`). A file copytruncated and
+/// written anew in that time, then rotated and compressed while the agent
+/// is down, must still be found at the next start: the agent must have
+/// noticed that the content changed and checkpointed the new content (at
+/// offset 0), so that its fingerprint finds the compressed copy.
+#[test]
+fn content_replaced_while_nothing_was_read_is_checkpointed_and_found_compressed() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.start();
+    h.append(&log, &lines("old", 3));
+    let gzip = |path: &std::path::Path| {
+        let out = std::process::Command::new("gzip").arg(path).output().unwrap();
+        assert!(out.status.success(), "gzip: {out:?}");
+    };
+    // The first look at the new content, with nothing read (a full sink).
+    h.tailer.as_mut().unwrap().scan().unwrap();
+    h.tailer.as_mut().unwrap().learn_identities();
+    // copytruncate, and the server writes new lines.
+    h.copy(&log, &h.rotated(1));
+    h.truncate(&log);
+    h.append(&log, &lines("new", 3));
+    // The agent's once-a-second look, still reading nothing; then a crash.
+    h.tailer.as_mut().unwrap().learn_identities();
+    h.tailer.as_mut().unwrap().save_checkpoints(true).unwrap();
+    h.kill();
+    // While it is down: rotated (create) and both copies compressed.
+    fs::rename(&log, h.rotated(2)).unwrap();
+    fs::write(&log, b"").unwrap();
+    gzip(&h.rotated(1));
+    gzip(&h.rotated(2));
+    h.start();
+    h.poll(true);
+    let counts = h.counts();
+    for l in lines("old", 3).iter().chain(&lines("new", 3)) {
+        assert!(counts.get(l).copied().unwrap_or(0) >= 1, "{l} was lost: {:?}", h.out);
+    }
+}
