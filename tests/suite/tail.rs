@@ -908,7 +908,10 @@ fn content_replaced_while_nothing_was_read_is_checkpointed_and_found_compressed(
     h.start();
     h.append(&log, &lines("old", 3));
     let gzip = |path: &std::path::Path| {
-        let out = std::process::Command::new("gzip").arg(path).output().unwrap();
+        let out = std::process::Command::new("gzip")
+            .arg(path)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "gzip: {out:?}");
     };
     // The first look at the new content, with nothing read (a full sink).
@@ -931,6 +934,10 @@ fn content_replaced_while_nothing_was_read_is_checkpointed_and_found_compressed(
     h.poll(true);
     let counts = h.counts();
     for l in lines("old", 3).iter().chain(&lines("new", 3)) {
-        assert!(counts.get(l).copied().unwrap_or(0) >= 1, "{l} was lost: {:?}", h.out);
+        assert!(
+            counts.get(l).copied().unwrap_or(0) >= 1,
+            "{l} was lost: {:?}",
+            h.out
+        );
     }
 }
