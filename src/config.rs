@@ -20,28 +20,28 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 /// The config file read when `--config` is not given, if it exists.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/cerberus/agent.toml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/cerberus/agent.toml";
 /// Where user pattern files are looked for by default.
-pub const DEFAULT_PATTERN_DIR: &str = "/etc/cerberus/patterns.d";
+pub(crate) const DEFAULT_PATTERN_DIR: &str = "/etc/cerberus/patterns.d";
 /// Where checkpoints live by default.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/cerberus-agent";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/cerberus-agent";
 /// Longest line kept whole by default, and the most it may be set to.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
-pub const MAX_LINE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_LINE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Files open at once, by default.
-pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+pub(crate) const DEFAULT_MAX_OPEN_FILES: usize = 256;
 /// When a batch closes, by default.
-pub const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
-pub const DEFAULT_BATCH_MAX_BYTES: usize = 128 * 1024;
-pub const DEFAULT_BATCH_LINGER_MS: u64 = 2;
+pub(crate) const DEFAULT_BATCH_MAX_EVENTS: usize = 1000;
+pub(crate) const DEFAULT_BATCH_MAX_BYTES: usize = 128 * 1024;
+pub(crate) const DEFAULT_BATCH_LINGER_MS: u64 = 2;
 /// permessage-deflate's level and window, by default, and what they may be
 /// set to.
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
-pub const DEFAULT_COMPRESSION_WINDOW_BITS: u8 = 15;
-pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<u32> = 1..=9;
-pub const COMPRESSION_WINDOW_BITS: std::ops::RangeInclusive<u8> = 9..=15;
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
+pub(crate) const DEFAULT_COMPRESSION_WINDOW_BITS: u8 = 15;
+pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<u32> = 1..=9;
+pub(crate) const COMPRESSION_WINDOW_BITS: std::ops::RangeInclusive<u8> = 9..=15;
 /// Refusals of one event before it is set aside, by default.
-pub const DEFAULT_DEAD_LETTER_AFTER: u32 = 3;
+pub(crate) const DEFAULT_DEAD_LETTER_AFTER: u32 = 3;
 
 // These are the components' own defaults too (`BatchLimits`,
 // `DeflateSettings`, `TailOptions`, `RefusalPolicy`): the plan's tests hold
@@ -59,7 +59,7 @@ pub struct LogTable {
 }
 
 /// A setting that is one of a fixed set of names (`wire = "batch"`).
-pub trait Choice: Sized + Copy + 'static {
+pub(crate) trait Choice: Sized + Copy + 'static {
     /// Every name, with its value.
     const CHOICES: &'static [(&'static str, Self)];
 
@@ -434,7 +434,7 @@ pub fn settings_keys() -> &'static [&'static str] {
 impl Layers {
     /// Layers from the real environment, the config file named (or the
     /// default one), and the flags given, by settings key.
-    pub fn from_process(
+    pub(crate) fn from_process(
         config: Option<&Path>,
         flags: serde_json::Map<String, serde_json::Value>,
     ) -> Self {

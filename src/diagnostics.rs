@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// Messages of one kind allowed per window.
 pub const BURST: u32 = 10;
 /// The rate-limiting window.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a line gave no event, as metrics label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +50,12 @@ impl FailReason {
 
     /// A line that is no fault of the log: counted, logged at debug level,
     /// acknowledged like an event's line (not warned about).
-    pub fn is_expected(self) -> bool {
+    pub(crate) fn is_expected(self) -> bool {
         matches!(self, FailReason::NotARequest | FailReason::ServerMessage)
     }
 
     /// The `reason` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FailReason::NoMatch => "no_match",
             FailReason::NotJson => "not_json",
@@ -109,18 +109,14 @@ struct Window {
 
 /// Emits warnings at a bounded rate per kind.
 #[derive(Debug, Default)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     pub counters: Arc<Counters>,
     windows: Mutex<HashMap<&'static str, Window>>,
 }
 
 impl Reporter {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// A reporter counting into `counters` (shared with the metrics).
-    pub fn with_counters(counters: Arc<Counters>) -> Self {
+    pub(crate) fn with_counters(counters: Arc<Counters>) -> Self {
         Reporter {
             counters,
             windows: Mutex::default(),
@@ -169,7 +165,7 @@ impl Reporter {
     }
 
     /// Says how many messages were held back, at shutdown.
-    pub fn flush_suppressed(&self) {
+    pub(crate) fn flush_suppressed(&self) {
         if let Ok(windows) = self.windows.lock() {
             for (kind, w) in windows.iter() {
                 if w.suppressed > 0 {
@@ -181,7 +177,7 @@ impl Reporter {
 }
 
 /// At most `max` characters of a line, for messages.
-pub fn excerpt(line: &[u8], max: usize) -> String {
+pub(crate) fn excerpt(line: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(line);
     let mut out: String = text.chars().take(max).collect();
     if text.chars().count() > max {

@@ -71,7 +71,7 @@ impl Delivery {
     /// Whether `other` delivers the same way, so a reload can keep the
     /// connection. With TLS it never is: the certificate files may have
     /// changed, and a reload is how an operator makes them count.
-    pub fn same_as(&self, other: &Delivery) -> bool {
+    pub(crate) fn same_as(&self, other: &Delivery) -> bool {
         match (self, other) {
             (Delivery::Stdout, Delivery::Stdout) => true,
             (
@@ -240,7 +240,7 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
 
 /// The servers' configs to read: `nginx_conf` and `apache_conf`, or
 /// nginx's own when nothing at all is given and it exists.
-pub fn server_configs(settings: &Settings) -> Vec<(Server, PathBuf)> {
+pub(crate) fn server_configs(settings: &Settings) -> Vec<(Server, PathBuf)> {
     let mut out = Vec::new();
     if let Some(p) = &settings.nginx_conf {
         out.push((Server::Nginx, p.clone()));
@@ -342,7 +342,7 @@ pub struct EventPlan {
 
 impl EventPlan {
     /// The event builder's options, with the key the agent decided on.
-    pub fn with_key(&self, secret_key: Option<Secret>) -> EventOptions {
+    pub(crate) fn with_key(&self, secret_key: Option<Secret>) -> EventOptions {
         EventOptions {
             identity: self.identity.clone(),
             secret_key,

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The environment file the packaged service reads its secrets from.
-pub const SERVICE_ENV_FILE: &str = "/etc/cerberus/agent.env";
+pub(crate) const SERVICE_ENV_FILE: &str = "/etc/cerberus/agent.env";
 
 /// Settings whose values are secrets, as config keys and as variables.
 const SECRET_KEYS: &[&str] = &["token", "secret_key"];

@@ -27,7 +27,7 @@ use sha2::Sha256;
 /// 100,000 client addresses drawn Zipf (s = 1), about nine lookups in ten
 /// are hits (`benches/parts.rs`, `ip_hash/cached_zipf_100k`: 34 ns per
 /// address against 250 ns for an HMAC; a hit, hex included, 14 ns).
-pub const CACHE_CAPACITY: usize = 24 * 1024;
+pub(crate) const CACHE_CAPACITY: usize = 24 * 1024;
 
 /// Addresses evicted but remembered (as a hash, in a slot as large as a
 /// live entry), as a fraction of the capacity: one seen again soon goes

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::wake::{Wake, Wakes};
 
 /// What `remote_addr` will be.
-pub enum KeyDecision {
+pub(crate) enum KeyDecision {
     Key(Secret),
     /// Plain (normalised) IPs.
     Plain,
@@ -22,7 +22,7 @@ pub enum KeyDecision {
 /// The key for `remote_addr`: configured, fetched from the backend
 /// (retrying with backoff until it comes, or a signal stops the agent), or
 /// none.
-pub fn decide(source: &KeySource, wakes: &Wakes) -> KeyDecision {
+pub(crate) fn decide(source: &KeySource, wakes: &Wakes) -> KeyDecision {
     let (url, token, trust, wait) = match source {
         KeySource::Configured(k) => return KeyDecision::Key(k.clone()),
         KeySource::None => return KeyDecision::Plain,

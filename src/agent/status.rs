@@ -33,7 +33,7 @@ impl Status {
     }
 
     /// Logs the status line if it is due.
-    pub fn log_if_due(&mut self, telemetry: &Telemetry) {
+    pub(crate) fn log_if_due(&mut self, telemetry: &Telemetry) {
         if self.due().is_none_or(|t| Instant::now() < t) {
             return;
         }
@@ -71,7 +71,7 @@ impl Status {
 }
 
 /// The progress bar of a `--once` run, on a terminal only.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: indicatif::ProgressBar,
     /// Bytes read before the run (the counter is shared).
     start: u64,
@@ -107,7 +107,7 @@ impl Progress {
         })
     }
 
-    pub fn update(&self, telemetry: &Telemetry) {
+    pub(crate) fn update(&self, telemetry: &Telemetry) {
         let read = telemetry.tail.bytes_read.load(Ordering::Relaxed);
         self.bar.set_position(read.saturating_sub(self.start));
         let per_s = self.bar.per_sec();

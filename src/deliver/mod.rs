@@ -13,8 +13,8 @@ pub mod stdout;
 use std::io;
 use std::time::Instant;
 
-pub use backend::BackendSink;
-pub use stdout::StdoutSink;
+pub(crate) use backend::BackendSink;
+pub(crate) use stdout::StdoutSink;
 
 /// Where an event's line ends: which open file (the tailer's source id)
 /// and the byte after the line. Acknowledging an origin acknowledges every

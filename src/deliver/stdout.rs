@@ -10,7 +10,7 @@ use super::{AckPoint, EventSink};
 
 /// Writes each event followed by a newline to standard output (or any
 /// writer, for tests), buffered.
-pub struct StdoutSink<W: Write = io::Stdout> {
+pub(crate) struct StdoutSink<W: Write = io::Stdout> {
     out: io::BufWriter<W>,
     /// Origins of events written but not yet flushed.
     written: Vec<AckPoint>,

@@ -73,7 +73,7 @@ pub fn decode_path(path: &[u8]) -> Cow<'_, str> {
 /// The endpoint for a path as logged by an ASGI server: percent-decoded
 /// and read as UTF-8 with U+FFFD for what is not, as the server hands the
 /// path to Django (its `scope["path"]`).
-pub fn decode_path_as_asgi(path: &[u8]) -> Cow<'_, str> {
+pub(crate) fn decode_path_as_asgi(path: &[u8]) -> Cow<'_, str> {
     if !path.contains(&b'%') {
         return String::from_utf8_lossy(path);
     }
@@ -83,7 +83,7 @@ pub fn decode_path_as_asgi(path: &[u8]) -> Cow<'_, str> {
 
 /// Decodes `bytes` as UTF-8, percent-encoding (upper-case hex) every byte of
 /// an invalid sequence, as Django does for `request.path`.
-pub fn repercent_broken_unicode(mut bytes: &[u8]) -> String {
+pub(crate) fn repercent_broken_unicode(mut bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     loop {
         match std::str::from_utf8(bytes) {

@@ -106,10 +106,10 @@ pub struct EventBuilder {
 }
 
 /// An [`IpPseudonymiser`] shared by the builders of one thread.
-pub type SharedPseudonymiser = std::rc::Rc<std::cell::RefCell<IpPseudonymiser>>;
+pub(crate) type SharedPseudonymiser = std::rc::Rc<std::cell::RefCell<IpPseudonymiser>>;
 
 /// A pseudonymiser for `options`' key, to share (see [`EventBuilder::sharing`]).
-pub fn shared_pseudonymiser(options: &EventOptions) -> SharedPseudonymiser {
+pub(crate) fn shared_pseudonymiser(options: &EventOptions) -> SharedPseudonymiser {
     std::rc::Rc::new(std::cell::RefCell::new(IpPseudonymiser::new(
         options.secret_key.as_ref().map(Secret::expose),
     )))
@@ -121,7 +121,7 @@ impl EventBuilder {
     }
 
     /// A builder hashing addresses with `ips` (made for `options`' key).
-    pub fn sharing(
+    pub(crate) fn sharing(
         pattern: Arc<Pattern>,
         options: &EventOptions,
         ips: SharedPseudonymiser,

@@ -12,10 +12,10 @@ use serde_json::Value;
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Depth beyond which a container is redacted whole (the middleware's 20).
-pub const MAX_DEPTH: usize = 20;
+pub(crate) const MAX_DEPTH: usize = 20;
 
 /// Keys (compared lower-cased) whose values never leave the agent.
-pub const SENSITIVE_KEYS: &[&str] = &[
+pub(crate) const SENSITIVE_KEYS: &[&str] = &[
     "password",
     "passwd",
     "secret",
@@ -41,7 +41,7 @@ pub const SENSITIVE_KEYS: &[&str] = &[
 ];
 
 /// True when `key` names a value that must be redacted.
-pub fn is_sensitive_key(key: &str) -> bool {
+pub(crate) fn is_sensitive_key(key: &str) -> bool {
     // Python's str.lower() on the key, then set membership. Keys are short,
     // so a linear scan over 22 entries beats building a HashSet.
     if key.is_ascii() {

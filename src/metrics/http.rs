@@ -23,11 +23,11 @@ use tokio::sync::Semaphore;
 use super::{Exposition, Telemetry};
 
 /// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// The largest request head read.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// How long a client may take to send its request head.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing the answer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 

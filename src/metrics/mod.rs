@@ -310,7 +310,7 @@ fn register_sender(registry: &mut Registry, s: &SenderStats) {
 
 /// The two text formats of the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposition {
+pub(crate) enum Exposition {
     /// OpenMetrics 1.0 (what `prometheus-client` writes).
     OpenMetrics,
     /// The Prometheus text format 0.0.4.
@@ -320,7 +320,7 @@ pub enum Exposition {
 impl Exposition {
     /// The format a scraper's `Accept` header asks for: OpenMetrics only
     /// when it names it (Prometheus does, preferring it).
-    pub fn for_accept(accept: Option<&str>) -> Self {
+    pub(crate) fn for_accept(accept: Option<&str>) -> Self {
         match accept {
             Some(a) if a.contains("application/openmetrics-text") => Exposition::OpenMetrics,
             _ => Exposition::Prometheus,

@@ -142,7 +142,7 @@ impl Escape {
 
 /// Whether `value` holds a `"` not escaped by an odd number of backslashes
 /// (Apache escapes both `"` and `\`).
-pub fn has_unescaped_quote(value: &[u8]) -> bool {
+pub(crate) fn has_unescaped_quote(value: &[u8]) -> bool {
     memchr::memchr_iter(b'"', value)
         .any(|q| value[..q].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0)
 }

@@ -97,7 +97,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The same fields, each value passed through `f` and owned.
-    pub fn map_values(self, mut f: impl FnMut(Cow<'a, [u8]>) -> Vec<u8>) -> Fields<'static> {
+    pub(crate) fn map_values(self, mut f: impl FnMut(Cow<'a, [u8]>) -> Vec<u8>) -> Fields<'static> {
         Fields {
             values: self.values.map(|v| v.map(|c| Cow::Owned(f(c)))),
         }

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use fields::{Fields, Role};
-pub use pattern::{Pattern, PatternError, PatternOrigin, SplitError};
+pub use pattern::SplitError;
+pub use pattern::{Pattern, PatternError, PatternOrigin};
 
 /// The pattern files compiled into the binary, by name.
 const BUNDLED: &[(&str, &str)] = &[
@@ -97,7 +98,10 @@ impl PatternSet {
     }
 
     /// As [`PatternSet::load`], with the `metrics_header` setting.
-    pub fn load_with(dirs: &[PathBuf], metrics_header: Option<&str>) -> Result<Self, PatternError> {
+    pub(crate) fn load_with(
+        dirs: &[PathBuf],
+        metrics_header: Option<&str>,
+    ) -> Result<Self, PatternError> {
         let mut set = Self::bundled()?;
         set.metrics_header = metrics_header.map(str::to_owned);
         for dir in dirs {
@@ -110,7 +114,7 @@ impl PatternSet {
 
     /// Compiles the pattern file at `path` and adds it, replacing any
     /// pattern of the same name. Returns the pattern's name.
-    pub fn add_file(&mut self, path: &Path) -> Result<Arc<Pattern>, PatternError> {
+    pub(crate) fn add_file(&mut self, path: &Path) -> Result<Arc<Pattern>, PatternError> {
         let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
         let stem = path
             .file_stem()
@@ -227,7 +231,7 @@ impl std::fmt::Display for Format {
 impl PatternSet {
     /// The pattern a `Named` or `File` format names (compiling and adding a
     /// pattern file); `None` for `Auto`, which is decided per file.
-    pub fn resolve(&mut self, format: &Format) -> Result<Option<Arc<Pattern>>, String> {
+    pub(crate) fn resolve(&mut self, format: &Format) -> Result<Option<Arc<Pattern>>, String> {
         let unknown = |set: &PatternSet, what: &str| {
             format!(
                 "format {what:?} is neither a known pattern nor a pattern file; known patterns: {}, or \"auto\"",

@@ -89,7 +89,7 @@ pub enum TimeUnit {
 
 impl TimeUnit {
     /// Factor from this unit to milliseconds.
-    pub fn to_millis(self) -> f64 {
+    pub(crate) fn to_millis(self) -> f64 {
         match self {
             TimeUnit::Seconds => 1000.0,
             TimeUnit::Millis => 1.0,
@@ -281,7 +281,7 @@ impl Pattern {
 
     /// As [`Pattern::from_toml`], with the `metrics_header` setting applied
     /// to a server format string.
-    pub fn from_toml_with(
+    pub(crate) fn from_toml_with(
         text: &str,
         fallback_name: &str,
         origin: PatternOrigin,
@@ -298,7 +298,7 @@ impl Pattern {
 
     /// A pattern from a server's format string alone (`--format
     /// 'nginx:…'`), named by what was given.
-    pub fn from_server_format(
+    pub(crate) fn from_server_format(
         server: Server,
         text: &str,
         metrics_header: Option<&str>,
@@ -431,13 +431,13 @@ impl Pattern {
 
     /// Whether `line` is surely one of the server's own messages (the
     /// pattern's `server_messages`).
-    pub fn is_server_message(&self, line: &[u8]) -> bool {
+    pub(crate) fn is_server_message(&self, line: &[u8]) -> bool {
         self.lines.server.as_ref().is_some_and(|r| r.is_match(line))
     }
 
     /// Why `line` does not split, and at which byte, when the pattern can
     /// tell (templates and JSON; a regex only says it did not match).
-    pub fn explain(&self, line: &[u8]) -> Option<Mismatch> {
+    pub(crate) fn explain(&self, line: &[u8]) -> Option<Mismatch> {
         match &self.splitter {
             Splitter::Regex { .. } => None,
             Splitter::Template { template, .. } => Some(template.explain(line)),

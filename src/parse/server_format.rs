@@ -64,7 +64,7 @@ pub struct CompiledFormat {
 }
 
 /// The response header the application puts its custom metrics in.
-pub const METRICS_HEADER: &str = "x-cerberus-metrics";
+pub(crate) const METRICS_HEADER: &str = "x-cerberus-metrics";
 
 /// nginx's `$time_local`, gunicorn's `%(t)s` and Apache's `%t`.
 const CLF_TIME: &str = "%d/%b/%Y:%H:%M:%S %z";
@@ -80,7 +80,7 @@ pub fn compile(server: Server, text: &str) -> Result<CompiledFormat, String> {
 
 /// As [`compile`], with `header` (the `metrics_header` setting) a response
 /// header that carries custom metrics too, first in line.
-pub fn compile_with(
+pub(crate) fn compile_with(
     server: Server,
     text: &str,
     header: Option<&str>,
@@ -464,7 +464,7 @@ fn join_nginx_strings(text: &str) -> Result<String, String> {
 /// What nginx's config reader makes of a backslash and `next` inside a
 /// string quoted with `quote`: the quote, a backslash, a tab, a newline or
 /// a carriage return; other pairs stay as they are.
-pub fn unescape_nginx(next: char, quote: char) -> String {
+pub(crate) fn unescape_nginx(next: char, quote: char) -> String {
     match next {
         n if n == quote || n == '\\' => n.to_string(),
         't' => "\t".into(),
@@ -476,7 +476,7 @@ pub fn unescape_nginx(next: char, quote: char) -> String {
 
 /// Quotes `text` as one nginx string, so that [`compile`] (and nginx)
 /// read it back as it is.
-pub fn quote_nginx(text: &str) -> String {
+pub(crate) fn quote_nginx(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('\'');
     for c in text.chars() {

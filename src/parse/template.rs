@@ -22,7 +22,7 @@ use memchr::memmem;
 use super::escape::Escape;
 
 /// The most fields a template may have.
-pub const MAX_FIELDS: usize = 32;
+pub(crate) const MAX_FIELDS: usize = 32;
 
 #[derive(Debug, Clone)]
 struct Field {
@@ -37,14 +37,14 @@ struct Field {
 
 /// A compiled format string.
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     prefix: Vec<u8>,
     fields: Vec<Field>,
     escape: Escape,
 }
 
 /// Byte spans of a line's fields, in template order.
-pub type Spans = [(usize, usize); MAX_FIELDS];
+pub(crate) type Spans = [(usize, usize); MAX_FIELDS];
 
 impl Template {
     /// Compiles `text`; `numeric` names the fields that must be numbers.
@@ -261,7 +261,7 @@ impl Template {
 
 /// Where and why a line does not fit a template (see [`Template::explain`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
+pub(crate) struct Mismatch {
     /// The byte of the line where the first reading failed.
     pub at: usize,
     pub why: String,
@@ -271,7 +271,7 @@ impl Template {
     /// Why `line` does not fit, at the first place where the straight
     /// reading (each field cut at the first occurrence of its literal)
     /// fails. For `check` and messages only: not on the hot path.
-    pub fn explain(&self, line: &[u8]) -> Mismatch {
+    pub(crate) fn explain(&self, line: &[u8]) -> Mismatch {
         let same = line
             .iter()
             .zip(&self.prefix)

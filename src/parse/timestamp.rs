@@ -46,7 +46,7 @@ impl TimestampFormat {
     }
 
     /// The same format with zone-less times read as the local time.
-    pub fn in_local_zone(self) -> Self {
+    pub(crate) fn in_local_zone(self) -> Self {
         match self {
             TimestampFormat::Strftime(f) => TimestampFormat::StrftimeLocal(f),
             other => other,

@@ -14,15 +14,15 @@ use crate::event::{EventBuilder, EventOptions, LinePosition};
 use crate::parse::{Pattern, PatternSet};
 
 /// How many lines from the start of a file are used to detect its format.
-pub const SAMPLE_LINES: usize = 20;
+pub(crate) const SAMPLE_LINES: usize = 20;
 
 /// How many lines are read for a sample: a pattern whose server writes its
 /// own messages to the log too (uWSGI's 40 startup lines) is judged on the
 /// first [`SAMPLE_LINES`] of its access lines among these.
-pub const MAX_SAMPLE_LINES: usize = 200;
+pub(crate) const MAX_SAMPLE_LINES: usize = 200;
 
 /// The share of sample lines the detected pattern must fit.
-pub const MIN_FIT_PERCENT: usize = 80;
+pub(crate) const MIN_FIT_PERCENT: usize = 80;
 
 /// The detected pattern, and the others that would also have fitted.
 #[derive(Debug)]

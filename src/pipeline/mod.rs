@@ -39,7 +39,7 @@ impl LineOutcome {
     /// The line gave no event for a fault: not a blank line, nor a line of
     /// the format that records no request (`not_a_request`), nor one of the
     /// server's own messages (`server_message`).
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         matches!(self, LineOutcome::Failed(f) if !f.reason.is_expected())
     }
 }
@@ -82,7 +82,7 @@ impl LineHandler {
 
     /// A handler that falls back to `alternatives` (see the type's doc),
     /// hashing addresses with `ips`.
-    pub fn with_alternatives(
+    pub(crate) fn with_alternatives(
         pattern: Arc<Pattern>,
         alternatives: Vec<Arc<Pattern>>,
         options: &EventOptions,
@@ -292,7 +292,7 @@ enum PathState {
 
 /// Lines from the tailer into events: one [`LineHandler`] per watched path.
 #[derive(Debug)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     patterns: PatternSet,
     /// Per configured log (the index a line's [`FileHead::log`] gives),
     /// its fixed pattern, or `None` to detect each file's.
@@ -326,20 +326,15 @@ impl Pipeline {
     }
 
     /// What was counted so far, and the rate limits of messages.
-    pub fn reporter(&self) -> &Reporter {
+    pub(crate) fn reporter(&self) -> &Reporter {
         &self.reporter
-    }
-
-    /// The line counters, shared (the metrics read them).
-    pub fn counters(&self) -> std::sync::Arc<Counters> {
-        self.reporter.counters.clone()
     }
 
     /// Picks the pattern for `file`: the one its configured log names, or
     /// the one detected from its first lines. When none fits, says so
     /// (naming the file, and whether it is an error log) and returns false:
     /// the path's lines are skipped until a later try finds one.
-    pub fn choose_pattern(&mut self, file: &FileHead<'_>) -> bool {
+    pub(crate) fn choose_pattern(&mut self, file: &FileHead<'_>) -> bool {
         let path = file.path;
         if let Some(p) = self.formats.get(file.log).cloned().flatten() {
             let handler =

@@ -18,7 +18,7 @@ use crate::parse::server_format::Server;
 
 /// The config read when `--nginx-conf` is not given, no log is, and it
 /// exists.
-pub const DEFAULT_NGINX_CONF: &str = "/etc/nginx/nginx.conf";
+pub(crate) const DEFAULT_NGINX_CONF: &str = "/etc/nginx/nginx.conf";
 
 /// Reads a server's config for its access logs.
 pub fn read(server: Server, main: &Path) -> Result<Findings, ReadError> {
@@ -48,7 +48,7 @@ pub struct FoundLog {
 
 impl FoundLog {
     /// The format, as `--format` would take it.
-    pub fn as_format(&self) -> Format {
+    pub(crate) fn as_format(&self) -> Format {
         Format::Server {
             server: self.server,
             text: self.format.clone(),

@@ -20,13 +20,13 @@ use serde::{Deserialize, Serialize};
 use super::identity::{FileIdentity, Fingerprint};
 
 /// The store's file name inside the state folder.
-pub const FILE_NAME: &str = "checkpoints.json";
+pub(crate) const FILE_NAME: &str = "checkpoints.json";
 /// The store as it was before the last save, kept in case the store itself
 /// is damaged.
-pub const PREVIOUS_FILE_NAME: &str = "checkpoints.json.prev";
+pub(crate) const PREVIOUS_FILE_NAME: &str = "checkpoints.json.prev";
 
 /// Checkpoints of files not seen for this long are forgotten.
-pub const FORGET_AFTER_SECS: u64 = 7 * 24 * 3600;
+pub(crate) const FORGET_AFTER_SECS: u64 = 7 * 24 * 3600;
 
 /// One file's checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ impl Checkpoint {
     }
 
     /// True when this checkpoint belongs to the file `id`.
-    pub fn is_for(&self, id: &FileIdentity) -> bool {
+    pub(crate) fn is_for(&self, id: &FileIdentity) -> bool {
         self.identity() == *id
     }
 }
@@ -91,7 +91,7 @@ pub struct CheckpointStore {
 }
 
 /// Seconds since the epoch, now.
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -100,7 +100,7 @@ pub fn now_secs() -> u64 {
 
 impl CheckpointStore {
     /// A store that remembers nothing (`--no-checkpoints`).
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         CheckpointStore {
             file: None,
             entries: BTreeMap::new(),
@@ -181,13 +181,13 @@ impl CheckpointStore {
 
     /// Whether the saved store was unreadable and set aside: nothing is
     /// known of what was delivered before.
-    pub fn was_reset(&self) -> bool {
+    pub(crate) fn was_reset(&self) -> bool {
         self.reset
     }
 
     /// When the store in use was saved, if it is the previous save (the
     /// last one was unreadable): what happened after that is not in it.
-    pub fn fell_back(&self) -> Option<SystemTime> {
+    pub(crate) fn fell_back(&self) -> Option<SystemTime> {
         self.fell_back
     }
 
@@ -203,17 +203,17 @@ impl CheckpointStore {
 
     /// Notes when the agent looked at `path`; saved with the next save (this
     /// alone does not make the store need saving).
-    pub fn set_looked(&mut self, path: &Path, secs: u64) {
+    pub(crate) fn set_looked(&mut self, path: &Path, secs: u64) {
         self.looked.insert(path.to_owned(), secs);
     }
 
     /// Whether some checkpoint is of a file with this fingerprint.
-    pub fn has_fingerprint(&self, fp: Fingerprint) -> bool {
+    pub(crate) fn has_fingerprint(&self, fp: Fingerprint) -> bool {
         self.entries.values().any(|c| c.fingerprint == fp)
     }
 
     /// Checkpoints recorded under the watched `path`.
-    pub fn for_path(&self, path: &Path) -> Vec<Checkpoint> {
+    pub(crate) fn for_path(&self, path: &Path) -> Vec<Checkpoint> {
         self.entries
             .values()
             .filter(|c| c.path == path)
@@ -247,7 +247,7 @@ impl CheckpointStore {
 
     /// Marks a file as read to its end: it is not looked for again, and is
     /// remembered (by fingerprint) until it is forgotten with the others.
-    pub fn mark_finished(&mut self, c: &Checkpoint) {
+    pub(crate) fn mark_finished(&mut self, c: &Checkpoint) {
         if let Some(entry) = self.entries.get_mut(&c.identity())
             && !entry.finished
         {
@@ -260,7 +260,7 @@ impl CheckpointStore {
     /// Forgets checkpoints not updated for [`FORGET_AFTER_SECS`], except
     /// those `keep` says are in use. Finished files are remembered that long
     /// too: their fingerprints tell their copies from new files.
-    pub fn forget_stale(&mut self, keep: impl Fn(&Checkpoint) -> bool) {
+    pub(crate) fn forget_stale(&mut self, keep: impl Fn(&Checkpoint) -> bool) {
         let cutoff = now_secs().saturating_sub(FORGET_AFTER_SECS);
         let before = self.entries.len();
         self.entries.retain(|_, c| c.updated >= cutoff || keep(c));
@@ -270,7 +270,7 @@ impl CheckpointStore {
     }
 
     /// True when there is something not yet saved.
-    pub fn is_dirty(&self) -> bool {
+    pub(crate) fn is_dirty(&self) -> bool {
         self.dirty
     }
 

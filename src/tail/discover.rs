@@ -20,13 +20,13 @@ use super::identity::{FINGERPRINT_BYTES, FileIdentity, Fingerprint};
 const COMPRESSED: &[&str] = &["gz", "bz2", "xz", "zst", "lz4", "zip", "br"];
 
 /// True when `value` is a glob rather than a plain path.
-pub fn is_glob(value: &str) -> bool {
+pub(crate) fn is_glob(value: &str) -> bool {
     value.contains(['*', '?', '['])
 }
 
 /// A file a glob matched and that is not followed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     pub path: PathBuf,
     pub why: String,
 }
@@ -39,7 +39,7 @@ pub struct Skipped {
 /// and every `follow_into` folder (a link planted in a log folder must not
 /// read `/etc/cerberus/agent.env` into the agent's messages). None that an
 /// `exclude` glob matches.
-pub fn expand(
+pub(crate) fn expand(
     value: &str,
     exclude: &[glob::Pattern],
     follow_into: &[PathBuf],
@@ -96,7 +96,7 @@ fn followable(path: &Path, home: &Path, follow_into: &[PathBuf]) -> Result<(), S
 }
 
 /// What a file that is not a regular file is, for messages.
-pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     if t.is_dir() {
@@ -135,7 +135,7 @@ pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
 
 /// The folder to watch for `value`: the parent of a path, or the deepest
 /// folder of a glob that has no glob characters.
-pub fn watch_dir(value: &str) -> PathBuf {
+pub(crate) fn watch_dir(value: &str) -> PathBuf {
     let path = Path::new(value);
     let mut dir = PathBuf::new();
     let components: Vec<_> = path.components().collect();
@@ -161,7 +161,7 @@ fn is_compressed(p: &Path) -> bool {
 
 /// A rotated sibling with what identifies it.
 #[derive(Debug, Clone)]
-pub struct Sibling {
+pub(crate) struct Sibling {
     pub path: PathBuf,
     pub identity: FileIdentity,
     pub len: u64,
@@ -172,7 +172,7 @@ pub struct Sibling {
 /// rotated siblings of each of thousands of logs in one folder would read
 /// the whole folder once per log.
 #[derive(Debug, Default)]
-pub struct Listings {
+pub(crate) struct Listings {
     /// Per folder: its modification time when listed, and its names.
     by_dir: std::collections::HashMap<PathBuf, (std::time::SystemTime, Names)>,
 }
@@ -211,7 +211,7 @@ impl Listings {
 }
 
 /// The rotated siblings of `path` (not `path` itself, not compressed ones).
-pub fn siblings(listings: &mut Listings, path: &Path) -> io::Result<Vec<Sibling>> {
+pub(crate) fn siblings(listings: &mut Listings, path: &Path) -> io::Result<Vec<Sibling>> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(Vec::new());
     };
@@ -256,7 +256,7 @@ pub fn siblings(listings: &mut Listings, path: &Path) -> io::Result<Vec<Sibling>
 }
 
 /// The fingerprint of the file at `path`, read from its first bytes.
-pub fn head_fingerprint(path: &Path) -> Option<Fingerprint> {
+pub(crate) fn head_fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::io::Read;
     let mut f = open_regular(path).ok()?;
     let mut head = [0u8; FINGERPRINT_BYTES];
@@ -277,7 +277,7 @@ pub fn head_fingerprint(path: &Path) -> Option<Fingerprint> {
 /// temporary file (gone once closed) positioned at its start, and that
 /// content's length. Each candidate is opened once, so a rename by
 /// logrotate meanwhile cannot swap the content for another file's.
-pub fn compressed_copy(
+pub(crate) fn compressed_copy(
     path: &Path,
     wanted: impl Fn(Fingerprint) -> bool,
 ) -> Option<(PathBuf, std::fs::File, u64)> {
@@ -289,7 +289,9 @@ pub fn compressed_copy(
 
 /// The gzip-compressed rotated siblings of `path`, with the fingerprint of
 /// their content and when they were written.
-pub fn compressed_siblings(path: &Path) -> Vec<(PathBuf, Fingerprint, std::time::SystemTime)> {
+pub(crate) fn compressed_siblings(
+    path: &Path,
+) -> Vec<(PathBuf, Fingerprint, std::time::SystemTime)> {
     use std::io::Read;
     gz_candidates(path)
         .into_iter()

@@ -79,7 +79,12 @@ pub(super) struct TailedFile {
 }
 
 impl TailedFile {
-    pub fn from_file(watched: &Path, file: File, offset: u64, max_line: usize) -> io::Result<Self> {
+    pub(crate) fn from_file(
+        watched: &Path,
+        file: File,
+        offset: u64,
+        max_line: usize,
+    ) -> io::Result<Self> {
         let identity = FileIdentity::of(&file)?;
         Self::with_identity(watched, file, identity, offset, max_line)
     }
@@ -87,7 +92,7 @@ impl TailedFile {
     /// The open `file`, known as `identity` (read from this same handle
     /// when its start offset was decided: a path opened twice may name
     /// two files, when logrotate renames in between).
-    pub fn with_identity(
+    pub(crate) fn with_identity(
         watched: &Path,
         mut file: File,
         identity: FileIdentity,
@@ -127,7 +132,7 @@ impl TailedFile {
     /// it from its checkpoint, 0) instead of taking it for one already
     /// read. Nothing was handed out yet, so no acknowledgement carries the
     /// old number.
-    pub fn learn_identity(&mut self) {
+    pub(crate) fn learn_identity(&mut self) {
         if self.ids.is_some() || self.identity.fingerprint.is_some() {
             return;
         }
@@ -141,7 +146,7 @@ impl TailedFile {
 
     /// How far into the file we have read (complete lines and the partial
     /// line held).
-    pub fn read_position(&self) -> u64 {
+    pub(crate) fn read_position(&self) -> u64 {
         self.reader.offset() + self.reader.pending().len() as u64
     }
 
@@ -158,7 +163,7 @@ impl TailedFile {
     /// finds it again), and unchanged for `quiet`: it can be closed, and
     /// opened again from its checkpoint when it grows (see
     /// `Tailer::park_idle`).
-    pub fn is_idle(&self, quiet: std::time::Duration) -> bool {
+    pub(crate) fn is_idle(&self, quiet: std::time::Duration) -> bool {
         self.state == State::Live
             && self.in_flight.is_empty()
             && self.reader.pending().is_empty()
@@ -173,11 +178,11 @@ impl TailedFile {
     }
 
     /// Read to its end and every line delivered: it can be closed.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Finished && self.in_flight.is_empty()
     }
 
-    pub fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
+    pub(crate) fn same_inode(&self, meta: &std::fs::Metadata) -> bool {
         self.identity.device == meta.dev() && self.identity.inode == meta.ino()
     }
 
@@ -190,7 +195,7 @@ impl TailedFile {
 
     /// Makes the next [`TailedFile::was_truncated`] look at the file even if
     /// its size and time did not change.
-    pub fn forget_seen(&mut self) {
+    pub(crate) fn forget_seen(&mut self) {
         self.last_seen = None;
     }
 
@@ -205,7 +210,7 @@ impl TailedFile {
     /// below our offset, or it was truncated and written past our offset
     /// again, and then its first line changed. Reading first would hand out
     /// fragments of the new content.
-    pub fn was_truncated(&mut self) -> bool {
+    pub(crate) fn was_truncated(&mut self) -> bool {
         if self.state == State::Finished {
             return false;
         }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 /// How much of the first line the fingerprint covers.
-pub const FINGERPRINT_BYTES: usize = 256;
+pub(crate) const FINGERPRINT_BYTES: usize = 256;
 
 /// A hash of a file's first line (or of its first [`FINGERPRINT_BYTES`]):
 /// the same in every copy of the file. Stored as 16 hex digits.
@@ -24,7 +24,7 @@ pub struct Fingerprint(u64);
 impl Fingerprint {
     /// The fingerprint of a file starting with `head`, once its first line
     /// is complete (or longer than [`FINGERPRINT_BYTES`]).
-    pub fn of_head(head: &[u8]) -> Option<Fingerprint> {
+    pub(crate) fn of_head(head: &[u8]) -> Option<Fingerprint> {
         let first_line = match memchr::memchr(b'\n', head) {
             Some(i) => &head[..=i],
             None if head.len() >= FINGERPRINT_BYTES => head,
@@ -93,7 +93,7 @@ impl FileIdentity {
     }
 
     /// Whether `other` is the same inode (whatever its content now).
-    pub fn same_inode(&self, other: &FileIdentity) -> bool {
+    pub(crate) fn same_inode(&self, other: &FileIdentity) -> bool {
         self.device == other.device && self.inode == other.inode
     }
 
@@ -103,7 +103,7 @@ impl FileIdentity {
     /// `copytruncate` leaves), before and after a restart. Two files whose
     /// first lines are byte for byte the same share it; their lines at the
     /// same offset then share an id (README, "The event").
-    pub fn stream_id(&self) -> u64 {
+    pub(crate) fn stream_id(&self) -> u64 {
         let mut h = Sha256::new();
         h.update(b"cerberus-agent stream\0");
         h.update(self.fingerprint.map_or(0, |f| f.0).to_le_bytes());
@@ -113,7 +113,7 @@ impl FileIdentity {
     /// A 64-bit number naming this open file among the tailer's files (its
     /// inode too, so two copies of one file are told apart): what
     /// acknowledgements are routed by.
-    pub fn source_id(&self) -> u64 {
+    pub(crate) fn source_id(&self) -> u64 {
         let mut h = Sha256::new();
         h.update(self.device.to_le_bytes());
         h.update(self.inode.to_le_bytes());

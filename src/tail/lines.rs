@@ -11,19 +11,19 @@ use std::io::{self, Read};
 
 /// How much is read from the file at a time, at most; the buffer's size
 /// until a line longer than this needs more.
-pub const READ_BLOCK: usize = 256 * 1024;
+pub(crate) const READ_BLOCK: usize = 256 * 1024;
 
 /// The buffer a reader starts with: it doubles up to [`READ_BLOCK`] while
 /// reads fill it, so a busy log reads in large blocks and each of hundreds
 /// of quiet ones holds little memory.
-pub const FIRST_BLOCK: usize = 16 * 1024;
+pub(crate) const FIRST_BLOCK: usize = 16 * 1024;
 
 /// Longest line kept whole by default.
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_LINE: usize = 64 * 1024;
 
 /// The largest `max_line_bytes` accepted: a buffer per open file may grow
 /// to this.
-pub const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
 
 /// One line, without its newline.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct Line<'a> {
 /// Reads a file from its start at positions (`pread`), up to a limit,
 /// leaving the file's own position where another reader has it.
 #[derive(Debug)]
-pub struct ReadAt<'a> {
+pub(crate) struct ReadAt<'a> {
     file: &'a std::fs::File,
     at: u64,
     limit: u64,
@@ -74,7 +74,7 @@ impl Read for ReadAt<'_> {
 
 /// Reads lines from `R` with byte offsets and a length limit.
 #[derive(Debug)]
-pub struct LineReader<R> {
+pub(crate) struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
     start: usize,
@@ -118,13 +118,13 @@ impl<R: Read> LineReader<R> {
     }
 
     /// Bytes held that do not yet end in a newline.
-    pub fn pending(&self) -> &[u8] {
+    pub(crate) fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
     /// The next complete line, or `None` when the input has no further
     /// complete line for now (a partial line stays held).
-    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
         loop {
             let window = &self.buf[self.start + self.scanned..self.end];
             if let Some(i) = memchr::memchr(b'\n', window) {
@@ -175,7 +175,7 @@ impl<R: Read> LineReader<R> {
 
     /// Hands out the held partial line (at the end of a `--once` run, or of
     /// a rotated file that will not grow again).
-    pub fn take_partial(&mut self) -> Option<Line<'_>> {
+    pub(crate) fn take_partial(&mut self) -> Option<Line<'_>> {
         if self.start == self.end || self.skipping {
             if self.skipping {
                 self.offset += (self.end - self.start) as u64;

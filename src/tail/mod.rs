@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use checkpoint::CheckpointStore;
-pub use identity::{FileIdentity, Fingerprint};
-pub use lines::{Line, LineReader};
+pub use identity::FileIdentity;
+pub(crate) use identity::Fingerprint;
+pub(crate) use lines::{Line, LineReader};
 pub use stats::TailStats;
 
 use checkpoint::Checkpoint;
@@ -84,7 +85,7 @@ impl Default for TailOptions {
 /// Files open at once by default: 2 descriptors each, well within the
 /// 1,024 a process often gets, with room for the backend, the metrics port
 /// and the state folder.
-pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+pub(crate) const DEFAULT_MAX_OPEN_FILES: usize = 256;
 
 /// A followed file closed while idle, to hold no descriptor: what was
 /// open at its path, and how far it was read (all of it). Its checkpoint
@@ -258,7 +259,7 @@ impl Tailer {
     }
 
     /// Counts into `stats` from now on (the metrics read them).
-    pub fn share_stats(&mut self, stats: std::sync::Arc<TailStats>) {
+    pub(crate) fn share_stats(&mut self, stats: std::sync::Arc<TailStats>) {
         self.stats = stats;
     }
 
@@ -284,7 +285,7 @@ impl Tailer {
     }
 
     /// The open files that hold something, as the consumer sees them.
-    pub fn heads(&self) -> impl Iterator<Item = FileHead<'_>> {
+    pub(crate) fn heads(&self) -> impl Iterator<Item = FileHead<'_>> {
         self.files
             .iter()
             .filter(|f| f.state == State::Live && f.identity.fingerprint.is_some())
@@ -326,7 +327,7 @@ impl Tailer {
     }
 
     /// The folders to watch for changes.
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
             .options
             .logs
@@ -527,7 +528,7 @@ impl Tailer {
     /// stay, and a change at their path opens them again from there.
     /// Descriptors and read buffers stay bounded however many files a glob
     /// names.
-    pub fn park_idle(&mut self) {
+    pub(crate) fn park_idle(&mut self) {
         if self.none_idle {
             return;
         }
@@ -1162,14 +1163,14 @@ impl Tailer {
     }
 
     /// Whether some rotated file is waiting out `rotate_wait`.
-    pub fn has_rotated_files(&self) -> bool {
+    pub(crate) fn has_rotated_files(&self) -> bool {
         self.files
             .iter()
             .any(|f| matches!(f.state, State::Rotated { .. }))
     }
 
     /// Bytes held in partial lines, per path (for `--once` to report).
-    pub fn partial_lines(&self) -> Vec<(PathBuf, usize)> {
+    pub(crate) fn partial_lines(&self) -> Vec<(PathBuf, usize)> {
         self.files
             .iter()
             .filter(|f| !f.reader.pending().is_empty())
@@ -1208,7 +1209,7 @@ impl Tailer {
     }
 
     /// Whether checkpoints changed since the last save.
-    pub fn checkpoints_dirty(&self) -> bool {
+    pub(crate) fn checkpoints_dirty(&self) -> bool {
         self.checkpoints.is_dirty()
     }
 }

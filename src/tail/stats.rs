@@ -27,23 +27,23 @@ impl TailStats {
         self.rotations.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn read_bytes(&self, n: u64) {
+    pub(crate) fn read_bytes(&self, n: u64) {
         self.bytes_read.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn checkpoint_written(&self) {
+    pub(crate) fn checkpoint_written(&self) {
         self.checkpoint_writes.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn set_files_open(&self, n: u64) {
+    pub(crate) fn set_files_open(&self, n: u64) {
         self.files_open.store(n, Ordering::Relaxed);
     }
 
-    pub fn set_unreadable(&self, n: u64) {
+    pub(crate) fn set_unreadable(&self, n: u64) {
         self.unreadable.store(n, Ordering::Relaxed);
     }
 
-    pub fn set_lag(&self, lag: Vec<(PathBuf, u64)>) {
+    pub(crate) fn set_lag(&self, lag: Vec<(PathBuf, u64)>) {
         if let Ok(mut l) = self.lag.lock() {
             *l = lag;
         }

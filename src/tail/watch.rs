@@ -16,7 +16,7 @@ use notify::{RecursiveMode, Watcher};
 use crate::wake::{Wake, Waker};
 
 /// Watches folders and wakes the agent's loop.
-pub struct DirWatcher {
+pub(crate) struct DirWatcher {
     watcher: notify::RecommendedWatcher,
     watched: Vec<PathBuf>,
 }

@@ -32,11 +32,11 @@ impl Default for BatchLimits {
 
 /// Bytes left free at the start of every batch body, for the envelope's
 /// head (`{"type":"batch","seq":N,"events":[`, at most 53 bytes).
-pub const HEAD_ROOM: usize = 56;
+pub(crate) const HEAD_ROOM: usize = 56;
 
 /// Closed events, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// [`HEAD_ROOM`] free bytes, then the events, comma-separated JSON
     /// objects.
     pub body: Vec<u8>,
@@ -75,6 +75,7 @@ impl Batch {
     }
 
     /// The events, comma-separated, without the room before them.
+    #[cfg(test)]
     pub fn events(&self) -> &[u8] {
         &self.body[HEAD_ROOM..]
     }
@@ -85,7 +86,7 @@ const BODY_SLACK: usize = 8 * 1024;
 
 /// Collects events into batches.
 #[derive(Debug)]
-pub struct BatchBuilder {
+pub(crate) struct BatchBuilder {
     limits: BatchLimits,
     open: Batch,
     opened_at: Option<Instant>,
@@ -124,7 +125,7 @@ impl BatchBuilder {
     }
 
     /// Closes the open batch if its time is up (or `force`).
-    pub fn close_if_due(&mut self, now: Instant, force: bool) -> Option<Batch> {
+    pub(crate) fn close_if_due(&mut self, now: Instant, force: bool) -> Option<Batch> {
         let due = self.deadline().is_some_and(|d| now >= d);
         (!self.open.is_empty() && (due || force)).then(|| self.take())
     }

@@ -55,7 +55,7 @@ pub const WINDOW_BITS: std::ops::RangeInclusive<u8> = 9..=15;
 
 impl DeflateSettings {
     /// The extension offered in the handshake.
-    pub fn offer(self) -> DeflateExtProvider {
+    pub(crate) fn offer(self) -> DeflateExtProvider {
         // try_from fails only outside 8..=15; the settings are checked to
         // be within 9..=15 when they are read.
         let bits = WindowBits::try_from(self.window_bits).unwrap_or(WindowBits::fifteen());
@@ -78,7 +78,7 @@ impl DeflateSettings {
 
 /// What one handshake offers, and whether the backend took it.
 #[derive(Debug)]
-pub struct Offer {
+pub(crate) struct Offer {
     deflate: Option<DeflateExtProvider>,
     agreed: AtomicBool,
 }
@@ -168,7 +168,7 @@ fn server_parameters(headers: &HeaderMap) -> (u8, bool) {
 /// permessage-deflate as agreed: ratchet's compressor for what the agent
 /// sends, [`BoundedInflate`] for what the backend sends.
 #[derive(Debug)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     encoder: DeflateEncoder,
     decoder: BoundedInflate,
 }

@@ -284,7 +284,7 @@ impl<'c> Connection<'c> {
     }
 
     /// The sizes of the messages in flight, oldest first.
-    pub fn in_flight_sizes(&self) -> Vec<usize> {
+    pub(crate) fn in_flight_sizes(&self) -> Vec<usize> {
         self.in_flight.iter().map(|m| m.bytes).collect()
     }
 

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 /// The dead-letter file's name in the state folder.
-pub const FILE_NAME: &str = "dead-letters.jsonl";
+pub(crate) const FILE_NAME: &str = "dead-letters.jsonl";
 /// Where a replay moves the file while it sends its events.
-pub const REPLAYING_NAME: &str = "dead-letters.replaying.jsonl";
+pub(crate) const REPLAYING_NAME: &str = "dead-letters.replaying.jsonl";
 const LOCK_NAME: &str = "dead-letters.lock";
 
 /// The event fields that hold the token: not written to the file.
@@ -115,7 +115,7 @@ impl DeadLetters {
     /// After a replay of `file`: its first `settled` records were
     /// delivered (or written off again): keeps the rest for the next
     /// replay, or removes the file. Returns how many are kept.
-    pub fn finish_replay(&self, file: &Path, settled: usize) -> io::Result<usize> {
+    pub(crate) fn finish_replay(&self, file: &Path, settled: usize) -> io::Result<usize> {
         let _lock = self.lock()?;
         let text = fs::read_to_string(file)?;
         let rest: Vec<&str> = text
@@ -212,7 +212,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Record>> {
 
 /// The event's JSON again, with the token and client id in force now in
 /// front, as the event builder writes them.
-pub fn event_with_credentials(
+pub(crate) fn event_with_credentials(
     event: &Map<String, Value>,
     token: Option<&str>,
     client_id: Option<&str>,

@@ -68,14 +68,14 @@ fn close_words(code: Option<u16>, reason: &str) -> String {
 }
 
 /// The close code a backend sends for a message larger than it takes.
-pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+pub(crate) const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 impl SendError {
     /// Whether the connection ended the way it ends when the backend will
     /// not take the oldest message in flight: it closed, reset or refused
     /// it, or never acknowledged it. (Not: the backend went silent
     /// altogether, or could not be reached.)
-    pub fn blames_the_message(&self) -> bool {
+    pub(crate) fn blames_the_message(&self) -> bool {
         matches!(
             self,
             SendError::Io(_)
@@ -87,7 +87,7 @@ impl SendError {
     }
 
     /// The backend said the message was too big (close code 1009).
-    pub fn too_big(&self) -> bool {
+    pub(crate) fn too_big(&self) -> bool {
         matches!(
             self,
             SendError::Closed {
@@ -100,7 +100,7 @@ impl SendError {
     /// The connection was cut under the message (reset, broken pipe, end
     /// of stream) or closed for its size: what servers whose message limit
     /// is below the message do (some close with 1009, many just reset).
-    pub fn suggests_size(&self) -> bool {
+    pub(crate) fn suggests_size(&self) -> bool {
         self.too_big()
             || matches!(self, SendError::Closed { code: None, .. })
             || matches!(self, SendError::Io(e) if matches!(
@@ -113,7 +113,7 @@ impl SendError {
     }
 
     /// A failed TLS handshake: the certificate, or anything else.
-    pub fn from_tls(e: std::io::Error) -> Self {
+    pub(crate) fn from_tls(e: std::io::Error) -> Self {
         if is_certificate_problem(&e) {
             SendError::Certificate(e)
         } else {

@@ -25,10 +25,11 @@ mod transport;
 pub mod wire;
 
 pub use error::SendError;
-pub use outbox::RefusalPolicy;
-pub use sender::{Sender, SenderConfig, redact_url};
+pub(crate) use outbox::RefusalPolicy;
+pub use sender::Sender;
+pub use sender::SenderConfig;
 pub use stats::SenderStats;
-pub use wire::Wire;
+pub(crate) use wire::Wire;
 
 use std::collections::VecDeque;
 use std::io;
@@ -38,7 +39,7 @@ use super::{AckPoint, EventSink};
 use batch::{Batch, BatchBuilder, BatchLimits};
 
 /// Batches events and hands them to the sender thread.
-pub struct BackendSink {
+pub(crate) struct BackendSink {
     builder: BatchBuilder,
     sender: Sender,
     /// Closed batches the sender's queue had no room for yet.

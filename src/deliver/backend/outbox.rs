@@ -116,7 +116,7 @@ impl Outbox {
     }
 
     /// Everything handed over is acknowledged and nothing more will come.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.closed && self.pending.is_empty() && self.held.is_none()
     }
 
@@ -128,7 +128,7 @@ impl Outbox {
     /// With nothing else to send and nothing more to come, an event set
     /// aside is tried again itself: nothing could prove that the backend
     /// takes other events (and `--once` would wait for ever).
-    pub fn retry_held_if_alone(&mut self) {
+    pub(crate) fn retry_held_if_alone(&mut self) {
         if self.closed
             && self.pending.is_empty()
             && self.held.as_ref().is_some_and(|h| h.later.is_empty())
@@ -140,7 +140,7 @@ impl Outbox {
 
     /// Whether the agent's next batch may be taken: not while acknowledgements
     /// wait behind an event that cannot be written off.
-    pub fn has_room(&self, window: usize) -> bool {
+    pub(crate) fn has_room(&self, window: usize) -> bool {
         !self.closed
             && self.pending.len() < window
             && self.held.as_ref().is_none_or(|h| h.later.is_empty())
@@ -157,7 +157,7 @@ impl Outbox {
     }
 
     /// Whether `pending[i]` must wait until nothing else is in flight.
-    pub fn goes_alone(&self, i: usize) -> bool {
+    pub(crate) fn goes_alone(&self, i: usize) -> bool {
         self.pending
             .get(i)
             .is_some_and(|u| u.refusals > 0 || self.oversized(u))
@@ -192,7 +192,7 @@ impl Outbox {
     }
 
     /// The oldest unit is acknowledged: its origins go back to the agent.
-    pub fn acknowledge_oldest(&mut self) {
+    pub(crate) fn acknowledge_oldest(&mut self) {
         let Some(unit) = self.pending.pop_front() else {
             return;
         };
@@ -299,7 +299,7 @@ impl Outbox {
     /// (oldest first) not acknowledged. Counts a refusal against the oldest
     /// unit and narrows it down; returns whether that made progress (a
     /// split, or an event set aside), which is worth retrying at once.
-    pub fn connection_ended(&mut self, why: &SendError, in_flight: &[usize]) -> bool {
+    pub(crate) fn connection_ended(&mut self, why: &SendError, in_flight: &[usize]) -> bool {
         // With nothing else to try it against, a held event is tried again.
         if self.pending.is_empty()
             && let Some(held) = self.held.take()

@@ -26,7 +26,7 @@ pub struct Trust {
 }
 
 /// How long one fetch may take (the middleware's 5 s).
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fetches the key once. The error never holds the token or the key.
 pub fn fetch(backend_url: &str, token: Option<&Secret>, trust: &Trust) -> Result<Secret, String> {
@@ -78,7 +78,7 @@ pub fn fetch(backend_url: &str, token: Option<&Secret>, trust: &Trust) -> Result
 }
 
 /// The largest answer read (the key is a few dozen bytes).
-pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
 /// The key in the endpoint's answer: the `secret_key` string of a JSON
 /// object. The error never holds the answer (it may be the key).

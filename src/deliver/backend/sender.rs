@@ -57,13 +57,13 @@ pub struct SenderConfig {
 impl SenderConfig {
     /// The URL without user info or query, safe for messages (a token in
     /// the query string must not reach the log).
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         redact_url(&self.url)
     }
 }
 
 /// `scheme://host[:port]/path` of a URL.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let no_query = url.split(['?', '#']).next().unwrap_or(url);
     match no_query.split_once("://") {
         Some((scheme, rest)) => {
@@ -142,7 +142,7 @@ impl Sender {
     }
 
     /// Offers a batch; gives it back when the queue is full.
-    pub fn offer(&mut self, batch: Batch) -> Result<(), Batch> {
+    pub(crate) fn offer(&mut self, batch: Batch) -> Result<(), Batch> {
         let Some(q) = &self.queue else {
             return Err(batch);
         };
@@ -167,7 +167,7 @@ impl Sender {
     /// replaces the backend, after which those lines are read again from
     /// their checkpoints. (Closing instead would keep delivering them to
     /// the old backend, and the new one would get them as well.)
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         self.queue = None;
         self.abort.notify_one();
     }

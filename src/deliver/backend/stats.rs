@@ -97,7 +97,7 @@ impl SenderStats {
 }
 
 /// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -11,7 +11,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The rustls client configuration for the backend.
-pub fn client_config(extra_ca: Option<&Path>, verify: bool) -> anyhow::Result<Arc<ClientConfig>> {
+pub(crate) fn client_config(
+    extra_ca: Option<&Path>,
+    verify: bool,
+) -> anyhow::Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -46,7 +49,7 @@ pub fn client_config(extra_ca: Option<&Path>, verify: bool) -> anyhow::Result<Ar
 /// The certificates the backend is trusted by: the system's, and those of
 /// `tls_ca_file` (which must hold at least one). The WebSocket and the key
 /// fetch trust the same.
-pub fn trust_anchors(
+pub(crate) fn trust_anchors(
     extra_ca: Option<&Path>,
 ) -> anyhow::Result<(Vec<CertificateDer<'static>>, Vec<CertificateDer<'static>>)> {
     let system = rustls_native_certs::load_native_certs().certs;

@@ -19,18 +19,18 @@ use super::error::SendError;
 use super::stats::SenderStats;
 
 /// What the WebSocket reads and writes.
-pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
 
 /// TCP or TLS, chosen per URL.
-pub type CountedStream = Box<dyn ByteStream>;
+pub(crate) type CountedStream = Box<dyn ByteStream>;
 
 /// While set, flushes asked of the stream are skipped: a burst of messages
 /// leaves in as few writes as the buffer allows, and the writer flushes
 /// once at its end. (The buffer still writes through when it fills, so
 /// holding never stores more than its capacity.)
 #[derive(Debug, Clone, Default)]
-pub struct Cork(Arc<AtomicBool>);
+pub(crate) struct Cork(Arc<AtomicBool>);
 
 impl Cork {
     /// Holds flushes back until [`Cork::release`].

@@ -90,7 +90,7 @@ impl Unit {
 
     /// The size of its message, at most a few bytes over (the envelope's
     /// head is counted at its longest).
-    pub fn message_len(&self) -> usize {
+    pub(crate) fn message_len(&self) -> usize {
         match self.spans.last() {
             // A batch: the events, the head in the room before them, `]}`.
             Some(&(_, end)) if self.spans[0].0 >= HEAD_ROOM => end + 2,
@@ -99,7 +99,7 @@ impl Unit {
     }
 
     /// The index and size of its largest event.
-    pub fn largest_event(&self) -> (usize, usize) {
+    pub(crate) fn largest_event(&self) -> (usize, usize) {
         self.spans
             .iter()
             .enumerate()
@@ -110,7 +110,7 @@ impl Unit {
 
     /// How many of its first events fit in a message of `max` bytes (at
     /// least one).
-    pub fn events_fitting(&self, max: usize) -> usize {
+    pub(crate) fn events_fitting(&self, max: usize) -> usize {
         let fits = self
             .spans
             .iter()
@@ -160,7 +160,7 @@ impl Unit {
 
 impl Wire {
     /// Splits a batch into what this exchange sends as messages.
-    pub fn units(self, batch: Batch) -> Vec<Unit> {
+    pub(crate) fn units(self, batch: Batch) -> Vec<Unit> {
         match self {
             Wire::Batch => vec![Unit::new(
                 batch.body,
