@@ -50,16 +50,21 @@ fn writer(log: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize>
         let mut f = open();
         let mut id = 0;
         while !stop.load(Ordering::Relaxed) {
-            for _ in 0..20 {
-                f.write_all(access_line(id).as_bytes()).unwrap();
-                id += 1;
-            }
+            // The look comes right before the writes, not before the
+            // sleep: a sleep a busy machine stretches past the agent's
+            // rotate_wait (5 s) would otherwise send the next chunk into a
+            // file rotated that long ago, which no server does (nginx
+            // reopens within moments of its signal).
             let reopen = match fs::metadata(&log) {
                 Ok(m) => m.ino() != f.metadata().unwrap().ino(),
                 Err(_) => true,
             };
             if reopen {
                 f = open();
+            }
+            for _ in 0..20 {
+                f.write_all(access_line(id).as_bytes()).unwrap();
+                id += 1;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
