@@ -346,11 +346,16 @@ pub fn given_flags(
     common: &CommonArgs,
     run: Option<&RunArgs>,
 ) -> serde_json::Map<String, serde_json::Value> {
-    let given = match run {
-        Some(run) => serde_json::to_value(run),
-        None => serde_json::to_value(common),
-    };
-    match given {
+    match run {
+        Some(run) => flags_of(run),
+        None => flags_of(common),
+    }
+}
+
+/// Flags serialised under their settings keys (those not given are left
+/// out by their `skip_serializing_if`).
+fn flags_of(args: &impl Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(args) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     }
@@ -364,31 +369,22 @@ pub fn layers(common: &CommonArgs, run: Option<&RunArgs>) -> crate::config::Laye
     )
 }
 
-/// A subcommand's own flags, under their settings keys.
-fn flags_of(args: &impl Serialize) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(args) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    }
+/// The layers of a subcommand that takes `--config` and flags of its own
+/// (serialised under their settings keys).
+fn own(config: &ConfigArgs, args: &impl Serialize) -> crate::config::Layers {
+    crate::config::Layers::from_process(config.config.as_deref(), flags_of(args))
 }
 
 impl Cli {
     /// The settings' layers for the command given: the config file, the
     /// environment, and that command's own flags.
     pub fn layers(&self) -> crate::config::Layers {
-        use crate::config::Layers;
         match &self.command {
             None => layers(&self.run.common, Some(&self.run)),
             Some(Command::Check(args)) => layers(&args.common, None),
-            Some(Command::Patterns(args)) => {
-                Layers::from_process(args.config.config.as_deref(), flags_of(args))
-            }
-            Some(Command::Status(args)) => {
-                Layers::from_process(args.config.config.as_deref(), flags_of(args))
-            }
-            Some(Command::ReplayDeadLetters(args)) => {
-                Layers::from_process(args.config.config.as_deref(), flags_of(args))
-            }
+            Some(Command::Patterns(args)) => own(&args.config, args),
+            Some(Command::Status(args)) => own(&args.config, args),
+            Some(Command::ReplayDeadLetters(args)) => own(&args.config, args),
         }
     }
 }

@@ -57,25 +57,25 @@ impl TimestampFormat {
     pub fn parse(&self, text: &str) -> Result<DateTime<Utc>, String> {
         let text = text.trim();
         let parsed = match self {
-            TimestampFormat::Strftime(fmt) => match DateTime::parse_from_str(text, fmt) {
-                Ok(t) => Ok(t.with_timezone(&Utc)),
-                Err(with_zone) => NaiveDateTime::parse_from_str(text, fmt)
-                    .map(|naive| Utc.from_utc_datetime(&naive))
-                    .map_err(|_| with_zone.to_string()),
-            },
-            TimestampFormat::StrftimeLocal(fmt) => match DateTime::parse_from_str(text, fmt) {
-                Ok(t) => Ok(t.with_timezone(&Utc)),
-                Err(with_zone) => match NaiveDateTime::parse_from_str(text, fmt) {
-                    // In the hour a clock is set back, the first of the two
-                    // readings (the server cannot tell them apart either).
-                    Ok(naive) => chrono::Local
-                        .from_local_datetime(&naive)
-                        .earliest()
-                        .map(|t| t.with_timezone(&Utc))
-                        .ok_or_else(|| "a time the local zone skips".to_owned()),
-                    Err(_) => Err(with_zone.to_string()),
-                },
-            },
+            TimestampFormat::Strftime(fmt) | TimestampFormat::StrftimeLocal(fmt) => {
+                match DateTime::parse_from_str(text, fmt) {
+                    Ok(t) => Ok(t.with_timezone(&Utc)),
+                    Err(with_zone) => match NaiveDateTime::parse_from_str(text, fmt) {
+                        Ok(naive) if matches!(self, TimestampFormat::Strftime(_)) => {
+                            Ok(Utc.from_utc_datetime(&naive))
+                        }
+                        // In the hour a clock is set back, the first of the
+                        // two readings (the server cannot tell them apart
+                        // either).
+                        Ok(naive) => chrono::Local
+                            .from_local_datetime(&naive)
+                            .earliest()
+                            .map(|t| t.with_timezone(&Utc))
+                            .ok_or_else(|| "a time the local zone skips".to_owned()),
+                        Err(_) => Err(with_zone.to_string()),
+                    },
+                }
+            }
             TimestampFormat::Iso8601 => DateTime::parse_from_rfc3339(text)
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|e| e.to_string()),

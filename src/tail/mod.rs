@@ -1038,12 +1038,7 @@ impl Tailer {
         budget: usize,
         emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
     ) -> io::Result<PollOutcome> {
-        let truncated: Vec<usize> = (0..self.files.len())
-            .filter(|&i| self.files[i].was_truncated())
-            .collect();
-        for i in truncated {
-            self.truncated(i, None);
-        }
+        self.handle_truncations();
         let mut outcome = PollOutcome::default();
         let now = Instant::now();
         // Reads and acknowledgements since the last look may have left
@@ -1131,6 +1126,17 @@ impl Tailer {
         }
     }
 
+    /// Files truncated (or their content replaced) since the last look are
+    /// read again from their start, what was past our offset from the copy.
+    fn handle_truncations(&mut self) {
+        let truncated: Vec<usize> = (0..self.files.len())
+            .filter(|&i| self.files[i].was_truncated())
+            .collect();
+        for i in truncated {
+            self.truncated(i, None);
+        }
+    }
+
     /// Gives a checkpoint to open files whose first line was written since
     /// they were opened (see [`TailedFile::learn_identity`]), and notices
     /// files whose content was replaced (copytruncate) since the last look:
@@ -1140,12 +1146,7 @@ impl Tailer {
     /// unknown, and its copy is found later even once compressed. Cheap: a
     /// file is looked at only when its size or time changed.
     pub fn learn_identities(&mut self) {
-        let truncated: Vec<usize> = (0..self.files.len())
-            .filter(|&i| self.files[i].was_truncated())
-            .collect();
-        for i in truncated {
-            self.truncated(i, None);
-        }
+        self.handle_truncations();
         for f in &mut self.files {
             f.learn_identity();
         }
