@@ -15,7 +15,7 @@ import json
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote_to_bytes
 
 import django
@@ -307,7 +307,10 @@ def record(out_dir, files, counts, servers, requests):
         for addr, names in servers:
             host, port = addr.rsplit(":", 1)
             host = host.strip("[]")
-            before = datetime.now(timezone.utc).replace(microsecond=0)
+            # Servers stamp their lines with C's time(), which reads the
+            # kernel's coarse clock: it can lag the precise one by a few
+            # milliseconds, so a request sent at 12.001 may be logged 11.
+            before = (datetime.now(timezone.utc) - timedelta(milliseconds=50)).replace(microsecond=0)
             try:
                 status, size, metrics_seen, seen_path = send(host, int(port), method, target, headers, extra)
             except (http.client.RemoteDisconnected, ConnectionResetError):
