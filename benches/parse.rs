@@ -240,7 +240,7 @@ fn per_pattern(c: &mut Criterion) {
             let o = handler.handle(
                 line,
                 LinePosition {
-                    source: 1,
+                    stream: 1,
                     offset: i as u64,
                 },
                 &mut out,
@@ -258,7 +258,7 @@ fn per_pattern(c: &mut Criterion) {
                 out.clear();
                 for (i, line) in lines.iter().enumerate() {
                     let pos = LinePosition {
-                        source: 1,
+                        stream: 1,
                         offset: i as u64,
                     };
                     black_box(handler.handle(line, pos, &mut out));
@@ -340,7 +340,7 @@ fn compiled_vs_regex(c: &mut Criterion) {
             // nothing.
             for (i, line) in lines.iter().enumerate() {
                 let pos = LinePosition {
-                    source: 1,
+                    stream: 1,
                     offset: i as u64,
                 };
                 assert_eq!(
@@ -355,7 +355,7 @@ fn compiled_vs_regex(c: &mut Criterion) {
                     out.clear();
                     for (i, line) in lines.iter().enumerate() {
                         let pos = LinePosition {
-                            source: 1,
+                            stream: 1,
                             offset: i as u64,
                         };
                         black_box(handler.handle(line, pos, &mut out));

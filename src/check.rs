@@ -14,7 +14,8 @@ use crate::diagnostics::{FailReason, excerpt};
 use crate::event::{EventOptions, LinePosition};
 use crate::parse::{Format, Pattern, PatternSet};
 use crate::pipeline::{LineHandler, LineOutcome};
-use crate::tail::{Line, LineReader};
+use crate::source::Line;
+use crate::tail::LineReader;
 
 /// What `check` counted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -87,7 +88,7 @@ fn check_line(
 ) -> std::io::Result<()> {
     summary.lines += 1;
     let position = LinePosition {
-        source: 0,
+        stream: 0,
         offset: line.offset,
     };
     let mut reasons = Vec::new();

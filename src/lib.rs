@@ -3,8 +3,11 @@
 //! The pipeline, one module per stage, each depending only on those listed
 //! before it:
 //!
-//! - [`tail`]: follow log files through rotation as lines with byte offsets
-//!   and file identity; it owns the checkpoints, moved by acknowledgements;
+//! - [`source`]: what the agent reads lines from, whatever the input kind
+//!   (a line, its origin and its position; acknowledgements go back to it);
+//! - [`tail`]: the file kind of source: follow log files through rotation as
+//!   lines with byte offsets and file identity; it owns their checkpoints,
+//!   moved by acknowledgements;
 //! - [`parse`]: split lines into fields with pattern files
 //!   ([`parse::PatternSet`]), and read their timestamps;
 //! - [`pseudonymise`]: normalise and HMAC client IPs as the middleware does;
@@ -43,6 +46,7 @@ pub mod pseudonymise;
 pub mod replay;
 pub mod secret;
 pub mod server_config;
+pub mod source;
 pub mod status;
 pub mod tail;
 pub mod wake;

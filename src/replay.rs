@@ -53,6 +53,7 @@ pub fn replay(settings: &Settings, timeout: Duration) -> anyhow::Result<ExitCode
         );
         let origin = AckPoint {
             source: 0,
+            part: 0,
             end: i as u64 + 1,
         };
         batches_out.extend(builder.push(&event, origin));

@@ -40,7 +40,7 @@ fuzz_target!(|line: &[u8]| HANDLERS.with_borrow_mut(|handlers| {
     for handler in handlers.iter_mut() {
         out.clear();
         let position = LinePosition {
-            source: 1,
+            stream: 1,
             offset: 0,
         };
         if let LineOutcome::Event | LineOutcome::EventWithWarning(_) =

@@ -17,11 +17,13 @@
 //! [`Agent::start`] takes any [`EventSink`], so tests drive the whole agent
 //! in-process with a sink of their own.
 //!
-//! One thread runs the loop and owns the tailer, the pipeline and the sink;
-//! the sender (with a backend), the file watcher and the signal thread only
-//! wake it. The loop reads while the sink has room, hands acknowledgements
-//! to the tailer, saves checkpoints about once a second, and sleeps when
-//! there is nothing to read. At a stop it drains: reads no more and waits
+//! One thread runs the loop and owns the sources (the tailer, and any
+//! other [`Source`]), the pipeline and the sink; the sender (with a
+//! backend), the file watcher and the signal thread only wake it. The loop
+//! knows sources only through the [`Source`] trait: it reads while the sink
+//! has room, hands each acknowledgement to the source its line came from,
+//! saves positions about once a second, and sleeps when there is nothing to
+//! read. [`open_sources`] is where each kind of input is registered. At a stop it drains: reads no more and waits
 //! (up to `shutdown_timeout_ms`) for what is in flight.
 
 mod key;
@@ -39,8 +41,9 @@ use crate::metrics::Telemetry;
 use crate::pipeline::Pipeline;
 use crate::plan::{Delivery, Plan};
 use crate::secret::Secret;
+use crate::source::{Handling, Input, Look, Source};
 use crate::tail::watch::DirWatcher;
-use crate::tail::{CheckpointStore, Handling, Tailer};
+use crate::tail::{CheckpointStore, Tailer};
 use crate::wake::{Wake, WakeSet, Wakes};
 use key::KeyDecision;
 use status::{Progress, Status};
@@ -180,9 +183,22 @@ enum Phase {
     Draining { until: Option<Instant> },
 }
 
+/// A source the loop reads, and where its logs are in the pipeline.
+struct Registered {
+    source: Box<dyn Source + Send>,
+    /// The pipeline's log index (the plan's source index, then the handed-in
+    /// inputs' logs) of each of the source's own log numbers.
+    logs: Vec<usize>,
+    /// Handed in with [`Agent::start_with_inputs`], with its formats: a
+    /// restart in place keeps it (the plan opens the others again).
+    handed_in: Option<Vec<Option<Arc<crate::parse::Pattern>>>>,
+}
+
 /// The running agent: its components and the loop's state.
 pub struct Agent<'w> {
-    tailer: Tailer,
+    /// What lines are read from: the plan's files first, then the inputs
+    /// handed in.
+    sources: Vec<Registered>,
     pipeline: Pipeline,
     sink: Box<dyn EventSink>,
     /// `None` with `--once`: nothing is followed.
@@ -230,49 +246,98 @@ impl<'w> Agent<'w> {
         wakes: &'w Wakes,
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Self> {
+        Agent::start_with_inputs(plan, key, sink, wakes, telemetry, Vec::new())
+    }
+
+    /// As [`Agent::start`], reading also from `inputs`, sources of kinds
+    /// the plan does not open (a test's own, say): they are polled,
+    /// acknowledged and saved like the plan's, and a reload keeps them.
+    pub fn start_with_inputs(
+        plan: Plan,
+        key: Option<Secret>,
+        sink: Box<dyn EventSink>,
+        wakes: &'w Wakes,
+        telemetry: Arc<Telemetry>,
+        inputs: Vec<Input>,
+    ) -> anyhow::Result<Self> {
+        Agent::open(plan, key, sink, wakes, telemetry, inputs).map_err(|(e, _)| e)
+    }
+
+    /// [`Agent::start_with_inputs`], giving the inputs back when it fails
+    /// (a reload that cannot start goes back to the old plan with them).
+    fn open(
+        plan: Plan,
+        key: Option<Secret>,
+        sink: Box<dyn EventSink>,
+        wakes: &'w Wakes,
+        telemetry: Arc<Telemetry>,
+        inputs: Vec<Input>,
+    ) -> Result<Self, (anyhow::Error, Vec<Input>)> {
         let current = plan.clone();
-        let checkpoints = match &plan.state_dir {
-            None => CheckpointStore::disabled(),
-            Some(dir) => CheckpointStore::open(dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "{e} (choose another folder with --state-dir, or run with --no-checkpoints)"
-                )
-            })?,
+        let mut sources = match open_sources(&plan, &telemetry) {
+            Ok(sources) => sources,
+            Err(e) => return Err((e, inputs)),
         };
-        let mut tailer = Tailer::new(plan.tail, checkpoints);
-        tailer.share_stats(telemetry.tail.clone());
+        let mut next_log = plan.sources.len();
+        for input in inputs {
+            let logs = (next_log..next_log + input.formats.len()).collect();
+            next_log += input.formats.len();
+            sources.push(Registered {
+                source: input.source,
+                logs,
+                handed_in: Some(input.formats),
+            });
+        }
         let mut watcher = match plan.once {
             true => None,
-            false => Some(
-                DirWatcher::new(wakes.waker()).context("starting the file watcher (inotify)")?,
-            ),
+            false => match DirWatcher::new(wakes.waker()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context("starting the file watcher (inotify)");
+                    return Err((e, handed_in(sources)));
+                }
+            },
         };
-        tailer.scan()?;
+        for i in 0..sources.len() {
+            if let Err(e) = sources[i].source.look(Look::Changed) {
+                return Err((e.into(), handed_in(sources)));
+            }
+        }
         if let Some(w) = &mut watcher {
-            for (dir, e) in w.watch(&tailer.watch_dirs()) {
+            for (dir, e) in w.watch(&watch_dirs(&sources)) {
                 tracing::warn!(
                     "cannot watch {} ({e}); relying on the periodic scan",
                     dir.display()
                 );
             }
         }
-        let pipeline = pipeline_for(&current, &key, &tailer, &telemetry);
+        let pipeline = pipeline_for(&current, &key, &sources, &telemetry);
         telemetry.started.store(true, Ordering::Relaxed);
         // Files found from now on are new: read from their first line.
+        let mut inputs_now = 0;
+        for r in &sources {
+            r.source.origins(&mut |_| inputs_now += 1);
+        }
         tracing::info!(
-            "ready: following {} files of {} configured logs",
-            tailer.heads().count(),
-            current.sources.len()
+            "ready: following {inputs_now} files of {} configured logs",
+            next_log
         );
         let progress = plan
             .once
-            .then(|| Progress::new(&tailer, &telemetry))
+            .then(|| {
+                let backlog = sources
+                    .iter()
+                    .flat_map(|r| r.source.lags())
+                    .map(|(_, bytes)| bytes)
+                    .sum();
+                Progress::new(backlog, &telemetry)
+            })
             .flatten();
         Ok(Agent {
             progress,
             status: Status::new(plan.status_interval, &telemetry),
             telemetry,
-            tailer,
+            sources,
             pipeline,
             sink,
             watcher,
@@ -382,13 +447,18 @@ impl<'w> Agent<'w> {
         let acked = self.take_acks();
         // Acknowledged files may now be closed for the ones waiting their
         // turn (more files than max_open_files): read on at once.
-        more |= acked > 0 && self.phase == Phase::Running && self.tailer.has_deferred();
+        more |= acked > 0
+            && self.phase == Phase::Running
+            && self.sources.iter().any(|r| r.source.waits_for_room());
         if self.last_save.elapsed() >= SAVE_EVERY {
-            self.tailer.learn_identities();
-            if self.tailer.checkpoints_dirty() {
+            for r in &mut self.sources {
+                r.source.tick();
+            }
+            if self.positions_dirty() {
                 self.save_checkpoints(false);
             }
-            self.telemetry.tail.set_lag(self.tailer.lags());
+            let lags = self.sources.iter().flat_map(|r| r.source.lags()).collect();
+            self.telemetry.tail.set_lag(lags);
             self.last_save = Instant::now();
         }
         self.status.log_if_due(&self.telemetry);
@@ -398,8 +468,7 @@ impl<'w> Agent<'w> {
         if self.phase == Phase::Running
             && self.once
             && read_to_end
-            && !self.tailer.has_rotated_files()
-            && !self.tailer.has_deferred()
+            && !self.sources.iter().any(|r| r.source.holds_back())
             && !self.sink.is_full()
         {
             self.begin_drain(None);
@@ -407,46 +476,64 @@ impl<'w> Agent<'w> {
         Ok(more)
     }
 
-    /// Hands lines from the tailer through the pipeline into the sink.
+    /// Hands lines from the sources through the pipeline into the sink.
+    /// True when some source has more to read at once.
     fn read(&mut self) -> anyhow::Result<bool> {
         let Agent {
-            tailer,
+            sources,
             pipeline,
             sink,
             fatal,
             pushed,
             ..
         } = self;
-        let outcome = tailer.poll(POLL_BUDGET, &mut |tailed| {
-            if fatal.is_some() {
-                return Handling::Pending;
-            }
-            let Some(event) = pipeline.line(&tailed) else {
-                return Handling::Done;
-            };
-            let origin = AckPoint {
-                source: tailed.source,
-                end: tailed.line.end,
-            };
-            if let Err(e) = sink.push(event, origin) {
-                *fatal = Some(anyhow::Error::new(e).context("delivering events"));
-            }
-            *pushed += 1;
-            Handling::Pending
-        })?;
-        Ok(outcome.more)
+        let mut more = false;
+        for (index, registered) in sources.iter_mut().enumerate() {
+            let Registered { source, logs, .. } = registered;
+            let outcome = source.poll(POLL_BUDGET, &mut |mut line| {
+                if fatal.is_some() {
+                    return Handling::Pending;
+                }
+                // The source's own log number, as the pipeline knows it.
+                line.origin.log = logs.get(line.origin.log).copied().unwrap_or(usize::MAX);
+                let Some(event) = pipeline.line(&line) else {
+                    return Handling::Done;
+                };
+                let point = AckPoint {
+                    source: index as u32,
+                    part: line.part,
+                    end: line.line.end,
+                };
+                if let Err(e) = sink.push(event, point) {
+                    *fatal = Some(anyhow::Error::new(e).context("delivering events"));
+                }
+                *pushed += 1;
+                Handling::Pending
+            })?;
+            more |= outcome.more;
+        }
+        Ok(more)
     }
 
-    /// Moves what the sink acknowledged into the tailer and its
-    /// checkpoints; returns how many events that was.
+    /// Whether some source's positions changed since they were saved.
+    fn positions_dirty(&self) -> bool {
+        self.sources.iter().any(|r| r.source.positions_dirty())
+    }
+
+    /// Hands what the sink acknowledged back to the sources it came from
+    /// (which move their positions); returns how many events that was.
     fn take_acks(&mut self) -> usize {
         self.sink.take_acks(&mut self.acks);
         let n = self.acks.len();
         self.acknowledged += n as u64;
-        for origin in self.acks.drain(..) {
-            self.tailer.acknowledge(origin.source, origin.end);
+        for point in self.acks.drain(..) {
+            if let Some(r) = self.sources.get_mut(point.source as usize) {
+                r.source.acknowledge(point.part, point.end);
+            }
         }
-        self.tailer.update_checkpoints();
+        for r in &mut self.sources {
+            r.source.settle();
+        }
         n
     }
 
@@ -549,7 +636,7 @@ impl<'w> Agent<'w> {
         self.shutdown_timeout = plan.shutdown_timeout;
         self.status = Status::new(plan.status_interval, &self.telemetry);
         if changed.is_empty() {
-            self.pipeline = pipeline_for(&plan, &key, &self.tailer, &self.telemetry);
+            self.pipeline = pipeline_for(&plan, &key, &self.sources, &self.telemetry);
             self.plan = plan;
             self.key = key;
             tracing::info!(
@@ -572,7 +659,9 @@ impl<'w> Agent<'w> {
     /// acknowledged) from `plan`. If the new plan cannot start, the old
     /// one starts again.
     fn restart(mut self, plan: Plan, key: Option<Secret>) -> anyhow::Result<Agent<'w>> {
-        self.tailer.update_checkpoints();
+        for r in &mut self.sources {
+            r.source.settle();
+        }
         self.save_checkpoints(true);
         self.pipeline.reporter().flush_suppressed();
         let keep_sink = !self.drain_incomplete && plan.delivery.same_as(&self.plan.delivery);
@@ -585,12 +674,14 @@ impl<'w> Agent<'w> {
             acknowledged,
             plan: old,
             key: old_key,
-            tailer,
+            sources,
             watcher,
             ..
         } = self;
-        // The checkpoint store and the watches are the new tailer's now.
-        drop((tailer, watcher));
+        // The checkpoint store and the watches are the new tailer's now;
+        // inputs handed in go on as they are.
+        let inputs = handed_in(sources);
+        drop(watcher);
         if !keep_sink {
             // What is still unacknowledged is read again from the
             // checkpoints just saved, and must not also reach the backend
@@ -599,18 +690,18 @@ impl<'w> Agent<'w> {
             drop(sink);
             sink = open_sink(&plan.delivery, wakes, &telemetry)?;
         }
-        let mut next = match Agent::start(plan, key, sink, wakes, telemetry.clone()) {
+        let mut next = match Agent::open(plan, key, sink, wakes, telemetry.clone(), inputs) {
             Ok(agent) => {
                 tracing::info!("configuration reloaded");
                 agent
             }
-            Err(e) => {
+            Err((e, inputs)) => {
                 telemetry.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     "reload: cannot start with the new configuration: {e:#}; going back to the one in force"
                 );
                 let sink = open_sink(&old.delivery, wakes, &telemetry)?;
-                Agent::start(old, old_key, sink, wakes, telemetry)?
+                Agent::open(old, old_key, sink, wakes, telemetry, inputs).map_err(|(e, _)| e)?
             }
         };
         next.reloader = reloader;
@@ -626,7 +717,9 @@ impl<'w> Agent<'w> {
             Phase::Running => RESCAN_EVERY.saturating_sub(self.last_scan.elapsed()),
             Phase::Draining { .. } => SAVE_EVERY,
         };
-        if self.tailer.checkpoints_dirty() || self.tailer.has_rotated_files() || self.sink.is_full()
+        if self.positions_dirty()
+            || self.sources.iter().any(|r| r.source.holds_back())
+            || self.sink.is_full()
         {
             timeout = timeout.min(SAVE_EVERY);
         }
@@ -651,21 +744,25 @@ impl<'w> Agent<'w> {
         if !structure && self.last_scan.elapsed() < RESCAN_EVERY {
             return Ok(());
         }
-        if structure {
-            self.tailer.scan()?;
-        } else {
-            self.tailer.rescan()?;
+        let why = match structure {
+            true => Look::Changed,
+            false => Look::Periodic,
+        };
+        for r in &mut self.sources {
+            r.source.look(why)?;
         }
         if let Some(w) = &mut self.watcher {
-            w.watch(&self.tailer.watch_dirs());
+            w.watch(&watch_dirs(&self.sources));
         }
         self.last_scan = Instant::now();
         Ok(())
     }
 
     fn save_checkpoints(&mut self, force: bool) {
-        if let Err(e) = self.tailer.save_checkpoints(force) {
-            tracing::error!("cannot save checkpoints: {e}");
+        for r in &mut self.sources {
+            if let Err(e) = r.source.save_positions(force) {
+                tracing::error!("cannot save checkpoints: {e}");
+            }
         }
     }
 
@@ -674,9 +771,11 @@ impl<'w> Agent<'w> {
         if let Some(p) = self.progress.take() {
             p.finish(&self.telemetry);
         }
-        self.tailer.learn_identities();
+        for r in &mut self.sources {
+            r.source.tick();
+        }
         self.save_checkpoints(true);
-        for (path, bytes) in self.tailer.partial_lines() {
+        for (path, bytes) in self.sources.iter().flat_map(|r| r.source.partial_lines()) {
             tracing::info!(
                 "{}: ends with an incomplete line ({bytes} bytes); it is read once its newline is written",
                 path.display()
@@ -693,7 +792,7 @@ impl<'w> Agent<'w> {
             lines_truncated: Counters::get(&c.lines_truncated),
             metrics_invalid: Counters::get(&c.metrics_invalid),
             lines_unrecognised: Counters::get(&c.lines_unrecognised),
-            read_errors: self.tailer.read_errors(),
+            read_errors: self.sources.iter().map(|r| r.source.read_errors()).sum(),
             files_unreadable: self.telemetry.tail.unreadable.load(Ordering::Relaxed),
             acknowledged: self.acknowledged,
             unacknowledged: self.pushed.saturating_sub(self.acknowledged),
@@ -717,24 +816,82 @@ impl<'w> Agent<'w> {
     }
 }
 
-/// The pipeline for a plan's patterns, sources and event options. The
-/// files there now get their format at once: a file whose format cannot be
-/// found is reported now (and costs only itself).
+/// The sources a plan opens: this is where each kind of input is
+/// registered. Files: one tailer over every `--log` path and glob (a
+/// source's own log number is the plan's source index).
+fn open_sources(plan: &Plan, telemetry: &Telemetry) -> anyhow::Result<Vec<Registered>> {
+    let checkpoints = match &plan.state_dir {
+        None => CheckpointStore::disabled(),
+        Some(dir) => CheckpointStore::open(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (choose another folder with --state-dir, or run with --no-checkpoints)"
+            )
+        })?,
+    };
+    let mut tailer = Tailer::new(plan.tail.clone(), checkpoints);
+    tailer.share_stats(telemetry.tail.clone());
+    Ok(vec![Registered {
+        source: Box::new(tailer),
+        logs: (0..plan.sources.len()).collect(),
+        handed_in: None,
+    }])
+}
+
+/// The inputs among `sources` that were handed in, to hand on to the
+/// agent that replaces this one.
+fn handed_in(sources: Vec<Registered>) -> Vec<Input> {
+    sources
+        .into_iter()
+        .filter_map(|r| {
+            r.handed_in.map(|formats| Input {
+                source: r.source,
+                formats,
+            })
+        })
+        .collect()
+}
+
+/// The folders every source wants watched.
+fn watch_dirs(sources: &[Registered]) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = sources.iter().flat_map(|r| r.source.watch_dirs()).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// The pipeline for a plan's patterns, sources and event options (and the
+/// formats of the inputs handed in). The inputs there now get their format
+/// at once: one whose format cannot be found is reported now (and costs
+/// only itself).
 fn pipeline_for(
     plan: &Plan,
     key: &Option<Secret>,
-    tailer: &Tailer,
+    sources: &[Registered],
     telemetry: &Telemetry,
 ) -> Pipeline {
-    let formats = plan.sources.iter().map(|s| s.pattern.clone()).collect();
+    let formats = plan
+        .sources
+        .iter()
+        .map(|s| s.pattern.clone())
+        .chain(
+            sources
+                .iter()
+                .filter_map(|r| r.handed_in.as_ref())
+                .flatten()
+                .cloned(),
+        )
+        .collect();
     let mut pipeline = Pipeline::new(
         plan.patterns.clone(),
         formats,
         plan.event.with_key(key.clone()),
         telemetry.lines.clone(),
     );
-    for file in tailer.heads() {
-        pipeline.choose_pattern(&file);
+    for r in sources {
+        r.source.origins(&mut |mut origin| {
+            origin.log = r.logs.get(origin.log).copied().unwrap_or(usize::MAX);
+            pipeline.choose_pattern(&origin);
+        });
     }
     pipeline
 }

@@ -84,17 +84,12 @@ impl std::fmt::Debug for Progress {
 }
 
 impl Progress {
-    /// A bar over the bytes the files hold now, when stderr is a terminal.
-    pub fn new(tailer: &crate::tail::Tailer, telemetry: &Telemetry) -> Option<Self> {
+    /// A bar over `total` bytes (what the sources hold and have not
+    /// delivered), when stderr is a terminal.
+    pub fn new(total: u64, telemetry: &Telemetry) -> Option<Self> {
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             return None;
         }
-        let total: u64 = tailer
-            .paths()
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",

@@ -16,12 +16,14 @@ use std::time::Instant;
 pub(crate) use backend::BackendSink;
 pub(crate) use stdout::StdoutSink;
 
-/// Where an event's line ends: which open file (the tailer's source id)
-/// and the byte after the line. Acknowledging an origin acknowledges every
-/// line of that file up to it.
+/// Where an event's line ends: which of the agent's sources, which part of
+/// it (for files: the open file), and where in that part (for files: the
+/// byte after the line). Acknowledging a point acknowledges every line of
+/// that part up to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckPoint {
-    pub source: u64,
+    pub source: u32,
+    pub part: u64,
     pub end: u64,
 }
 

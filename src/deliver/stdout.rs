@@ -82,7 +82,11 @@ mod tests {
     #[test]
     fn events_are_acknowledged_once_flushed() {
         let mut sink = StdoutSink::with_writer(Vec::new());
-        let origin = AckPoint { source: 7, end: 42 };
+        let origin = AckPoint {
+            source: 0,
+            part: 7,
+            end: 42,
+        };
         sink.push(b"{\"a\":1}", origin).unwrap();
         let mut acks = Vec::new();
         sink.take_acks(&mut acks);

@@ -60,7 +60,7 @@ pub struct EventOptions {
 /// `event_id` is both as 16 hex digits each ([`push_hex`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LinePosition {
-    pub source: u64,
+    pub stream: u64,
     pub offset: u64,
 }
 
@@ -276,7 +276,7 @@ impl EventBuilder {
             out.extend_from_slice(itoa::Buffer::new().format(bytes).as_bytes());
         }
         out.extend_from_slice(b",\"event_id\":\"");
-        push_hex(out, position.source);
+        push_hex(out, position.stream);
         push_hex(out, position.offset);
         out.extend_from_slice(b"\"}");
         Ok(warning)

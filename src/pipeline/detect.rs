@@ -82,7 +82,7 @@ fn fits_access_line(pattern: &Arc<Pattern>, line: &[u8]) -> bool {
         let built = builder.build(
             &f,
             LinePosition {
-                source: 0,
+                stream: 0,
                 offset: 0,
             },
             &mut scratch,

@@ -19,7 +19,7 @@ use crate::event::{
     BuildError, EventBuilder, EventOptions, LinePosition, SharedPseudonymiser, shared_pseudonymiser,
 };
 use crate::parse::{Pattern, PatternSet, SplitError};
-use crate::tail::{FileHead, Line, TailedLine};
+use crate::source::{Line, Origin, SourceLine};
 use detect::MAX_SAMPLE_LINES;
 
 /// What became of one line.
@@ -205,7 +205,7 @@ fn handle_line(
         });
     }
     let position = LinePosition {
-        source: stream,
+        stream,
         offset: line.offset,
     };
     let outcome = handler.handle(line.bytes, position, event);
@@ -294,7 +294,8 @@ enum PathState {
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     patterns: PatternSet,
-    /// Per configured log (the index a line's [`FileHead::log`] gives),
+    /// Per configured log (the index a line's [`Origin::log`] gives, as the
+    /// agent maps it to the plan's),
     /// its fixed pattern, or `None` to detect each file's.
     formats: Vec<Option<Arc<Pattern>>>,
     options: EventOptions,
@@ -334,8 +335,8 @@ impl Pipeline {
     /// the one detected from its first lines. When none fits, says so
     /// (naming the file, and whether it is an error log) and returns false:
     /// the path's lines are skipped until a later try finds one.
-    pub(crate) fn choose_pattern(&mut self, file: &FileHead<'_>) -> bool {
-        let path = file.path;
+    pub(crate) fn choose_pattern(&mut self, file: &Origin<'_>) -> bool {
+        let path = file.name;
         if let Some(p) = self.formats.get(file.log).cloned().flatten() {
             let handler =
                 LineHandler::with_alternatives(p, Vec::new(), &self.options, self.ips.clone());
@@ -399,12 +400,12 @@ impl Pipeline {
     }
 
     /// Turns a tailed line into its event, if it has one.
-    pub fn line(&mut self, tailed: &TailedLine<'_>) -> Option<&[u8]> {
+    pub fn line(&mut self, tailed: &SourceLine<'_>) -> Option<&[u8]> {
         self.event.clear();
         // The usual line: one lookup of its path, and its pattern reads it.
         if !self.read_with_pattern(tailed) {
             let line = &tailed.line;
-            let retry = match self.handlers.get(tailed.file.path) {
+            let retry = match self.handlers.get(tailed.origin.name) {
                 Some(PathState::Undetected {
                     sampled_lines,
                     sampled_to,
@@ -415,7 +416,7 @@ impl Pipeline {
                 }
                 _ => true,
             };
-            if !(retry && self.choose_pattern(&tailed.file) && self.read_with_pattern(tailed)) {
+            if !(retry && self.choose_pattern(&tailed.origin) && self.read_with_pattern(tailed)) {
                 Counters::add(&self.reporter.counters.lines_unrecognised, 1);
                 return None;
             }
@@ -425,12 +426,12 @@ impl Pipeline {
 
     /// Runs the line through its path's pattern; false when the path has
     /// none (yet).
-    fn read_with_pattern(&mut self, tailed: &TailedLine<'_>) -> bool {
-        let Some(PathState::Reading(handler)) = self.handlers.get_mut(tailed.file.path) else {
+    fn read_with_pattern(&mut self, tailed: &SourceLine<'_>) -> bool {
+        let Some(PathState::Reading(handler)) = self.handlers.get_mut(tailed.origin.name) else {
             return false;
         };
         handle_line(
-            tailed.file.path,
+            tailed.origin.name,
             tailed.stream,
             handler,
             &tailed.line,

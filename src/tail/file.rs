@@ -12,9 +12,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::FileStart;
 use super::identity::FileIdentity;
 use super::lines::{Line, LineReader};
-use super::{FileHead, Handling, TailedLine};
+use crate::source::{Handling, Origin, SourceLine};
 
 /// Whether a file is still the one its path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +68,9 @@ pub(super) struct TailedFile {
     /// fingerprint while the reader is busy.
     pub head: File,
     pub identity: FileIdentity,
-    /// The configured log it belongs to (see [`super::FileHead::log`]).
+    /// The configured log it belongs to (see [`Origin::log`]).
     pub log: usize,
-    max_line: usize,
+    pub(super) max_line: usize,
     ids: Option<Ids>,
     pub state: State,
     /// (start, end) of lines handed out and not yet acknowledged, in order.
@@ -115,8 +116,8 @@ impl TailedFile {
     }
 
     /// The file as the consumer sees it.
-    pub fn head(&self) -> FileHead<'_> {
-        FileHead::new(&self.watched, self.log, &self.head, self.max_line)
+    pub fn origin<'a>(&'a self, start: &'a FileStart<'a>) -> Origin<'a> {
+        origin(&self.watched, self.log, start)
     }
 
     /// Acknowledgements for this file carry this number (`None` until it
@@ -235,7 +236,7 @@ impl TailedFile {
         budget: usize,
         now: Instant,
         rotate_wait: Duration,
-        emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
+        emit: &mut dyn FnMut(SourceLine<'_>) -> Handling,
     ) -> io::Result<FileRead> {
         let mut read = FileRead::default();
         if self.state == State::Finished {
@@ -280,8 +281,9 @@ impl TailedFile {
                     ids
                 }
             };
-            let head = FileHead::new(&self.watched, self.log, &self.head, self.max_line);
-            hand_out(head, ids, &mut self.in_flight, line, emit);
+            let start = FileStart::new(&self.head, self.max_line);
+            let origin = origin(&self.watched, self.log, &start);
+            hand_out(origin, ids, &mut self.in_flight, line, emit);
         }
         self.maybe_finish(read.lines > 0, at_end, now, rotate_wait, emit);
         read.bytes = self.reader.offset().saturating_sub(before);
@@ -297,7 +299,7 @@ impl TailedFile {
         at_end: bool,
         now: Instant,
         rotate_wait: Duration,
-        emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
+        emit: &mut dyn FnMut(SourceLine<'_>) -> Handling,
     ) {
         let State::Rotated { last_growth } = &mut self.state else {
             return;
@@ -318,8 +320,9 @@ impl TailedFile {
                 source: self.identity.source_id(),
                 stream: self.identity.stream_id(),
             });
-            let head = FileHead::new(&self.watched, self.log, &self.head, self.max_line);
-            hand_out(head, ids, &mut self.in_flight, line, emit);
+            let start = FileStart::new(&self.head, self.max_line);
+            let origin = origin(&self.watched, self.log, &start);
+            hand_out(origin, ids, &mut self.in_flight, line, emit);
         }
         tracing::debug!(
             "{}: the rotated file (inode {}) is read to its end, offset {} of {}",
@@ -332,19 +335,29 @@ impl TailedFile {
     }
 }
 
+/// A file's lines as the pipeline sees them: named by the watched path,
+/// part of configured log `log`, detected from `start`.
+fn origin<'a>(watched: &'a std::path::Path, log: usize, start: &'a FileStart<'a>) -> Origin<'a> {
+    Origin {
+        name: watched,
+        log,
+        head: start,
+    }
+}
+
 /// Gives `line` to the consumer, remembering it until acknowledged if the
 /// consumer sent it on.
 fn hand_out(
-    file: FileHead<'_>,
+    origin: Origin<'_>,
     ids: Ids,
     in_flight: &mut VecDeque<(u64, u64)>,
     line: Line<'_>,
-    emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
+    emit: &mut dyn FnMut(SourceLine<'_>) -> Handling,
 ) {
     let (start, end) = (line.offset, line.end);
-    let tailed = TailedLine {
-        file,
-        source: ids.source,
+    let tailed = SourceLine {
+        origin,
+        part: ids.source,
         stream: ids.stream,
         line,
     };

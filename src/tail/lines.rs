@@ -9,6 +9,8 @@
 
 use std::io::{self, Read};
 
+pub use crate::source::Line;
+
 /// How much is read from the file at a time, at most; the buffer's size
 /// until a line longer than this needs more.
 pub(crate) const READ_BLOCK: usize = 256 * 1024;
@@ -24,24 +26,6 @@ pub(crate) const DEFAULT_MAX_LINE: usize = 64 * 1024;
 /// The largest `max_line_bytes` accepted: a buffer per open file may grow
 /// to this.
 pub(crate) const MAX_LINE_LIMIT: usize = 16 * 1024 * 1024;
-
-/// One line, without its newline.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Line<'a> {
-    pub bytes: &'a [u8],
-    /// Byte offset of the line's first byte.
-    pub offset: u64,
-    /// Byte offset just past the line's newline (where reading resumes).
-    pub end: u64,
-    /// 1-based line number, counted from where reading started.
-    pub number: u64,
-    /// The line was longer than the limit and was cut.
-    pub truncated: bool,
-    /// Bytes of this line came from a read made since the previous line
-    /// was handed out (the tailer checks then that the file was not
-    /// truncated under it).
-    pub fresh: bool,
-}
 
 /// Reads a file from its start at positions (`pread`), up to a limit,
 /// leaving the file's own position where another reader has it.

@@ -31,9 +31,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use checkpoint::CheckpointStore;
 pub use identity::FileIdentity;
 pub(crate) use identity::Fingerprint;
-pub(crate) use lines::{Line, LineReader};
+pub(crate) use lines::LineReader;
 pub use stats::TailStats;
 
+use crate::source::{Handling, Head, Look, Origin, PollOutcome, Source, SourceLine};
 use checkpoint::Checkpoint;
 use discover::Sibling;
 use file::{State, TailedFile};
@@ -96,54 +97,25 @@ struct Parked {
     len: u64,
 }
 
-/// A line handed to the consumer.
-#[derive(Debug)]
-pub struct TailedLine<'a> {
-    /// The file the line is in: its path, which configured log it belongs
-    /// to, and its first lines for format detection.
-    pub file: FileHead<'a>,
-    /// The open file as a number: acknowledge with it.
-    pub source: u64,
-    /// The file's content as a number, the same in every copy of the file:
-    /// goes into `event_id` (see [`FileIdentity::stream_id`]).
-    pub stream: u64,
-    pub line: Line<'a>,
-}
-
-/// An open file as the consumer sees it: which configured log it belongs
-/// to (the index of the first `--log` value that names it, the plan's
-/// source of the same index), and its first lines, read through the
-/// tailer's own handle (the file the lines come from, even once its path
-/// names a newer one).
+/// The start of an open file, for format detection: read at positions
+/// through the tailer's own handle (the file the lines come from, even
+/// once its path names a newer one), so the tailer's place does not move.
 #[derive(Debug, Clone, Copy)]
-pub struct FileHead<'a> {
-    /// The watched path (for messages).
-    pub path: &'a Path,
-    /// The configured log (`TailOptions::logs` index) that names the file.
-    pub log: usize,
+pub(crate) struct FileStart<'a> {
     file: &'a std::fs::File,
     max_line: usize,
 }
 
-impl<'a> FileHead<'a> {
-    pub(crate) fn new(
-        path: &'a Path,
-        log: usize,
-        file: &'a std::fs::File,
-        max_line: usize,
-    ) -> Self {
-        FileHead {
-            path,
-            log,
-            file,
-            max_line,
-        }
+impl<'a> FileStart<'a> {
+    pub(crate) fn new(file: &'a std::fs::File, max_line: usize) -> Self {
+        FileStart { file, max_line }
     }
+}
 
-    /// Up to `max_lines` lines from the start of the file (within its first
-    /// 4 MiB), and the offset where they end. Reads at positions: the
-    /// tailer's place in the file does not move.
-    pub fn first_lines(&self, max_lines: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
+impl Head for FileStart<'_> {
+    /// Up to `max_lines` lines from the start of the file (within its
+    /// first 4 MiB), and the offset where they end.
+    fn first_lines(&self, max_lines: usize) -> io::Result<(Vec<Vec<u8>>, u64)> {
         let at = lines::ReadAt::new(self.file, 4 * 1024 * 1024);
         let mut reader = LineReader::new(at, 0, self.max_line);
         let mut sample = Vec::new();
@@ -155,15 +127,6 @@ impl<'a> FileHead<'a> {
         }
         Ok((sample, reader.offset()))
     }
-}
-
-/// What the consumer did with a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handling {
-    /// Handed to the sink; [`Tailer::acknowledge`] will follow.
-    Pending,
-    /// Nothing to deliver (a blank or failed line): counts as delivered.
-    Done,
 }
 
 /// Follows the watched files.
@@ -226,14 +189,6 @@ const SIBLING_LOOK_EVERY: u64 = 12;
 /// this much older than our last look are still considered new.
 const MTIME_SLACK: Duration = Duration::from_secs(1);
 
-/// What a poll did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PollOutcome {
-    pub lines: usize,
-    /// Some file has more to read (the budget ran out).
-    pub more: bool,
-}
-
 impl Tailer {
     pub fn new(options: TailOptions, checkpoints: CheckpointStore) -> Self {
         Tailer {
@@ -275,21 +230,16 @@ impl Tailer {
             .collect()
     }
 
-    /// The files the watched paths and globs name now.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.options
-            .logs
-            .iter()
-            .flat_map(|value| self.expand(value).0)
-            .collect()
-    }
-
-    /// The open files that hold something, as the consumer sees them.
-    pub(crate) fn heads(&self) -> impl Iterator<Item = FileHead<'_>> {
-        self.files
+    /// The open files that hold something, as the pipeline sees them.
+    pub fn origins(&self, visit: &mut dyn FnMut(Origin<'_>)) {
+        for f in self
+            .files
             .iter()
             .filter(|f| f.state == State::Live && f.identity.fingerprint.is_some())
-            .map(TailedFile::head)
+        {
+            let start = FileStart::new(&f.head, f.max_line);
+            visit(f.origin(&start));
+        }
     }
 
     /// Starts following `f`, known as part of the first configured log that
@@ -1036,7 +986,7 @@ impl Tailer {
     pub fn poll(
         &mut self,
         budget: usize,
-        emit: &mut dyn FnMut(TailedLine<'_>) -> Handling,
+        emit: &mut dyn FnMut(SourceLine<'_>) -> Handling,
     ) -> io::Result<PollOutcome> {
         self.handle_truncations();
         let mut outcome = PollOutcome::default();
@@ -1212,5 +1162,72 @@ impl Tailer {
     /// Whether checkpoints changed since the last save.
     pub(crate) fn checkpoints_dirty(&self) -> bool {
         self.checkpoints.is_dirty()
+    }
+}
+
+/// The tailer as the agent's loop drives it: files are one kind of
+/// [`Source`]; an open file is a part, acknowledged by its number.
+impl Source for Tailer {
+    fn look(&mut self, why: Look) -> io::Result<()> {
+        match why {
+            Look::Changed => self.scan(),
+            Look::Periodic => self.rescan(),
+        }
+    }
+
+    fn watch_dirs(&self) -> Vec<PathBuf> {
+        Tailer::watch_dirs(self)
+    }
+
+    fn poll(
+        &mut self,
+        budget: usize,
+        emit: &mut dyn FnMut(SourceLine<'_>) -> Handling,
+    ) -> io::Result<PollOutcome> {
+        Tailer::poll(self, budget, emit)
+    }
+
+    fn acknowledge(&mut self, part: u64, end: u64) {
+        Tailer::acknowledge(self, part, end)
+    }
+
+    fn settle(&mut self) {
+        self.update_checkpoints()
+    }
+
+    fn tick(&mut self) {
+        self.learn_identities()
+    }
+
+    fn positions_dirty(&self) -> bool {
+        self.checkpoints_dirty()
+    }
+
+    fn save_positions(&mut self, force: bool) -> io::Result<()> {
+        self.save_checkpoints(force)
+    }
+
+    fn holds_back(&self) -> bool {
+        self.has_rotated_files() || self.has_deferred()
+    }
+
+    fn waits_for_room(&self) -> bool {
+        self.has_deferred()
+    }
+
+    fn origins(&self, visit: &mut dyn FnMut(Origin<'_>)) {
+        Tailer::origins(self, visit)
+    }
+
+    fn lags(&self) -> Vec<(PathBuf, u64)> {
+        Tailer::lags(self)
+    }
+
+    fn read_errors(&self) -> u64 {
+        Tailer::read_errors(self)
+    }
+
+    fn partial_lines(&self) -> Vec<(PathBuf, usize)> {
+        Tailer::partial_lines(self)
     }
 }

@@ -18,6 +18,9 @@ use cerberus_agent::cli::RunArgs;
 use cerberus_agent::config::Layers;
 use cerberus_agent::deliver::{AckPoint, EventSink};
 use cerberus_agent::plan::{Plan, RunMode};
+use cerberus_agent::source::{
+    Handling, Input, Line, Look, Origin, PollOutcome, Source, SourceLine,
+};
 use cerberus_agent::wake::{Wake, Wakes};
 use common::agent_process::access_line;
 use serde_json::Value;
@@ -131,6 +134,17 @@ fn plan(log: &Path, state: &Path, once: bool) -> Plan {
 }
 
 fn start(log: &Path, state: &Path, behaviour: Behaviour, once: bool) -> Running {
+    start_with(log, state, behaviour, once, Vec::new())
+}
+
+/// As [`start`], with sources of the test's own beside the plan's files.
+fn start_with(
+    log: &Path,
+    state: &Path,
+    behaviour: Behaviour,
+    once: bool,
+    inputs: Vec<Input>,
+) -> Running {
     let plan = plan(log, state, once);
     let wakes = Wakes::new();
     let received = Arc::new(Mutex::new(Received::default()));
@@ -144,7 +158,15 @@ fn start(log: &Path, state: &Path, behaviour: Behaviour, once: bool) -> Running 
     let telemetry = Arc::new(cerberus_agent::metrics::Telemetry::default());
     let agent_telemetry = telemetry.clone();
     let thread = std::thread::spawn(move || {
-        Agent::start(plan, None, Box::new(sink), &agent_wakes, agent_telemetry)?.run()
+        Agent::start_with_inputs(
+            plan,
+            None,
+            Box::new(sink),
+            &agent_wakes,
+            agent_telemetry,
+            inputs,
+        )?
+        .run()
     });
     // Ready once its first look at the files is done: a line appended from
     // now on is read (a file found at start is read from its end).
@@ -287,4 +309,207 @@ fn waits_for_a_path_that_does_not_exist_yet() {
     agent.wait_for(3);
     let (_, ids, _) = agent.stop();
     assert_eq!(ids, vec![0, 1, 2]);
+}
+
+/// A source kind of the test's own, to show that one plugs into the agent
+/// with no change elsewhere: lines held in memory (one part, stream
+/// [`MEMORY_STREAM`]), a line's position its index, and the position below
+/// which everything was delivered saved as a number in a file.
+struct MemorySource {
+    lines: Vec<Vec<u8>>,
+    /// The first lines, which the pipeline detects the format from.
+    head: Vec<Vec<u8>>,
+    next: usize,
+    /// (start, end) of lines handed on and not acknowledged, in order.
+    in_flight: std::collections::VecDeque<(u64, u64)>,
+    saved: u64,
+    positions: std::path::PathBuf,
+}
+
+const MEMORY_STREAM: u64 = 0xfeed;
+
+impl MemorySource {
+    /// Resumes from the position saved in `positions`, if any.
+    fn new(lines: Vec<Vec<u8>>, positions: &Path) -> Self {
+        let saved: u64 = std::fs::read_to_string(positions)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        MemorySource {
+            head: lines.iter().take(20).cloned().collect(),
+            lines,
+            next: saved as usize,
+            in_flight: Default::default(),
+            saved,
+            positions: positions.to_owned(),
+        }
+    }
+
+    fn delivered(&self) -> u64 {
+        self.in_flight
+            .front()
+            .map_or(self.next as u64, |(start, _)| *start)
+    }
+}
+
+impl Source for MemorySource {
+    fn look(&mut self, _why: Look) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        budget: usize,
+        emit: &mut dyn FnMut(SourceLine<'_>) -> Handling,
+    ) -> io::Result<PollOutcome> {
+        let mut outcome = PollOutcome::default();
+        while self.next < self.lines.len() {
+            if outcome.lines == budget {
+                outcome.more = true;
+                break;
+            }
+            let i = self.next as u64;
+            let line = SourceLine {
+                origin: Origin {
+                    name: Path::new("memory:queue"),
+                    log: 0,
+                    head: &self.head,
+                },
+                part: 0,
+                stream: MEMORY_STREAM,
+                line: Line {
+                    bytes: &self.lines[self.next],
+                    offset: i,
+                    end: i + 1,
+                    number: i + 1,
+                    truncated: false,
+                    fresh: true,
+                },
+            };
+            self.next += 1;
+            outcome.lines += 1;
+            if emit(line) == Handling::Pending {
+                self.in_flight.push_back((i, i + 1));
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn acknowledge(&mut self, part: u64, end: u64) {
+        assert_eq!(part, 0, "acknowledged with the part it was handed on with");
+        while self.in_flight.front().is_some_and(|(_, e)| *e <= end) {
+            self.in_flight.pop_front();
+        }
+    }
+
+    fn settle(&mut self) {}
+
+    fn positions_dirty(&self) -> bool {
+        self.delivered() != self.saved
+    }
+
+    fn save_positions(&mut self, force: bool) -> io::Result<()> {
+        if force || self.positions_dirty() {
+            self.saved = self.delivered();
+            std::fs::write(&self.positions, self.saved.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn origins(&self, visit: &mut dyn FnMut(Origin<'_>)) {
+        visit(Origin {
+            name: Path::new("memory:queue"),
+            log: 0,
+            head: &self.head,
+        });
+    }
+}
+
+fn memory_input(lines: &[Vec<u8>], positions: &Path) -> Vec<Input> {
+    vec![Input {
+        source: Box::new(MemorySource::new(lines.to_vec(), positions)),
+        formats: vec![None],
+    }]
+}
+
+fn saved_position(positions: &Path) -> u64 {
+    std::fs::read_to_string(positions)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The `event_id` the agent gives line `index` of the memory source.
+fn memory_event_id(index: u64) -> String {
+    format!("{MEMORY_STREAM:016x}{index:016x}")
+}
+
+#[test]
+fn a_source_kind_of_its_own_plugs_into_the_whole_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let positions = state.path().join("memory-position");
+    let no_file = dir.path().join("none.log");
+    let mut lines: Vec<Vec<u8>> = (0..300)
+        .map(|i| access_line(i).trim_end().as_bytes().to_vec())
+        .collect();
+    // A line no pattern reads: counted, and delivered as far as positions
+    // go (nothing to send).
+    lines.insert(150, b"not an access line".to_vec());
+
+    // A slow sink acknowledges a little at a time: the format is detected
+    // from the source's head, every line goes out once, in order, with the
+    // event_id of its position, and the position saved at the end is past
+    // the last line.
+    let inputs = memory_input(&lines, &positions);
+    let agent = start_with(
+        &no_file,
+        state.path(),
+        Behaviour::Slow { room: 40 },
+        true,
+        inputs,
+    );
+    let (report, ids, event_ids) = agent.join();
+    assert_eq!(ids, (0..300).collect::<Vec<_>>());
+    let expected: Vec<String> = (0..301u64)
+        .filter(|&i| i != 150)
+        .map(memory_event_id)
+        .collect();
+    assert_eq!(event_ids, expected);
+    assert_eq!((report.acknowledged, report.lines_failed), (300, 1));
+    assert_eq!(saved_position(&positions), 301);
+
+    // New lines, and a backend that takes them and never acknowledges:
+    // the position stays where it was.
+    for i in 300..350 {
+        lines.push(access_line(i).trim_end().as_bytes().to_vec());
+    }
+    let inputs = memory_input(&lines, &positions);
+    let agent = start_with(&no_file, state.path(), Behaviour::Refusing, false, inputs);
+    agent.wait_for(50);
+    let (report, ids, refused) = agent.stop();
+    assert_eq!(ids, (300..350).collect::<Vec<_>>());
+    assert_eq!((report.acknowledged, report.unacknowledged), (0, 50));
+    assert_eq!(
+        saved_position(&positions),
+        301,
+        "moved only by acknowledgements"
+    );
+
+    // The next run sends them again, with the same event_ids, and moves
+    // the position once they are acknowledged.
+    let inputs = memory_input(&lines, &positions);
+    let agent = start_with(
+        &no_file,
+        state.path(),
+        Behaviour::Acknowledging,
+        true,
+        inputs,
+    );
+    let (report, ids, again) = agent.join();
+    assert_eq!(ids, (300..350).collect::<Vec<_>>());
+    assert_eq!(again, refused);
+    assert_eq!(report.acknowledged, 50);
+    assert_eq!(saved_position(&positions), 351);
 }

@@ -24,7 +24,7 @@ fn outcome(h: &mut LineHandler, line: &[u8]) -> (LineOutcome, Option<Value>) {
     let o = h.handle(
         line,
         LinePosition {
-            source: 1,
+            stream: 1,
             offset: 0,
         },
         &mut out,

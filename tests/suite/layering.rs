@@ -110,3 +110,30 @@ fn the_pipeline_opens_no_file_and_matches_no_glob() {
         }
     }
 }
+
+#[test]
+fn the_agent_loop_knows_sources_only_through_their_trait() {
+    // The tailer is named where sources are opened, and nowhere else in
+    // the loop: another kind of input plugs in beside it.
+    let text = std::fs::read_to_string(common::repo().join("src/agent/mod.rs")).unwrap();
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let opener = code
+        .find("fn open_sources")
+        .expect("the agent opens its sources in open_sources");
+    let opener_end = opener + code[opener..].find("\n}").expect("its end");
+    for (i, _) in code.match_indices("Tailer") {
+        let in_use_line = code[..i]
+            .rsplit('\n')
+            .next()
+            .is_some_and(|l| l.starts_with("use "));
+        assert!(
+            in_use_line || (opener..opener_end).contains(&i),
+            "the agent names Tailer outside open_sources: {}",
+            &code[i.saturating_sub(80)..(i + 40).min(code.len())]
+        );
+    }
+}

@@ -72,7 +72,7 @@ fn each_bundled_pattern_turns_its_real_samples_into_the_expected_events() {
             let at = format!("{name}.log line {}", i + 1);
             let mut out = Vec::new();
             let pos = LinePosition {
-                source: 7,
+                stream: 7,
                 offset: i as u64 * 100,
             };
             let outcome = handler.handle(line, pos, &mut out);
@@ -181,7 +181,7 @@ fn query_strings_are_dropped_unless_asked_for() {
     handler.handle(
         &lines[1],
         LinePosition {
-            source: 0,
+            stream: 0,
             offset: 0,
         },
         &mut out,
@@ -209,7 +209,7 @@ fn a_raw_non_utf8_byte_in_the_path_gives_the_same_endpoint_in_every_format() {
         let mut h = LineHandler::new(set.get(name).unwrap(), &EventOptions::default());
         let mut out = Vec::new();
         let position = LinePosition {
-            source: 1,
+            stream: 1,
             offset: 0,
         };
         h.handle(&lines[at], position, &mut out);

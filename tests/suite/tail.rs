@@ -463,7 +463,7 @@ fn globs_pick_up_files_that_appear_later() {
     let mut out = Vec::new();
     t.poll(100, &mut |l| {
         out.push(String::from_utf8_lossy(l.line.bytes).into_owned());
-        cerberus_agent::tail::Handling::Done
+        cerberus_agent::source::Handling::Done
     })
     .unwrap();
     out.sort();
@@ -801,7 +801,8 @@ fn more_files_than_may_be_open_are_read_in_turn_and_followed() {
 /// the path, still the old file's; and reading them moves nothing.
 #[test]
 fn a_line_knows_its_log_and_the_head_of_its_own_file() {
-    use cerberus_agent::tail::{CheckpointStore, Handling, Tailer};
+    use cerberus_agent::source::Handling;
+    use cerberus_agent::tail::{CheckpointStore, Tailer};
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let app = dir.path().join("app.log");
@@ -819,12 +820,12 @@ fn a_line_knows_its_log_and_the_head_of_its_own_file() {
     let mut seen = Vec::new();
     let mut poll = |t: &mut Tailer, rename: bool| {
         t.poll(1000, &mut |l| {
-            let (head, _) = l.file.first_lines(10).expect("head");
+            let (head, _) = l.origin.first_lines(10).expect("head");
             let head: Vec<String> = head
                 .iter()
                 .map(|h| String::from_utf8_lossy(h).into_owned())
                 .collect();
-            if rename && l.file.log == 0 && seen.is_empty() {
+            if rename && l.origin.log == 0 && seen.is_empty() {
                 // The path now names another file; this line's file is
                 // the renamed one.
                 fs::rename(&app, dir.path().join("app.log.1")).unwrap();
@@ -832,7 +833,7 @@ fn a_line_knows_its_log_and_the_head_of_its_own_file() {
             }
             seen.push((
                 String::from_utf8_lossy(l.line.bytes).into_owned(),
-                l.file.log,
+                l.origin.log,
                 head,
             ));
             Handling::Done

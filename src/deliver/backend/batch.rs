@@ -149,8 +149,12 @@ impl BatchBuilder {
 mod tests {
     use super::*;
 
-    fn o(source: u64, end: u64) -> AckPoint {
-        AckPoint { source, end }
+    fn o(part: u64, end: u64) -> AckPoint {
+        AckPoint {
+            source: 0,
+            part,
+            end,
+        }
     }
 
     #[test]

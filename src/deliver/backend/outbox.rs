@@ -478,7 +478,14 @@ mod tests {
         });
         for i in from..to {
             let event = format!("{{\"event_id\":\"e{i}\",\"pad\":\"{}\"}}", "x".repeat(100));
-            let _ = b.push(event.as_bytes(), AckPoint { source: 1, end: i });
+            let _ = b.push(
+                event.as_bytes(),
+                AckPoint {
+                    source: 0,
+                    part: 1,
+                    end: i,
+                },
+            );
         }
         b.close_if_due(std::time::Instant::now(), true).unwrap()
     }

@@ -252,9 +252,23 @@ mod tests {
                 ..Default::default()
             },
         );
-        b.push(b"{\"a\":1}", AckPoint { source: 1, end: 2 });
+        b.push(
+            b"{\"a\":1}",
+            AckPoint {
+                source: 0,
+                part: 1,
+                end: 2,
+            },
+        );
         let batch = b
-            .push(b"{\"b\":2}", AckPoint { source: 1, end: 3 })
+            .push(
+                b"{\"b\":2}",
+                AckPoint {
+                    source: 0,
+                    part: 1,
+                    end: 3,
+                },
+            )
             .unwrap();
         let mut unit = Wire::Batch.units(batch).remove(0);
         // Sent again on later connections, with other numbers: the
@@ -276,9 +290,23 @@ mod tests {
                 ..Default::default()
             },
         );
-        b.push(b"{\"a\":1}", AckPoint { source: 1, end: 1 });
+        b.push(
+            b"{\"a\":1}",
+            AckPoint {
+                source: 0,
+                part: 1,
+                end: 1,
+            },
+        );
         let batch = b
-            .push(b"{\"b\":2}", AckPoint { source: 1, end: 2 })
+            .push(
+                b"{\"b\":2}",
+                AckPoint {
+                    source: 0,
+                    part: 1,
+                    end: 2,
+                },
+            )
             .unwrap();
         let units = Wire::Single.units(batch);
         assert_eq!(units.len(), 2);

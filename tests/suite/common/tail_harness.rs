@@ -7,8 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cerberus_agent::source::Handling;
 use cerberus_agent::tail::CheckpointStore;
-use cerberus_agent::tail::{Handling, TailOptions, Tailer};
+use cerberus_agent::tail::{TailOptions, Tailer};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -70,9 +71,9 @@ impl Harness {
                 .poll(1000, &mut |l| {
                     let text = String::from_utf8_lossy(l.line.bytes).into_owned();
                     if ack(&text) {
-                        acks.push((l.source, l.line.end));
+                        acks.push((l.part, l.line.end));
                     } else {
-                        held.push((l.source, l.line.end, text.clone()));
+                        held.push((l.part, l.line.end, text.clone()));
                     }
                     out.push(text);
                     ids.push((l.stream, l.line.offset));
