@@ -36,7 +36,7 @@ pub(crate) const DEFAULT_BATCH_MAX_BYTES: usize = 128 * 1024;
 pub(crate) const DEFAULT_BATCH_LINGER_MS: u64 = 2;
 /// permessage-deflate's level and window, by default, and what they may be
 /// set to.
-pub(crate) const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: u32 = 2;
 pub(crate) const DEFAULT_COMPRESSION_WINDOW_BITS: u8 = 15;
 pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<u32> = 1..=9;
 pub(crate) const COMPRESSION_WINDOW_BITS: std::ops::RangeInclusive<u8> = 9..=15;
@@ -248,7 +248,7 @@ pub struct Settings {
     /// when the backend accepts it) or `off`.
     #[serde(default)]
     pub compression: CompressionSetting,
-    /// zlib's level for `deflate`: 1 (fastest) to 9 (smallest).
+    /// The deflate level for `deflate`: 1 (fastest) to 9 (smallest).
     #[serde(default = "default_compression_level")]
     pub compression_level: u32,
     /// The compression window for `deflate`, 2^N bytes: 9 to 15.

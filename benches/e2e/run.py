@@ -20,6 +20,12 @@ then, for each input, runs each case RUNS times and prints the median:
   batch+deflate   the same with permessage-deflate (the default)
   single          `--wire single` (one event per message), no compression
   single+deflate  the same with permessage-deflate
+  batch+deflate-py  batch + deflate to a backend written with Python's
+                  `websockets` (tests/peers/middleware_backend.py, from
+                  target/test-venv: run tests/setup.sh once), the backend
+                  most users run: it answers the offer with its own
+                  defaults (12-bit windows); wire bytes are counted by a
+                  relay between the agent and it
   latency  a writer appends 2,000 lines/s for 10 s to a followed file, each
            line stamped with its write time; the receiver records write →
            arrival (p50, p99)
@@ -35,7 +41,7 @@ Figures move with the machine (2x and more between machines of the same
 kind); compare the ratios, measured in the same run.
 
 Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S]
-           [--ips few,zipf] [--cases stdout,batch,batch+deflate,single,single+deflate,latency,idle]
+           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,latency,idle]
 """
 import argparse
 import bisect
@@ -53,6 +59,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENT = os.path.join(ROOT, "target", "release", "cerberus-agent")
 RECEIVER = os.path.join(ROOT, "target", "release", "examples", "bench-receiver")
+VENV_PYTHON = os.path.join(ROOT, "target", "test-venv", "bin", "python3")
+PY_BACKEND = os.path.join(ROOT, "tests", "peers", "middleware_backend.py")
 
 USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -177,6 +185,83 @@ def case_throughput(log, lines, wire, compression, extra):
             "message_bytes_per_event": int(fields["message_bytes"]) / got}
 
 
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of `port`, counting the bytes the
+    agent sends (WebSocket frames after compression)."""
+
+    def __init__(self, port):
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target = port
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self.pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, False), daemon=True).start()
+
+    def pump(self, src, dst, counted):
+        buf = bytearray(256 * 1024)
+        try:
+            while True:
+                n = src.recv_into(buf)
+                if n == 0:
+                    break
+                dst.sendall(memoryview(buf)[:n])
+                if counted:
+                    with self.lock:
+                        self.sent += n
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+def case_python_backend(log, lines, extra):
+    if not os.path.exists(VENV_PYTHON):
+        sys.exit("batch+deflate-py needs target/test-venv: run tests/setup.sh first")
+    with tempfile.TemporaryDirectory() as state:
+        received = os.path.join(state, "events.jsonl")
+        port = free_port()
+        backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch"],
+                                   stdout=subprocess.PIPE, text=True)
+        if backend.stdout.readline().strip() != "listening":
+            sys.exit("the Python backend did not start")
+        relay = Relay(port)
+        try:
+            wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{relay.port}/",
+                                        "--wire", "batch", "--compression", "deflate"]
+                                       + common_args(state) + extra)
+        finally:
+            relay.close()
+            backend.terminate()
+            backend.wait(timeout=30)
+        with open(received, "rb") as f:
+            got = sum(1 for _ in f)
+        with open(received + ".connections") as f:
+            negotiated = f.read().split()
+    if got < lines:
+        sys.exit(f"the Python backend got {got} of {lines} events")
+    if "permessage-deflate" not in negotiated:
+        sys.exit(f"compression was not negotiated with the Python backend: {negotiated}")
+    return {"lines_per_s": lines / wall, "cpu_us_per_line": cpu / lines * 1e6, "peak_rss_mib": rss / 1024,
+            "wire_bytes_per_event": relay.sent / got}
+
+
 def case_stdout(log, lines):
     with tempfile.TemporaryDirectory() as state:
         wall, cpu, rss = run_agent(["--log", log, "--once", "--stdout"] + common_args(state))
@@ -276,7 +361,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle-seconds", type=int, default=60)
     ap.add_argument("--ips", default="few,zipf", help="client IP spreads: few, zipf, or both")
-    ap.add_argument("--cases", default="stdout,batch,batch+deflate,single,single+deflate,latency,idle")
+    ap.add_argument("--cases", default="stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,"
+                    "latency,idle")
     ap.add_argument("--agent-args", default="", help="extra agent flags for the WebSocket cases (tuning)")
     a = ap.parse_args()
     cases = a.cases.split(",")
@@ -315,8 +401,11 @@ def main():
             path, lines = (log, a.lines) if wire == "batch" else (input_for(spread, a.single_lines), a.single_lines)
             out[case] = report(f"{spread} {case}", median_of(
                 [case_throughput(path, lines, wire, compression, extra) for _ in range(a.runs)]))
+        if "batch+deflate-py" in cases:
+            out["batch+deflate-py"] = report(f"{spread} batch+deflate-py", median_of(
+                [case_python_backend(log, a.lines, extra) for _ in range(a.runs)]))
         base = out.get("stdout")
-        for case in THROUGHPUT:
+        for case in list(THROUGHPUT) + ["batch+deflate-py"]:
             if base and case in out:
                 print(f"ratio {spread} {case}/stdout: cpu_us_per_line "
                       f"{out[case]['cpu_us_per_line'] / base['cpu_us_per_line']:.2f}, lines_per_s "

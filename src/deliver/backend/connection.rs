@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::HeaderValue;
-use ratchet_rs::deflate::DeflateEncoder;
 use ratchet_rs::{Message, PayloadType, SubprotocolRegistry, WebSocketConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,7 +34,7 @@ use super::wire::{self, Reply, Wire};
 
 /// TCP, or TLS over TCP, counted: what the WebSocket runs on.
 type Io = super::transport::CountedStream;
-type WsSender = ratchet_rs::Sender<Io, DeflateEncoder>;
+type WsSender = ratchet_rs::Sender<Io, super::compression::MessageDeflate>;
 type WsReceiver = ratchet_rs::Receiver<Io, BoundedInflate>;
 
 /// The largest message the backend may send (its replies are a few bytes).
