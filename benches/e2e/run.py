@@ -40,7 +40,7 @@ read (WebSocket frames, after compression) over the events received.
 Figures move with the machine (2x and more between machines of the same
 kind); compare the ratios, measured in the same run.
 
-Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S]
+Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--agent BINARY]
            [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,latency,idle]
 """
 import argparse
@@ -364,7 +364,12 @@ def main():
     ap.add_argument("--cases", default="stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,"
                     "latency,idle")
     ap.add_argument("--agent-args", default="", help="extra agent flags for the WebSocket cases (tuning)")
+    ap.add_argument("--agent", default=None,
+                    help="another agent binary to measure (an older build, for a before/after in one sitting)")
     a = ap.parse_args()
+    global AGENT
+    if a.agent:
+        AGENT = os.path.abspath(a.agent)
     cases = a.cases.split(",")
     extra = a.agent_args.split()
 
@@ -372,6 +377,7 @@ def main():
                     "--example", "bench-receiver"], cwd=ROOT, check=True)
     work = os.path.join(ROOT, "target", "bench-e2e")
     os.makedirs(work, exist_ok=True)
+    print(f"agent: {AGENT}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; median of {a.runs} runs; "
           "figures move with the machine: compare the ratios")
 

@@ -10,11 +10,18 @@ OUT_FILE.connections, one line per connection ("permessage-deflate" or
 12-bit windows, context takeover); --no-compression refuses it, as a server
 built without it would.
 
+--client-window-bits N, --client-no-context-takeover: accept
+permessage-deflate only on these terms for what the agent sends (the
+answer names them; the backend's zlib inflates with that window and resets
+after every message, so an agent that compressed otherwise fails here); the
+connections file then names what was agreed.
+
 --bomb-first: on the first connection, before anything else, send one
 message of 200 MiB of zeros (about 200 KiB once compressed): a hostile
 backend's "deflate bomb".
 
 Usage: middleware_backend.py PORT OUT_FILE [--wire single|batch] [--no-compression] [--bomb-first]
+       [--client-window-bits N] [--client-no-context-takeover]
 (listens on 127.0.0.1)
 """
 import argparse
@@ -22,6 +29,7 @@ import asyncio
 import json
 
 from websockets.asyncio.server import serve
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 
 async def main(a):
@@ -32,6 +40,12 @@ async def main(a):
 
     async def handle(ws):
         names = [ext.name for ext in ws.protocol.extensions] or ["none"]
+        if a.client_window_bits or a.client_no_context_takeover:
+            names = [
+                f"{ext.name} client_max_window_bits={ext.remote_max_window_bits}"
+                f" client_no_context_takeover={ext.remote_no_context_takeover}"
+                for ext in ws.protocol.extensions
+            ] or ["none"]
         connections.write(",".join(names) + "\n")
         connections.flush()
         if a.bomb_first and not bombed:
@@ -51,7 +65,15 @@ async def main(a):
                 await ws.send(json.dumps({"status": "received"}))
 
     compression = None if a.no_compression else "deflate"
-    async with serve(handle, "127.0.0.1", a.port, compression=compression):
+    terms = {}
+    if a.client_window_bits or a.client_no_context_takeover:
+        compression = None
+        terms["extensions"] = [ServerPerMessageDeflateFactory(
+            client_max_window_bits=a.client_window_bits,
+            client_no_context_takeover=a.client_no_context_takeover,
+            server_max_window_bits=12,
+        )]
+    async with serve(handle, "127.0.0.1", a.port, compression=compression, **terms):
         print("listening", flush=True)
         await asyncio.Future()
 
@@ -63,4 +85,6 @@ if __name__ == "__main__":
     ap.add_argument("--wire", choices=["single", "batch"], default="single")
     ap.add_argument("--no-compression", action="store_true")
     ap.add_argument("--bomb-first", action="store_true")
+    ap.add_argument("--client-window-bits", type=int)
+    ap.add_argument("--client-no-context-takeover", action="store_true")
     asyncio.run(main(ap.parse_args()))

@@ -824,6 +824,42 @@ fn a_python_websockets_backend_gets_every_event_compressed_or_not() {
     }
 }
 
+/// A Python backend that takes compression only on its own terms (a small
+/// window for what the agent sends, and no context takeover): its zlib
+/// inflates every message with that window and a fresh state, so each
+/// event arrives only if the agent compressed as agreed.
+#[test]
+fn the_agent_compresses_on_the_terms_a_python_backend_sets() {
+    for (wire, bits, no_takeover) in [
+        ("batch", "9", true),
+        ("batch", "11", false),
+        ("single", "10", true),
+    ] {
+        let case =
+            format!("wire {wire}, client window 2^{bits}, no context takeover: {no_takeover}");
+        let mut terms = vec!["--client-window-bits", bits];
+        if no_takeover {
+            terms.push("--client-no-context-takeover");
+        }
+        let (connections, stderr) = deliver_to_python_backend_with(
+            wire,
+            "deflate",
+            &terms,
+            // Several messages, so that a window carried over would show.
+            "batch_max_events = 40",
+            &case,
+        );
+        let expected = format!(
+            "permessage-deflate client_max_window_bits={bits} client_no_context_takeover={}",
+            if no_takeover { "True" } else { "False" }
+        );
+        assert!(
+            !connections.is_empty() && connections.iter().all(|c| *c == expected),
+            "{case}: {connections:?}\n{stderr}"
+        );
+    }
+}
+
 /// Starts tests/peers/middleware_backend.py on `port` with `args`; returns
 /// once it listens.
 fn python_backend(port: u16, received: &std::path::Path, args: &[&str]) -> Child {
@@ -895,18 +931,32 @@ fn deliver_to_python_backend(
     backend_compresses: bool,
     case: &str,
 ) -> (Vec<String>, String) {
+    let refuse: &[&str] = match backend_compresses {
+        true => &[],
+        false => &["--no-compression"],
+    };
+    deliver_to_python_backend_with(wire, compression, refuse, "", case)
+}
+
+/// As [`deliver_to_python_backend`], with the backend's `terms` (its
+/// flags) and more of the agent's `settings`.
+fn deliver_to_python_backend_with(
+    wire: &str,
+    compression: &str,
+    terms: &[&str],
+    settings: &str,
+    case: &str,
+) -> (Vec<String>, String) {
     let s = Setup::new(250);
     let port = common::free_port();
     let received = s.dir.path().join("received.jsonl");
     let mut args = vec!["--wire", wire];
-    if !backend_compresses {
-        args.push("--no-compression");
-    }
+    args.extend_from_slice(terms);
     let mut peer = python_backend(port, &received, &args);
     let mut agent = s.agent(
         &ws_config(
             &format!("ws://127.0.0.1:{port}/"),
-            &format!("wire = \"{wire}\"\ncompression = \"{compression}\""),
+            &format!("wire = \"{wire}\"\ncompression = \"{compression}\"\n{settings}"),
         ),
         &["--once"],
     );
