@@ -242,6 +242,7 @@ fn per_pattern(c: &mut Criterion) {
                 LinePosition {
                     stream: 1,
                     offset: i as u64,
+                    time: None,
                 },
                 &mut out,
             );
@@ -260,6 +261,7 @@ fn per_pattern(c: &mut Criterion) {
                     let pos = LinePosition {
                         stream: 1,
                         offset: i as u64,
+                        time: None,
                     };
                     black_box(handler.handle(line, pos, &mut out));
                     out.push(b'\n');
@@ -342,6 +344,7 @@ fn compiled_vs_regex(c: &mut Criterion) {
                 let pos = LinePosition {
                     stream: 1,
                     offset: i as u64,
+                    time: None,
                 };
                 assert_eq!(
                     handler.handle(line, pos, &mut out),
@@ -357,6 +360,7 @@ fn compiled_vs_regex(c: &mut Criterion) {
                         let pos = LinePosition {
                             stream: 1,
                             offset: i as u64,
+                            time: None,
                         };
                         black_box(handler.handle(line, pos, &mut out));
                     }

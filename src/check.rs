@@ -90,6 +90,7 @@ fn check_line(
     let position = LinePosition {
         stream: 0,
         offset: line.offset,
+        time: None,
     };
     let mut reasons = Vec::new();
     let mut not_request = None;

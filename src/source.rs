@@ -45,6 +45,10 @@ pub struct Line<'a> {
     /// was handed out (the tailer checks then that the file was not
     /// truncated under it).
     pub fresh: bool,
+    /// When the source says the line was written (a journal entry's time,
+    /// in microseconds since the epoch), for an event whose format logs no
+    /// time; `None` for files (such an event gets the time it was read).
+    pub time: Option<i64>,
 }
 
 /// The start of the input a line came from, for format detection: a

@@ -42,7 +42,8 @@ fuzz_target!(|line: &[u8]| HANDLERS.with_borrow_mut(|handlers| {
         let position = LinePosition {
             stream: 1,
             offset: 0,
-        };
+time: None,
+};
         if let LineOutcome::Event | LineOutcome::EventWithWarning(_) =
             handler.handle(line, position, &mut out)
         {

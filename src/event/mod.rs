@@ -62,6 +62,9 @@ pub struct EventOptions {
 pub struct LinePosition {
     pub stream: u64,
     pub offset: u64,
+    /// When the source says the line was written (microseconds since the
+    /// epoch): the event's time when its format logs none.
+    pub time: Option<i64>,
 }
 
 /// Why a line's event could not be built.
@@ -198,10 +201,15 @@ impl EventBuilder {
         let now;
         let timestamp: &str = match (&mut self.timestamps, fields.text(Role::Timestamp)) {
             (Some(conv), Some(text)) => conv.convert(&text).map_err(BuildError::BadTimestamp)?,
-            // A pattern without a timestamp gets the time it was read, as the
+            // A pattern without a timestamp gets the time its source gives
+            // (a journal entry's), else the time it was read, as the
             // middleware stamps the time it handled the request.
             _ => {
-                now = crate::parse::timestamp::isoformat(&chrono::Utc::now());
+                let at = position
+                    .time
+                    .and_then(chrono::DateTime::from_timestamp_micros)
+                    .unwrap_or_else(chrono::Utc::now);
+                now = crate::parse::timestamp::isoformat(&at);
                 &now
             }
         };

@@ -84,6 +84,7 @@ fn fits_access_line(pattern: &Arc<Pattern>, line: &[u8]) -> bool {
             LinePosition {
                 stream: 0,
                 offset: 0,
+                time: None,
             },
             &mut scratch,
         );

@@ -207,6 +207,7 @@ fn handle_line(
     let position = LinePosition {
         stream,
         offset: line.offset,
+        time: line.time,
     };
     let outcome = handler.handle(line.bytes, position, event);
     if let Some((from, to)) = handler.switched() {

@@ -139,6 +139,7 @@ impl<R: Read> LineReader<R> {
                     number: self.number,
                     truncated,
                     fresh: std::mem::take(&mut self.fresh),
+                    time: None,
                 }));
             }
             let held = self.end - self.start;
@@ -181,6 +182,7 @@ impl<R: Read> LineReader<R> {
             number: self.number,
             truncated: false,
             fresh: std::mem::take(&mut self.fresh),
+            time: None,
         })
     }
 
@@ -202,6 +204,7 @@ impl<R: Read> LineReader<R> {
             number: self.number,
             truncated: true,
             fresh: std::mem::take(&mut self.fresh),
+            time: None,
         }
     }
 

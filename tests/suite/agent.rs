@@ -384,6 +384,7 @@ impl Source for MemorySource {
                     number: i + 1,
                     truncated: false,
                     fresh: true,
+                    time: None,
                 },
             };
             self.next += 1;

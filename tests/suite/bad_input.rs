@@ -26,6 +26,7 @@ fn outcome(h: &mut LineHandler, line: &[u8]) -> (LineOutcome, Option<Value>) {
         LinePosition {
             stream: 1,
             offset: 0,
+            time: None,
         },
         &mut out,
     );

@@ -318,7 +318,7 @@ proptest! {
                     &cerberus_agent::event::EventOptions::default(),
                 );
                 let mut out = Vec::new();
-                let position = cerberus_agent::event::LinePosition { stream: 0, offset: 0 };
+                let position = cerberus_agent::event::LinePosition { stream: 0, offset: 0, time: None };
                 if builder.build(&fields, position, &mut out).is_ok() {
                     let taken = fields.text(Role::ClientIp).unwrap_or_default().into_owned();
                     prop_assert!(

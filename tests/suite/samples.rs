@@ -74,6 +74,7 @@ fn each_bundled_pattern_turns_its_real_samples_into_the_expected_events() {
             let pos = LinePosition {
                 stream: 7,
                 offset: i as u64 * 100,
+                time: None,
             };
             let outcome = handler.handle(line, pos, &mut out);
             if want.get("unanswered") == Some(&Value::Bool(true)) {
@@ -183,6 +184,7 @@ fn query_strings_are_dropped_unless_asked_for() {
         LinePosition {
             stream: 0,
             offset: 0,
+            time: None,
         },
         &mut out,
     );
@@ -211,6 +213,7 @@ fn a_raw_non_utf8_byte_in_the_path_gives_the_same_endpoint_in_every_format() {
         let position = LinePosition {
             stream: 1,
             offset: 0,
+            time: None,
         };
         h.handle(&lines[at], position, &mut out);
         let event: serde_json::Value = serde_json::from_slice(&out).expect("an event");
