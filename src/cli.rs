@@ -194,6 +194,27 @@ pub struct RunArgs {
     #[serde(rename = "log", skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
 
+    /// Read the access lines this systemd unit writes to the journal
+    /// (`_SYSTEMD_UNIT`, `gunicorn.service`); repeatable. `UNIT=FORMAT`
+    /// reads them with that format (default: detected from its first
+    /// messages). The agent's user must be in the `systemd-journal` group
+    #[arg(long, value_name = "UNIT[=FORMAT]")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal_unit: Vec<String>,
+
+    /// Read the journal entries of this program (`SYSLOG_IDENTIFIER`, as
+    /// nginx's `access_log syslog:` writes them); repeatable;
+    /// `NAME=FORMAT` as for --journal-unit
+    #[arg(long, value_name = "NAME[=FORMAT]")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal_identifier: Vec<String>,
+
+    /// Read the journal in this folder instead of the system's
+    /// (`journalctl --directory`)
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_directory: Option<PathBuf>,
+
     /// A glob of files never to follow, even when a --log glob matches
     /// them (`/var/log/nginx/error.log`); repeatable.
     #[arg(long, value_name = "GLOB")]

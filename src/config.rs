@@ -58,6 +58,19 @@ pub struct LogTable {
     pub exclude: Vec<String>,
 }
 
+/// One `[[journal]]` table: the entries of a unit or of a program in the
+/// systemd journal, with their own format.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JournalTable {
+    /// `_SYSTEMD_UNIT` (`gunicorn.service`).
+    pub unit: Option<String>,
+    /// `SYSLOG_IDENTIFIER` (`nginx`).
+    pub identifier: Option<String>,
+    /// Their format; `auto` (detected) when absent.
+    pub format: Option<String>,
+}
+
 /// A setting that is one of a fixed set of names (`wire = "batch"`).
 pub(crate) trait Choice: Sized + Copy + 'static {
     /// Every name, with its value.
@@ -197,6 +210,20 @@ pub struct Settings {
     /// An Apache config whose CustomLogs are followed, each with its
     /// LogFormat.
     pub apache_conf: Option<PathBuf>,
+    /// Units whose journal entries are read, each optionally
+    /// `UNIT=FORMAT`.
+    #[serde(default)]
+    pub journal_unit: Vec<String>,
+    /// Programs (`SYSLOG_IDENTIFIER`) whose journal entries are read, each
+    /// optionally `NAME=FORMAT`.
+    #[serde(default)]
+    pub journal_identifier: Vec<String>,
+    /// Journal selections with settings of their own (`[[journal]]`).
+    #[serde(default)]
+    pub journal: Vec<JournalTable>,
+    /// A journal folder that is not the system's (`journalctl
+    /// --directory`).
+    pub journal_directory: Option<PathBuf>,
     /// Send sanitised query parameters instead of dropping query strings.
     #[serde(default)]
     pub query_params: bool,
@@ -488,6 +515,8 @@ impl Layers {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("log")
+                .with_list_parse_key("journal_unit")
+                .with_list_parse_key("journal_identifier")
                 .with_list_parse_key("exclude")
                 .with_list_parse_key("follow_symlinks_into")
                 .with_list_parse_key("pattern_dirs")

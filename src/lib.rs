@@ -37,6 +37,7 @@ pub mod config;
 pub mod deliver;
 pub mod diagnostics;
 pub mod event;
+pub mod journal;
 pub mod metrics;
 pub mod parse;
 pub mod pipeline;

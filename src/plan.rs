@@ -20,6 +20,7 @@ use crate::deliver::backend::secret_key::Trust;
 use crate::deliver::backend::{RefusalPolicy, SenderConfig, Wire};
 use crate::event::real_ip::RealIp;
 use crate::event::{EventOptions, Identity};
+use crate::journal::{JournalOptions, Selection};
 use crate::parse::server_format::Server;
 use crate::parse::{Format, Pattern, PatternError, PatternSet};
 use crate::secret::Secret;
@@ -111,6 +112,14 @@ pub struct LogSource {
     pub pattern: Option<Arc<Pattern>>,
 }
 
+/// What to read from the systemd journal, and each selection's pattern.
+#[derive(Debug, Clone)]
+pub struct JournalPlan {
+    pub options: JournalOptions,
+    /// Per selection (in `options.selections` order); `None`: detected.
+    pub formats: Vec<Option<Arc<Pattern>>>,
+}
+
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -119,6 +128,8 @@ pub struct Plan {
     /// decides its pattern).
     pub sources: Vec<LogSource>,
     pub tail: TailOptions,
+    /// Journal entries to read, if any are selected.
+    pub journal: Option<JournalPlan>,
     /// Where checkpoints are kept; `None` with `--no-checkpoints`.
     pub state_dir: Option<PathBuf>,
     /// What the events carry besides the pseudonymised address; the key
@@ -144,17 +155,32 @@ pub struct Plan {
 impl Plan {
     /// The plan for running the agent.
     pub fn from_settings(settings: &Settings, mode: RunMode) -> anyhow::Result<Plan> {
+        let journal_selected = !(settings.journal_unit.is_empty()
+            && settings.journal_identifier.is_empty()
+            && settings.journal.is_empty());
         if settings.log.is_empty()
             && settings.logs.is_empty()
+            && !journal_selected
             && server_configs(settings).is_empty()
         {
             return Err(ConfigError::new(
-                "no log files given: use --log PATH (or `log` in the config file), --nginx-conf FILE or --apache-conf FILE",
+                "no log files given: use --log PATH (or `log` in the config file), --nginx-conf FILE, --apache-conf FILE or --journal-unit UNIT",
             )
             .into());
         }
         let mut patterns = load_patterns(settings)?;
-        let sources = log_sources(settings, &mut patterns)?;
+        let sources = match settings.log.is_empty()
+            && settings.logs.is_empty()
+            && journal_selected
+            && settings.nginx_conf.is_none()
+            && settings.apache_conf.is_none()
+        {
+            // The journal alone: no nginx config is looked for.
+            true => Vec::new(),
+            false => log_sources(settings, &mut patterns)?,
+        };
+        let state_dir = (!mode.no_checkpoints).then(|| settings.state_dir.clone());
+        let journal = journal_plan(settings, &mut patterns, mode, state_dir.clone())?;
         let defaults = TailOptions::default();
         let tail = TailOptions {
             logs: sources.iter().map(|s| s.path.clone()).collect(),
@@ -179,7 +205,8 @@ impl Plan {
             patterns,
             sources,
             tail,
-            state_dir: (!mode.no_checkpoints).then(|| settings.state_dir.clone()),
+            journal,
+            state_dir,
             event: event_plan(settings)?,
             key: key_source(settings),
             delivery: delivery(settings)?,
@@ -236,6 +263,76 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
         });
     }
     Ok(sources)
+}
+
+/// The journal selections (`journal_unit`, `journal_identifier`,
+/// `[[journal]]`), each with its pattern; `None` when there are none.
+fn journal_plan(
+    settings: &Settings,
+    patterns: &mut PatternSet,
+    mode: RunMode,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<Option<JournalPlan>> {
+    let mut resolve = |format: &str, what: &str| {
+        patterns
+            .resolve(&Format::from(format))
+            .map_err(|e| ConfigError::new(format!("{what}: {e}")))
+    };
+    let default = resolve(&settings.format, "key `format`")?;
+    let mut selections = Vec::new();
+    let mut formats = Vec::new();
+    let values = settings
+        .journal_unit
+        .iter()
+        .map(|v| (v, true))
+        .chain(settings.journal_identifier.iter().map(|v| (v, false)));
+    for (value, unit) in values {
+        let (name, pattern) = match value.rsplit_once('=') {
+            Some((name, format)) if !name.is_empty() && !format.is_empty() => (
+                name,
+                resolve(format, &format!("journal selection {value:?}"))?,
+            ),
+            _ => (value.as_str(), default.clone()),
+        };
+        selections.push(match unit {
+            true => Selection::Unit(name.to_owned()),
+            false => Selection::Identifier(name.to_owned()),
+        });
+        formats.push(pattern);
+    }
+    for table in &settings.journal {
+        let selection = match (&table.unit, &table.identifier) {
+            (Some(u), None) => Selection::Unit(u.clone()),
+            (None, Some(i)) => Selection::Identifier(i.clone()),
+            _ => {
+                return Err(ConfigError::new(
+                    "[[journal]]: give either `unit` or `identifier` (one table each)",
+                )
+                .into());
+            }
+        };
+        let pattern = match &table.format {
+            Some(f) => resolve(f, &format!("[[journal]] {}", selection.name()))?,
+            None => default.clone(),
+        };
+        selections.push(selection);
+        formats.push(pattern);
+    }
+    if selections.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(JournalPlan {
+        options: JournalOptions {
+            selections,
+            directory: settings.journal_directory.clone(),
+            from_beginning: settings.from_beginning || mode.once,
+            state_dir,
+            program: "journalctl".into(),
+            max_line: settings.max_line_bytes,
+            once: mode.once,
+        },
+        formats,
+    }))
 }
 
 /// The servers' configs to read: `nginx_conf` and `apache_conf`, or

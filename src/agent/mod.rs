@@ -37,6 +37,7 @@ use anyhow::Context;
 
 use crate::deliver::{AckPoint, BackendSink, EventSink, StdoutSink};
 use crate::diagnostics::Counters;
+use crate::journal::JournalSource;
 use crate::metrics::Telemetry;
 use crate::pipeline::Pipeline;
 use crate::plan::{Delivery, Plan};
@@ -274,11 +275,11 @@ impl<'w> Agent<'w> {
         inputs: Vec<Input>,
     ) -> Result<Self, (anyhow::Error, Vec<Input>)> {
         let current = plan.clone();
-        let mut sources = match open_sources(&plan, &telemetry) {
+        let mut sources = match open_sources(&plan, &telemetry, wakes) {
             Ok(sources) => sources,
             Err(e) => return Err((e, inputs)),
         };
-        let mut next_log = plan.sources.len();
+        let mut next_log = plan_logs(&plan);
         for input in inputs {
             let logs = (next_log..next_log + input.formats.len()).collect();
             next_log += input.formats.len();
@@ -627,6 +628,11 @@ impl<'w> Agent<'w> {
         if plan.tail != self.plan.tail {
             changed.push("the log files");
         }
+        if plan.journal.as_ref().map(|j| &j.options)
+            != self.plan.journal.as_ref().map(|j| &j.options)
+        {
+            changed.push("the journal selections");
+        }
         if plan.state_dir != self.plan.state_dir {
             changed.push("state_dir");
         }
@@ -816,10 +822,21 @@ impl<'w> Agent<'w> {
     }
 }
 
+/// The logs a plan names: its files' sources, then its journal
+/// selections (the pipeline's log numbers, in that order).
+fn plan_logs(plan: &Plan) -> usize {
+    plan.sources.len() + plan.journal.as_ref().map_or(0, |j| j.formats.len())
+}
+
 /// The sources a plan opens: this is where each kind of input is
-/// registered. Files: one tailer over every `--log` path and glob (a
-/// source's own log number is the plan's source index).
-fn open_sources(plan: &Plan, telemetry: &Telemetry) -> anyhow::Result<Vec<Registered>> {
+/// registered. Files: one tailer over every `--log` path and glob (its own
+/// log number is the plan's source index). The journal: one reader over
+/// every selection (numbered after the files).
+fn open_sources(
+    plan: &Plan,
+    telemetry: &Telemetry,
+    wakes: &Wakes,
+) -> anyhow::Result<Vec<Registered>> {
     let checkpoints = match &plan.state_dir {
         None => CheckpointStore::disabled(),
         Some(dir) => CheckpointStore::open(dir).map_err(|e| {
@@ -830,11 +847,24 @@ fn open_sources(plan: &Plan, telemetry: &Telemetry) -> anyhow::Result<Vec<Regist
     };
     let mut tailer = Tailer::new(plan.tail.clone(), checkpoints);
     tailer.share_stats(telemetry.tail.clone());
-    Ok(vec![Registered {
+    let mut sources = vec![Registered {
         source: Box::new(tailer),
         logs: (0..plan.sources.len()).collect(),
         handed_in: None,
-    }])
+    }];
+    if let Some(journal) = &plan.journal {
+        let first = plan.sources.len();
+        sources.push(Registered {
+            source: Box::new(JournalSource::new(
+                journal.options.clone(),
+                wakes.waker(),
+                telemetry.journal.clone(),
+            )),
+            logs: (first..first + journal.formats.len()).collect(),
+            handed_in: None,
+        });
+    }
+    Ok(sources)
 }
 
 /// The inputs among `sources` that were handed in, to hand on to the
@@ -873,6 +903,7 @@ fn pipeline_for(
         .sources
         .iter()
         .map(|s| s.pattern.clone())
+        .chain(plan.journal.iter().flat_map(|j| j.formats.iter().cloned()))
         .chain(
             sources
                 .iter()

@@ -47,6 +47,7 @@ use crate::tail::TailStats;
 pub struct Telemetry {
     pub lines: Arc<Counters>,
     pub tail: Arc<TailStats>,
+    pub journal: Arc<crate::journal::JournalStats>,
     /// With a backend.
     pub sender: Option<Arc<SenderStats>>,
     /// The secret key is needed (fetched from the backend) and not there
@@ -174,6 +175,22 @@ impl Telemetry {
     }
 
     fn register_files(&self, registry: &mut Registry) {
+        let j = &self.journal;
+        registry.register(
+            "journal_entries_read",
+            "Journal entries read (of the selected units and programs)",
+            counter(j.entries.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "journal_cursors_lost",
+            "Saved journal positions found vacuumed away at start",
+            counter(j.cursors_lost.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "journal_reader_restarts",
+            "Times journalctl ended and was started again",
+            counter(j.restarts.load(Ordering::Relaxed)),
+        );
         let t = &self.tail;
         registry.register(
             "files_watched",
