@@ -19,6 +19,9 @@ for pair in logrotate:logrotate nginx:nginx-light gzip:gzip setpriv:util-linux \
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
+# tests/suite/journal.rs writes journal files with systemd's own writer.
+[ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] \
+  || need+=(systemd-journal-remote)
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

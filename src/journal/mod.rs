@@ -147,6 +147,8 @@ pub struct JournalSource {
     saved: Option<Cursor>,
     /// With `once`: journalctl read the journal to its end.
     finished: bool,
+    /// The saved position was vacuumed: read from the oldest entry.
+    start_over: bool,
     retry_at: Option<Instant>,
     retry_wait: Duration,
     started: bool,
@@ -187,6 +189,7 @@ impl JournalSource {
             next_end: 1,
             saved,
             finished: false,
+            start_over: false,
             retry_at: None,
             retry_wait: FIRST_RETRY,
             started: false,
@@ -211,7 +214,7 @@ impl JournalSource {
     /// Where the next journalctl starts: after the last entry read, or
     /// (the first time) after the checkpoint, or now / the oldest.
     fn start(&self) -> Start {
-        match (&self.read, self.options.from_beginning) {
+        match (&self.read, self.options.from_beginning || self.start_over) {
             (Some(c), _) => Start::After(c.text.clone()),
             (None, true) => Start::Beginning,
             (None, false) => Start::Now,
@@ -219,21 +222,21 @@ impl JournalSource {
     }
 
     /// At the first start with a checkpoint: is its entry still there?
-    /// Says once how much may have been missed if not.
-    fn check_vacuum(&self, saved: &Cursor) {
+    /// Says once how much may have been missed if not, and returns true.
+    fn check_vacuum(&self, saved: &Cursor) -> bool {
         let mut q = self.query(Start::Beginning);
         // The oldest entry of the whole journal, whatever its unit.
         q.matches.clear();
         let first = match first_entry(&q) {
             Ok(Some(e)) => e,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!("cannot look at the journal's oldest entry: {e}");
-                return;
+                return false;
             }
         };
         let Some(oldest) = Cursor::parse(&first.cursor) else {
-            return;
+            return false;
         };
         let gone = match oldest.seqnum_id == saved.seqnum_id {
             true if oldest.seqnum > saved.seqnum + 1 => Some(oldest.seqnum - saved.seqnum - 1),
@@ -245,7 +248,7 @@ impl JournalSource {
                 false => Some(0),
             },
         };
-        let Some(gone) = gone else { return };
+        let Some(gone) = gone else { return false };
         self.stats.cursors_lost.fetch_add(1, Ordering::Relaxed);
         let how_many = match gone {
             0 => "an unknown number of entries".to_owned(),
@@ -254,6 +257,7 @@ impl JournalSource {
         tracing::warn!(
             "the journal no longer holds the saved position (vacuumed while the agent was stopped): {how_many} may have been missed; reading on from the oldest entry"
         );
+        true
     }
 
     /// Starts journalctl if it is not running and its back-off is over.
@@ -266,8 +270,13 @@ impl JournalSource {
         }
         if !self.started {
             self.started = true;
-            if let Some(saved) = self.saved.clone() {
-                self.check_vacuum(&saved);
+            // journalctl --after-cursor with a cursor it no longer holds
+            // skips the entry it lands on: start at the oldest instead.
+            if let Some(saved) = self.saved.clone()
+                && self.check_vacuum(&saved)
+            {
+                self.read = None;
+                self.start_over = true;
             }
         }
         let query = self.query(self.start());

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::agent_process::access_line;
 use common::backend::{Backend, Behaviour, Seen, test_pki};
+use common::programs::python_backend;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "tok-SECRET-0451";
@@ -858,38 +859,6 @@ fn the_agent_compresses_on_the_terms_a_python_backend_sets() {
             "{case}: {connections:?}\n{stderr}"
         );
     }
-}
-
-/// Starts tests/peers/middleware_backend.py on `port` with `args`; returns
-/// once it listens.
-fn python_backend(port: u16, received: &std::path::Path, args: &[&str]) -> Child {
-    let python = common::repo().join("target/test-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: tests/setup.sh installs it",
-        python.display()
-    );
-    let mut peer = Command::new(&python)
-        .arg(common::repo().join("tests/peers/middleware_backend.py"))
-        .arg(port.to_string())
-        .arg(received)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the Python backend");
-    let mut ready = String::new();
-    let mut out = peer.stdout.take().unwrap();
-    let mut byte = [0u8; 1];
-    while !ready.ends_with('\n') {
-        assert_eq!(
-            out.read(&mut byte).unwrap(),
-            1,
-            "the Python backend did not start"
-        );
-        ready.push(byte[0] as char);
-    }
-    assert!(ready.starts_with("listening"), "{ready}");
-    peer
 }
 
 /// A backend whose first message is a deflate bomb (200 MiB of zeros, about

@@ -11,6 +11,7 @@ mod config;
 mod delivery;
 mod escaping;
 mod follow;
+mod journal;
 mod layering;
 mod metrics;
 mod operator;

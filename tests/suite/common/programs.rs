@@ -1,6 +1,6 @@
 //! Running programs from a test: the agent once, to its end; a system
 //! program from its Debian package; nginx in the foreground; waiting for a
-//! port.
+//! port; the Python backend (tests/peers/middleware_backend.py).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -124,4 +124,36 @@ pub fn logrotate(state: &Path, conf: &Path) {
         "logrotate failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Starts tests/peers/middleware_backend.py on `port` with `args`; returns
+/// once it listens.
+pub fn python_backend(port: u16, received: &std::path::Path, args: &[&str]) -> Child {
+    let python = super::repo().join("target/test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: tests/setup.sh installs it",
+        python.display()
+    );
+    let mut peer = Command::new(&python)
+        .arg(super::repo().join("tests/peers/middleware_backend.py"))
+        .arg(port.to_string())
+        .arg(received)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the Python backend");
+    let mut ready = String::new();
+    let mut out = peer.stdout.take().expect("the backend's stdout");
+    let mut byte = [0u8; 1];
+    while !ready.ends_with('\n') {
+        assert_eq!(
+            std::io::Read::read(&mut out, &mut byte).expect("read the backend's stdout"),
+            1,
+            "the Python backend did not start"
+        );
+        ready.push(byte[0] as char);
+    }
+    assert!(ready.starts_with("listening"), "{ready}");
+    peer
 }
