@@ -181,6 +181,37 @@ refused=$(comm -12 "$work/used" "$work/denied")
 [ -z "$refused" ] || fail "calls the unit refuses (@privileged, @resources): $refused"
 echo "ok: the agent's $(wc -l <"$work/used") system calls are all allowed by the unit"
 
+echo "== reading the journal stays within the unit's filter too"
+# A journal written by systemd's own writer, readable by its group as
+# journald's are; the agent (in systemd-journal, from the postinst) reads it
+# through the journalctl it runs, both traced.
+expect "the service user is in systemd-journal" bash -c 'id -nG cerberus | grep -qw systemd-journal'
+remote=/lib/systemd/systemd-journal-remote
+[ -x "$remote" ] || remote=/usr/lib/systemd/systemd-journal-remote
+mkdir "$work/journal"
+printf '%s\n' '__REALTIME_TIMESTAMP=1796551201000000' '_BOOT_ID=3a2b0e6b4a1c4c4e9b0b2d7e8f9a0b1c' \
+    '_SYSTEMD_UNIT=gunicorn.service' \
+    'MESSAGE=127.0.0.1 - - [06/Dec/2026:10:00:01 +0000] "GET /from-journal HTTP/1.1" 200 5 "-" "curl"' '' \
+    >"$work/journal.export"
+"$remote" --output="$work/journal/remote.journal" "$work/journal.export" 2>/dev/null
+chgrp -R systemd-journal "$work/journal"
+chmod 0750 "$work/journal"
+chmod 0640 "$work/journal/remote.journal"
+strace -f -qq -o "$work/trace-journal" setpriv --reuid cerberus --regid cerberus --init-groups \
+    /usr/bin/cerberus-agent --journal-directory "$work/journal" --journal-unit gunicorn.service \
+    --once --no-checkpoints --stdout >"$work/journal-events" 2>"$work/stderr" ||
+    fail "the agent reading the journal failed: $(cat "$work/stderr")"
+grep -q '"endpoint":"/from-journal"' "$work/journal-events" ||
+    fail "the journal entry was not read: $(cat "$work/stderr")"
+sed -nE 's/^[0-9]+ +([a-z_0-9]+)\(.*/\1/p; s/^[0-9]+ +<\.\.\. ([a-z_0-9]+) resumed>.*/\1/p' \
+    <(sed -n '/execve("\/usr\/bin\/cerberus-agent"/,$p' "$work/trace-journal") | sort -u >"$work/used-journal"
+grep -q '^execve$' "$work/used-journal" || fail "journalctl was not traced"
+outside=$(comm -23 "$work/used-journal" "$work/allowed")
+[ -z "$outside" ] || fail "reading the journal calls outside @system-service: $outside"
+refused=$(comm -12 "$work/used-journal" "$work/denied")
+[ -z "$refused" ] || fail "reading the journal calls what the unit refuses: $refused"
+echo "ok: the agent and its journalctl make $(wc -l <"$work/used-journal") system calls, all allowed"
+
 echo "== reinstall (as an upgrade): edits and checkpoints stay"
 echo '# edited by the operator' >>/etc/cerberus/agent.toml
 echo '{"version": 1, "files": []}' >/var/lib/cerberus-agent/checkpoints.json

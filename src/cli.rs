@@ -180,6 +180,21 @@ pub struct CheckArgs {
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 
+    /// Check what this systemd unit wrote to the journal (its last 200
+    /// entries) instead of a file
+    #[arg(long, value_name = "UNIT", conflicts_with = "file")]
+    pub journal_unit: Option<String>,
+
+    /// Check the last 200 journal entries of this program
+    /// (`SYSLOG_IDENTIFIER`) instead of a file
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["file", "journal_unit"])]
+    pub journal_identifier: Option<String>,
+
+    /// With --journal-unit or --journal-identifier: the journal in this
+    /// folder instead of the system's
+    #[arg(long, value_name = "DIR")]
+    pub journal_directory: Option<PathBuf>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

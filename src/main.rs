@@ -14,6 +14,7 @@ use cerberus_agent::agent::End;
 use cerberus_agent::cli::{CheckArgs, Cli, Command};
 use cerberus_agent::config::{ConfigError, LogFormat, Settings};
 use cerberus_agent::deliver::backend::dead_letter::DeadLetters;
+use cerberus_agent::journal::Selection;
 use cerberus_agent::metrics::{self, Telemetry};
 use cerberus_agent::parse::server_format::Server;
 use cerberus_agent::parse::{Format, PatternError, PatternOrigin};
@@ -306,6 +307,40 @@ fn run_check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> 
     let options = plan::event_options(settings)?;
     let format = Format::from(args.format.as_str());
     let mut out = io::BufWriter::new(io::stdout().lock());
+    let selection = match (&args.journal_unit, &args.journal_identifier) {
+        (Some(u), _) => Some(Selection::Unit(u.clone())),
+        (None, Some(i)) => Some(Selection::Identifier(i.clone())),
+        (None, None) => None,
+    };
+    if let Some(selection) = selection {
+        use std::io::Write as _;
+        let text = cerberus_agent::journal::recent_messages(
+            args.journal_directory.clone(),
+            &selection,
+            200,
+        )
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", selection.name()))?;
+        writeln!(
+            out,
+            "{}: its last {} entries",
+            selection.name(),
+            text.split(|&b| b == b'\n').count().saturating_sub(1)
+        )?;
+        let summary = check::check(
+            io::Cursor::new(text),
+            &mut set,
+            &format,
+            &options,
+            settings.max_line_bytes,
+            &mut out,
+        )?;
+        io::Write::flush(&mut out)?;
+        return Ok(if summary.parsed == 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let input: Box<dyn io::Read> = match args.file.as_deref() {
         Some(p) if p.as_os_str() != "-" => {
             Box::new(File::open(p).map_err(|e| anyhow::anyhow!("opening {}: {e}", p.display()))?)

@@ -5,4 +5,7 @@ getent group cerberus >/dev/null || groupadd -r cerberus
 getent passwd cerberus >/dev/null || \
     useradd -r -g cerberus -d /var/lib/cerberus-agent -s /sbin/nologin \
         -c "cerberus-agent" cerberus
+# Servers logging to the systemd journal (--journal-unit): its readers
+# are the group systemd-journal.
+getent group systemd-journal >/dev/null && usermod -a -G systemd-journal cerberus
 exit 0

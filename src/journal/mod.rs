@@ -352,6 +352,38 @@ impl JournalSource {
     }
 }
 
+/// The messages of the last `n` entries of `selection` (for `check`), one
+/// a line.
+pub fn recent_messages(
+    directory: Option<PathBuf>,
+    selection: &Selection,
+    n: usize,
+) -> io::Result<Vec<u8>> {
+    let query = Query {
+        program: "journalctl".into(),
+        directory,
+        matches: vec![selection.matching()],
+        start: Start::Beginning,
+    };
+    let out = query
+        .command(false)
+        .arg(format!("--lines={n}"))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "journalctl failed ({}); is the user in the group systemd-journal?",
+            out.status
+        )));
+    }
+    let mut text = Vec::new();
+    for e in reader::entries_of(&out.stdout, 16 << 20) {
+        text.extend_from_slice(&e.message);
+        text.push(b'\n');
+    }
+    Ok(text)
+}
+
 /// The first entry `query` gives (not following), if any.
 fn first_entry(query: &Query) -> io::Result<Option<Entry>> {
     let mut child = query
@@ -359,14 +391,16 @@ fn first_entry(query: &Query) -> io::Result<Option<Entry>> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let mut line = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let mut r = io::BufReader::new(io::Read::take(out, 1 << 20));
-        io::BufRead::read_until(&mut r, b'\n', &mut line)?;
-    }
+    let entry = match child.stdout.take() {
+        Some(out) => {
+            let mut r = io::BufReader::new(out);
+            reader::read_entry(&mut r, 1 << 20)?.and_then(Result::ok)
+        }
+        None => None,
+    };
     let _ = child.kill();
     let _ = child.wait();
-    Ok(reader::parse(&line).ok())
+    Ok(entry)
 }
 
 /// Whether the journal still holds the entry at `cursor`.

