@@ -355,3 +355,38 @@ fn an_access_line_without_a_time_takes_the_entrys() {
     // The first entry written: 2026-12-06 10:00:01 UTC.
     assert_eq!(events[0]["timestamp"], "2026-12-06T10:00:01+00:00");
 }
+
+/// `check --journal-unit` shows what the agent makes of a unit's entries:
+/// the access lines read, the server's own messages counted apart.
+#[test]
+fn check_shows_what_a_unit_wrote() {
+    let mut journal = Journal::new();
+    journal.append(&traffic(0, 60));
+    let dir = journal.path().display().to_string();
+    let out = common::programs::run_agent(
+        &[
+            "check",
+            "--journal-unit",
+            "gunicorn.service",
+            "--journal-directory",
+            &dir,
+            "--format",
+            "gunicorn",
+            "--pattern-dir",
+            "/nonexistent",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("journal:gunicorn.service: its last 62 entries"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"endpoint\":\"/g/59\""), "{stdout}");
+    assert!(stdout.contains("parsed: 60, failed: 2"), "{stdout}");
+}
