@@ -507,9 +507,11 @@ impl Source for JournalSource {
         Ok(())
     }
 
-    /// With `once`, until journalctl has read the journal to its end.
+    /// With `once`, until journalctl has read the journal to its end; and
+    /// while journalctl waits out its back-off, so that the loop comes
+    /// back to start it again.
     fn holds_back(&self) -> bool {
-        self.options.once && !self.finished
+        (self.options.once && !self.finished) || (self.reader.is_none() && self.retry_at.is_some())
     }
 
     fn origins(&self, visit: &mut dyn FnMut(Origin<'_>)) {

@@ -64,11 +64,13 @@ impl Query {
             c.arg("--directory").arg(d);
         }
         match &self.start {
+            // `--follow` alone shows only the last 10 entries, even after a
+            // cursor (systemd 252): everything from there, explicitly.
             Start::After(cursor) => {
-                c.arg(format!("--after-cursor={cursor}"));
+                c.arg(format!("--after-cursor={cursor}")).arg("--lines=all");
             }
             Start::At(cursor) => {
-                c.arg(format!("--cursor={cursor}"));
+                c.arg(format!("--cursor={cursor}")).arg("--lines=all");
             }
             Start::Beginning => {
                 c.arg("--lines=all");
@@ -406,6 +408,7 @@ mod tests {
             .collect();
         assert!(args.contains(&"--follow".to_owned()));
         assert!(args.contains(&"--after-cursor=s=1;i=2".to_owned()));
+        assert!(args.contains(&"--lines=all".to_owned()));
         let tail = &args[args.len() - 3..];
         assert_eq!(
             tail,

@@ -217,19 +217,31 @@ fn the_selected_units_access_lines_reach_a_real_backend_once_through_kill_and_re
 
     journal.append(&traffic(0, 300));
     let mut agent = start_agent(journal.path(), state.path(), port, &log);
-    wait_until("the first events", &log, || stored(&received).len() >= 100);
-    // Killed: what was sent and not acknowledged is sent again, with the
-    // same event_id.
-    agent.kill().expect("kill -9");
-    let _ = agent.wait();
-    journal.append(&traffic(300, 600));
+    let delivered = |n: usize| {
+        let got = stored(&received);
+        (0..n).all(|i| got.contains_key(&format!("/g/{i}")) && got.contains_key(&format!("/n/{i}")))
+    };
+    wait_until("the first 300 of each", &log, || delivered(300));
+    // Their acknowledgements moved the saved cursor.
+    wait_until("a saved cursor", &log, || {
+        fs::read_dir(state.path())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".cursor"))
+            })
+            .unwrap_or(false)
+    });
 
-    // The backend goes away for a while, and comes back.
+    // The backend goes away; the agent reads on and cannot deliver; it is
+    // killed. At its restart the backlog (hundreds of entries after the
+    // saved cursor) is read again and sent, the backend back.
     let _ = backend.kill();
     let _ = backend.wait();
+    journal.append(&traffic(300, 600));
+    agent.kill().expect("kill -9");
+    let _ = agent.wait();
     let mut agent = start_agent(journal.path(), state.path(), port, &log);
     journal.append(&traffic(600, 700));
-    std::thread::sleep(Duration::from_millis(500));
     let mut backend = python_backend(port, &received, &["--wire", "batch"]);
     journal.append(&traffic(700, 900));
 
@@ -389,4 +401,65 @@ fn check_shows_what_a_unit_wrote() {
     );
     assert!(stdout.contains("\"endpoint\":\"/g/59\""), "{stdout}");
     assert!(stdout.contains("parsed: 60, failed: 2"), "{stdout}");
+}
+
+/// journalctl dying (killed, the journal unreadable a moment) costs
+/// nothing: it is started again after the last entry read, with back-off.
+#[test]
+fn a_dead_journalctl_is_started_again_and_nothing_is_lost_or_repeated() {
+    let mut journal = Journal::new();
+    let state = tempfile::tempdir().unwrap();
+    journal.append(&traffic(0, 30));
+    let dir = journal.path().display().to_string();
+    let mut agent = common::agent_process::RunningAgent::start(
+        state.path(),
+        &[
+            "--journal-directory",
+            &dir,
+            "--journal-unit",
+            "gunicorn.service=gunicorn",
+            "--from-beginning",
+            "--pattern-dir",
+            "/nonexistent",
+        ],
+    );
+    agent.wait_for(30, PATIENCE);
+    let children = fs::read_to_string(format!(
+        "/proc/{pid}/task/{pid}/children",
+        pid = agent.child.id()
+    ))
+    .unwrap_or_default();
+    let journalctl: u32 = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .find(|p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "journalctl")
+        })
+        .expect("the agent runs journalctl");
+    common::agent_process::send_signal(journalctl, 9);
+    journal.append(&traffic(30, 60));
+    let stderr_path = state.path().join("agent.stderr");
+    let started = Instant::now();
+    while agent.seen.len() < 60 && started.elapsed() < PATIENCE {
+        agent.drain(Duration::from_millis(100));
+    }
+    assert!(
+        agent.seen.len() >= 60,
+        "{} of 60 events: {}",
+        agent.seen.len(),
+        fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    agent.drain(Duration::from_millis(300));
+    let endpoints: Vec<String> = agent
+        .seen
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        endpoints,
+        (0..60).map(|i| format!("/g/{i}")).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    let stderr = fs::read_to_string(state.path().join("agent.stderr")).unwrap_or_default();
+    assert!(stderr.contains("journalctl ended"), "{stderr}");
 }
