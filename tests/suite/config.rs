@@ -247,21 +247,20 @@ fn the_packaged_config_documents_every_setting_and_its_examples_load() {
         })
         .map(|l| l + "\n")
         .collect();
-    // Keys uncommented after the [[logs]] table would land in it: move the
-    // table to the end.
+    // Keys uncommented after a table ([[logs]], [[journal]]) would land in
+    // it: move the tables to the end.
     let (top, logs): (Vec<&str>, Vec<&str>) = {
         let mut logs = Vec::new();
         let mut top = Vec::new();
-        let mut in_logs = false;
+        let mut in_table = false;
+        let table_keys = ["path", "format", "exclude", "unit", "identifier"];
         for l in examples.lines() {
-            if l.starts_with("[[logs]]") {
-                in_logs = true;
-            } else if in_logs
-                && !(l.starts_with("path") || l.starts_with("format") || l.starts_with("exclude"))
-            {
-                in_logs = false;
+            if l.starts_with("[[") {
+                in_table = true;
+            } else if in_table && !table_keys.iter().any(|k| l.starts_with(k)) {
+                in_table = false;
             }
-            if in_logs { logs.push(l) } else { top.push(l) }
+            if in_table { logs.push(l) } else { top.push(l) }
         }
         (top, logs)
     };
@@ -269,6 +268,7 @@ fn the_packaged_config_documents_every_setting_and_its_examples_load() {
     let s = settings(Some(&all), &[], RunArgs::default())
         .unwrap_or_else(|e| panic!("the commented examples do not load: {e}\n{all}"));
     assert_eq!(s.logs.len(), 1);
+    assert_eq!((s.journal.len(), s.journal_unit.len()), (1, 1));
     assert_eq!(
         s.ws_url.as_deref(),
         Some("wss://cerberus.example.com/ws/events/")
