@@ -312,37 +312,20 @@ fn run_check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> 
         (None, Some(i)) => Some(Selection::Identifier(i.clone())),
         (None, None) => None,
     };
-    if let Some(selection) = selection {
-        use std::io::Write as _;
-        let text = cerberus_agent::journal::recent_messages(
-            args.journal_directory.clone(),
-            &selection,
-            200,
-        )
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", selection.name()))?;
-        writeln!(
-            out,
-            "{}: its last {} entries",
-            selection.name(),
-            text.split(|&b| b == b'\n').count().saturating_sub(1)
-        )?;
-        let summary = check::check(
-            io::Cursor::new(text),
-            &mut set,
-            &format,
-            &options,
-            settings.max_line_bytes,
-            &mut out,
-        )?;
-        io::Write::flush(&mut out)?;
-        return Ok(if summary.parsed == 0 {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
-    }
-    let input: Box<dyn io::Read> = match args.file.as_deref() {
-        Some(p) if p.as_os_str() != "-" => {
+    let input: Box<dyn io::Read> = match (selection, args.file.as_deref()) {
+        (Some(selection), _) => {
+            use std::io::Write as _;
+            let text = cerberus_agent::journal::recent_messages(
+                args.journal_directory.clone(),
+                &selection,
+                200,
+            )
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", selection.name()))?;
+            let entries = text.iter().filter(|&&b| b == b'\n').count();
+            writeln!(out, "{}: its last {entries} entries", selection.name())?;
+            Box::new(io::Cursor::new(text))
+        }
+        (None, Some(p)) if p.as_os_str() != "-" => {
             Box::new(File::open(p).map_err(|e| anyhow::anyhow!("opening {}: {e}", p.display()))?)
         }
         _ => Box::new(io::stdin()),
