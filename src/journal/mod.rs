@@ -260,6 +260,20 @@ impl JournalSource {
         true
     }
 
+    /// "From now on", made exact: the newest entry at the agent's start is
+    /// where reading begins (after it), so that an entry written once the
+    /// agent said it is ready is read, however late journalctl gets to the
+    /// journal's end. An empty journal is read from its beginning.
+    fn mark_now(&mut self) {
+        let mut q = self.query(Start::Newest);
+        q.matches.clear();
+        match first_entry(&q) {
+            Ok(Some(e)) => self.read = Cursor::parse(&e.cursor),
+            Ok(None) => self.start_over = true,
+            Err(e) => tracing::warn!("cannot look at the journal's newest entry: {e}"),
+        }
+    }
+
     /// Starts journalctl if it is not running and its back-off is over.
     fn ensure_reader(&mut self) {
         if self.reader.is_some()
@@ -277,6 +291,9 @@ impl JournalSource {
             {
                 self.read = None;
                 self.start_over = true;
+            }
+            if self.saved.is_none() && !self.options.from_beginning {
+                self.mark_now();
             }
         }
         let query = self.query(self.start());

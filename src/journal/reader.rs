@@ -49,6 +49,8 @@ pub enum Start {
     Beginning,
     /// With the entries written from now on.
     Now,
+    /// At the newest entry (not following: to learn where "now" is).
+    Newest,
 }
 
 impl Query {
@@ -77,6 +79,9 @@ impl Query {
             }
             Start::Now => {
                 c.arg("--lines=0");
+            }
+            Start::Newest => {
+                c.arg("--lines=1");
             }
         }
         for (i, m) in self.matches.iter().enumerate() {

@@ -463,3 +463,37 @@ fn a_dead_journalctl_is_started_again_and_nothing_is_lost_or_repeated() {
     let stderr = fs::read_to_string(state.path().join("agent.stderr")).unwrap_or_default();
     assert!(stderr.contains("journalctl ended"), "{stderr}");
 }
+
+/// Without a checkpoint the journal is read from now on: what was there
+/// before the agent started is not sent, and every entry written once it
+/// said it is ready is, however late journalctl gets to the journal's end.
+#[test]
+fn from_now_on_means_every_entry_written_after_ready() {
+    let mut journal = Journal::new();
+    let state = tempfile::tempdir().unwrap();
+    journal.append(&traffic(0, 20));
+    let dir = journal.path().display().to_string();
+    let mut agent = common::agent_process::RunningAgent::start(
+        state.path(),
+        &[
+            "--journal-directory",
+            &dir,
+            "--journal-unit",
+            "gunicorn.service=gunicorn",
+            "--pattern-dir",
+            "/nonexistent",
+        ],
+    );
+    journal.append(&traffic(20, 40));
+    agent.wait_for(20, PATIENCE);
+    agent.drain(Duration::from_millis(300));
+    let endpoints: Vec<String> = agent
+        .seen
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        endpoints,
+        (20..40).map(|i| format!("/g/{i}")).collect::<Vec<_>>()
+    );
+}
