@@ -497,3 +497,60 @@ fn from_now_on_means_every_entry_written_after_ready() {
         (20..40).map(|i| format!("/g/{i}")).collect::<Vec<_>>()
     );
 }
+
+/// A reload that adds a program to read restarts the journal reader in
+/// place: the units read so far go on without a repeat, and the new one is
+/// read from where the journal had been read to (here just after /g/19,
+/// which nginx's /n/19 follows).
+#[test]
+fn a_reload_adds_a_selection_without_repeating_the_others() {
+    let mut journal = Journal::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("agent.toml");
+    let journal_dir = journal.path().display().to_string();
+    let write_config = |with_nginx: bool| {
+        let mut text = format!(
+            "journal_directory = {journal_dir:?}\njournal_unit = [\"gunicorn.service=gunicorn\"]\npattern_dirs = []\n"
+        );
+        if with_nginx {
+            text.push_str("journal_identifier = [\"nginx=nginx_combined\"]\n");
+        }
+        let tmp = state.path().join("agent.toml.tmp");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, &config).unwrap();
+    };
+    write_config(false);
+    journal.append(&traffic(0, 20));
+    let config_arg = config.display().to_string();
+    let mut agent = common::agent_process::RunningAgent::start(
+        state.path(),
+        &["--config", &config_arg, "--from-beginning"],
+    );
+    agent.wait_for(20, PATIENCE);
+
+    write_config(true);
+    common::agent_process::send_signal(agent.child.id(), 1);
+    let stderr_path = state.path().join("agent.stderr");
+    let start = Instant::now();
+    while !fs::read_to_string(&stderr_path)
+        .unwrap_or_default()
+        .contains("configuration reloaded")
+    {
+        assert!(start.elapsed() < PATIENCE, "no reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    journal.append(&traffic(20, 40));
+    agent.wait_for(61, PATIENCE);
+    agent.drain(Duration::from_millis(300));
+    let got: BTreeSet<String> = agent
+        .seen
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
+        .collect();
+    let expected: BTreeSet<String> = (0..40)
+        .map(|i| format!("/g/{i}"))
+        .chain((19..40).map(|i| format!("/n/{i}")))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(agent.seen.len(), 61, "no line twice");
+}
