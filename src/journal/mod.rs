@@ -509,8 +509,11 @@ impl Source for JournalSource {
 
     fn settle(&mut self) {}
 
+    /// Nothing delivered yet (a vacuumed position, reading from the oldest
+    /// entry) is nothing to save.
     fn positions_dirty(&self) -> bool {
-        self.delivered() != self.saved.as_ref()
+        self.delivered()
+            .is_some_and(|at| self.saved.as_ref() != Some(at))
     }
 
     fn save_positions(&mut self, _force: bool) -> io::Result<()> {
