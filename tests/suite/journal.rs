@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::agent_process::RunningAgent;
 use common::programs::python_backend;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -203,6 +204,31 @@ fn wait_until(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The agent following gunicorn.service in `journal` with `--stdout`
+/// (`extra` flags besides), once it said it is ready.
+fn follow_gunicorn(journal: &Journal, state: &Path, extra: &[&str]) -> RunningAgent {
+    let dir = journal.path().display().to_string();
+    let mut args = vec![
+        "--journal-directory",
+        &dir,
+        "--journal-unit",
+        "gunicorn.service=gunicorn",
+        "--pattern-dir",
+        "/nonexistent",
+    ];
+    args.extend_from_slice(extra);
+    RunningAgent::start(state, &args)
+}
+
+/// The endpoints of what the agent printed, in order.
+fn endpoints_of(agent: &RunningAgent) -> Vec<String> {
+    agent
+        .seen
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[test]
@@ -410,19 +436,7 @@ fn a_dead_journalctl_is_started_again_and_nothing_is_lost_or_repeated() {
     let mut journal = Journal::new();
     let state = tempfile::tempdir().unwrap();
     journal.append(&traffic(0, 30));
-    let dir = journal.path().display().to_string();
-    let mut agent = common::agent_process::RunningAgent::start(
-        state.path(),
-        &[
-            "--journal-directory",
-            &dir,
-            "--journal-unit",
-            "gunicorn.service=gunicorn",
-            "--from-beginning",
-            "--pattern-dir",
-            "/nonexistent",
-        ],
-    );
+    let mut agent = follow_gunicorn(&journal, state.path(), &["--from-beginning"]);
     agent.wait_for(30, PATIENCE);
     let children = fs::read_to_string(format!(
         "/proc/{pid}/task/{pid}/children",
@@ -450,11 +464,7 @@ fn a_dead_journalctl_is_started_again_and_nothing_is_lost_or_repeated() {
         fs::read_to_string(&stderr_path).unwrap_or_default()
     );
     agent.drain(Duration::from_millis(300));
-    let endpoints: Vec<String> = agent
-        .seen
-        .iter()
-        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
-        .collect();
+    let endpoints = endpoints_of(&agent);
     assert_eq!(
         endpoints,
         (0..60).map(|i| format!("/g/{i}")).collect::<Vec<_>>(),
@@ -472,26 +482,11 @@ fn from_now_on_means_every_entry_written_after_ready() {
     let mut journal = Journal::new();
     let state = tempfile::tempdir().unwrap();
     journal.append(&traffic(0, 20));
-    let dir = journal.path().display().to_string();
-    let mut agent = common::agent_process::RunningAgent::start(
-        state.path(),
-        &[
-            "--journal-directory",
-            &dir,
-            "--journal-unit",
-            "gunicorn.service=gunicorn",
-            "--pattern-dir",
-            "/nonexistent",
-        ],
-    );
+    let mut agent = follow_gunicorn(&journal, state.path(), &[]);
     journal.append(&traffic(20, 40));
     agent.wait_for(20, PATIENCE);
     agent.drain(Duration::from_millis(300));
-    let endpoints: Vec<String> = agent
-        .seen
-        .iter()
-        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
-        .collect();
+    let endpoints = endpoints_of(&agent);
     assert_eq!(
         endpoints,
         (20..40).map(|i| format!("/g/{i}")).collect::<Vec<_>>()
@@ -522,10 +517,8 @@ fn a_reload_adds_a_selection_without_repeating_the_others() {
     write_config(false);
     journal.append(&traffic(0, 20));
     let config_arg = config.display().to_string();
-    let mut agent = common::agent_process::RunningAgent::start(
-        state.path(),
-        &["--config", &config_arg, "--from-beginning"],
-    );
+    let mut agent =
+        RunningAgent::start(state.path(), &["--config", &config_arg, "--from-beginning"]);
     agent.wait_for(20, PATIENCE);
 
     write_config(true);
@@ -542,11 +535,7 @@ fn a_reload_adds_a_selection_without_repeating_the_others() {
     journal.append(&traffic(20, 40));
     agent.wait_for(61, PATIENCE);
     agent.drain(Duration::from_millis(300));
-    let got: BTreeSet<String> = agent
-        .seen
-        .iter()
-        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
-        .collect();
+    let got: BTreeSet<String> = endpoints_of(&agent).into_iter().collect();
     let expected: BTreeSet<String> = (0..40)
         .map(|i| format!("/g/{i}"))
         .chain((19..40).map(|i| format!("/n/{i}")))
