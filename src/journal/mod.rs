@@ -126,6 +126,9 @@ struct InFlight {
     before: Option<Cursor>,
 }
 
+/// Unusable entries are said at most this often.
+const SKIPPED_SAID_EVERY: Duration = Duration::from_secs(60);
+
 /// Back-off between restarts of journalctl.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(30);
@@ -149,6 +152,9 @@ pub struct JournalSource {
     finished: bool,
     /// The saved position was vacuumed: read from the oldest entry.
     start_over: bool,
+    /// Entries that could not be used, and when that was last said.
+    skipped: u64,
+    skipped_said: Option<Instant>,
     retry_at: Option<Instant>,
     retry_wait: Duration,
     started: bool,
@@ -190,6 +196,8 @@ impl JournalSource {
             saved,
             finished: false,
             start_over: false,
+            skipped: 0,
+            skipped_said: None,
             retry_at: None,
             retry_wait: FIRST_RETRY,
             started: false,
@@ -297,8 +305,12 @@ impl JournalSource {
             }
         }
         let query = self.query(self.start());
-        let max_entry = self.options.max_line.saturating_mul(6).max(64 * 1024);
-        match Reader::spawn(&query, !self.options.once, self.waker.clone(), max_entry) {
+        match Reader::spawn(
+            &query,
+            !self.options.once,
+            self.waker.clone(),
+            self.options.max_line,
+        ) {
             Ok(r) => self.reader = Some(r),
             Err(e) => {
                 tracing::error!(
@@ -325,9 +337,7 @@ impl JournalSource {
                     self.retry_wait = FIRST_RETRY;
                     return Some(e);
                 }
-                Ok(Received::Skipped(why)) => {
-                    tracing::warn!("journal: an entry skipped: {why}");
-                }
+                Ok(Received::Skipped(why)) => self.skipped(&why),
                 Ok(Received::Ended(said)) => {
                     self.reader_ended(&said);
                     return None;
@@ -338,6 +348,22 @@ impl JournalSource {
                     return None;
                 }
             }
+        }
+    }
+
+    /// An entry journalctl printed that cannot be used: said at most once
+    /// a minute, with how many since.
+    fn skipped(&mut self, why: &str) {
+        self.skipped += 1;
+        let due = self
+            .skipped_said
+            .is_none_or(|t| t.elapsed() >= SKIPPED_SAID_EVERY);
+        if due {
+            tracing::warn!(
+                "journal: {} entries skipped so far, the last one: {why}",
+                self.skipped
+            );
+            self.skipped_said = Some(Instant::now());
         }
     }
 
@@ -454,7 +480,8 @@ impl Source for JournalSource {
                 tracing::warn!("journal: an entry without a usable cursor skipped");
                 continue;
             };
-            let before = self.read.replace(cursor.clone());
+            let (stream, seqnum) = (cursor.stream(), cursor.seqnum);
+            let before = self.read.replace(cursor);
             let Some(log) = self.options.selections.iter().position(|s| s.takes(&entry)) else {
                 // Matched by journalctl, not by us (a field that repeats):
                 // nothing to deliver.
@@ -463,8 +490,7 @@ impl Source for JournalSource {
             let end = self.next_end;
             self.next_end += 1;
             let mut message = entry.message;
-            let truncated = message.len() > self.options.max_line;
-            message.truncate(self.options.max_line);
+            let truncated = entry.truncated;
             while message.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 message.pop();
             }
@@ -481,10 +507,10 @@ impl Source for JournalSource {
                     head: &self.samples[log],
                 },
                 part: 0,
-                stream: cursor.stream(),
+                stream,
                 line: Line {
                     bytes: &message,
-                    offset: cursor.seqnum,
+                    offset: seqnum,
                     end,
                     number: end,
                     truncated,

@@ -14,6 +14,7 @@
 //! once journalctl's output read so far is handed over (not once an
 //! entry); it never waits on the subprocess.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,8 +23,10 @@ use std::thread::JoinHandle;
 
 use crate::wake::{Wake, Waker};
 
-/// Entries read ahead of the agent's loop, at most.
-const CHANNEL_ENTRIES: usize = 4096;
+/// Entries read ahead of the agent's loop, at most: as many as fit in
+/// [`CHANNEL_BYTES`] at their largest, within these bounds.
+const CHANNEL_ENTRIES: std::ops::RangeInclusive<usize> = 16..=4096;
+const CHANNEL_BYTES: usize = 8 << 20;
 
 /// What journalctl is asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,100 +107,92 @@ pub struct Entry {
     pub unit: Option<String>,
     pub identifier: Option<String>,
     pub message: Vec<u8>,
+    /// The message was longer than the limit and was cut.
+    pub truncated: bool,
 }
 
 /// What the reading thread hands over.
 #[derive(Debug)]
 pub enum Received {
     Entry(Entry),
-    /// An entry that could not be read (too long, not JSON): skipped.
+    /// An entry that could not be used (no cursor, cut short): skipped.
     Skipped(String),
     /// journalctl ended (with what it said on stderr, shortened).
     Ended(String),
 }
 
+/// The longest value kept of a field other than `MESSAGE` (a cursor is
+/// about 120 bytes; unit and program names are short).
+const MAX_FIELD: usize = 4096;
+
 /// Reads one entry in the export format: `Ok(None)` at the end of the
-/// stream, `Ok(Some(Err(why)))` for an entry that cannot be used (a field
-/// past `max` bytes, no cursor), skipped.
+/// stream, `Ok(Some(Err(why)))` for an entry that cannot be used (no
+/// cursor, cut short), skipped. A message longer than `max` bytes is cut
+/// there (and the entry says so), as a file's long line is: memory stays
+/// bounded whatever journalctl prints.
 pub fn read_entry(
     r: &mut impl BufRead,
     max: usize,
 ) -> std::io::Result<Option<Result<Entry, String>>> {
-    let mut cursor = None;
-    let mut time = None;
-    let mut unit = None;
-    let mut identifier = None;
-    let mut message = None;
-    let mut problem = None;
+    let mut entry = Entry {
+        cursor: String::new(),
+        time: None,
+        unit: None,
+        identifier: None,
+        message: Vec::new(),
+        truncated: false,
+    };
+    let mut have_message = false;
     let mut any = false;
-    let mut name = Vec::new();
+    let mut line = Vec::new();
     loop {
-        name.clear();
-        // A field's name (and, for text, its value) up to the newline.
-        match read_bounded(r, &mut name, max)? {
-            None => {
-                return Ok(match any {
-                    true => Some(Err("an entry cut short".into())),
-                    false => None,
-                });
-            }
-            Some(false) => {
-                any = true;
-                problem = Some(format!("a field longer than {max} bytes"));
-                continue;
-            }
-            Some(true) => {}
-        }
-        if name.is_empty() {
+        line.clear();
+        // A field's name (and, for text, its value) up to the newline; the
+        // name is short, the room is the message's.
+        let Some(whole) = read_bounded(r, &mut line, max + 64)? else {
+            return Ok(any.then(|| Err("an entry cut short".into())));
+        };
+        if line.is_empty() {
             if !any {
                 continue;
             }
             break;
         }
         any = true;
-        let (field, value) = match memchr::memchr(b'=', &name) {
-            Some(i) => (&name[..i], name[i + 1..].to_vec()),
+        let (field, value, whole): (&[u8], Cow<[u8]>, bool) = match memchr::memchr(b'=', &line) {
+            Some(i) => (&line[..i], Cow::Borrowed(&line[i + 1..]), whole),
             None => {
-                // Binary: the length, the bytes, a newline.
+                // Binary: the length, the bytes (the first `max` kept), a
+                // newline.
                 let mut len = [0u8; 8];
                 r.read_exact(&mut len)?;
                 let len = u64::from_le_bytes(len);
                 let mut value = Vec::new();
-                if len as usize > max {
-                    std::io::copy(&mut r.take(len + 1), &mut std::io::sink())?;
-                    problem = Some(format!("a field of {len} bytes"));
-                    continue;
-                }
-                r.take(len).read_to_end(&mut value)?;
-                let mut newline = [0u8; 1];
-                r.read_exact(&mut newline)?;
-                (&name[..], value)
+                r.take(len.min(max as u64)).read_to_end(&mut value)?;
+                let rest = len.saturating_sub(value.len() as u64) + 1;
+                std::io::copy(&mut r.take(rest), &mut std::io::sink())?;
+                (&line[..], Cow::Owned(value), len <= max as u64)
             }
         };
-        let text = || String::from_utf8_lossy(&value).into_owned();
+        let text = |v: &[u8]| String::from_utf8_lossy(&v[..v.len().min(MAX_FIELD)]).into_owned();
         match field {
-            b"__CURSOR" => cursor = Some(text()),
-            b"__REALTIME_TIMESTAMP" => time = text().parse().ok(),
-            b"_SYSTEMD_UNIT" => unit = Some(text()),
-            b"SYSLOG_IDENTIFIER" => identifier = Some(text()),
+            b"__CURSOR" => entry.cursor = text(&value),
+            b"__REALTIME_TIMESTAMP" => entry.time = text(&value).parse().ok(),
+            b"_SYSTEMD_UNIT" => entry.unit = Some(text(&value)),
+            b"SYSLOG_IDENTIFIER" => entry.identifier = Some(text(&value)),
             // A field may repeat: the first is taken.
-            b"MESSAGE" if message.is_none() => message = Some(value),
+            b"MESSAGE" if !have_message => {
+                have_message = true;
+                entry.truncated = !whole || value.len() > max;
+                entry.message = value[..value.len().min(max)].to_vec();
+            }
             _ => {}
         }
     }
-    if let Some(p) = problem {
-        return Ok(Some(Err(p)));
-    }
-    let Some(cursor) = cursor else {
+    if entry.cursor.is_empty() {
         return Ok(Some(Err("an entry without a cursor".into())));
-    };
-    Ok(Some(Ok(Entry {
-        cursor,
-        time,
-        unit,
-        identifier,
-        message: message.unwrap_or_default(),
-    })))
+    }
+    Ok(Some(Ok(entry)))
 }
 
 /// The entries journalctl wrote to `out` (not following).
@@ -229,8 +224,8 @@ impl std::fmt::Debug for Reader {
 
 impl Reader {
     /// Starts journalctl for `query` (following, or to the journal's end);
-    /// every entry wakes `waker`. Entries longer than `max_entry` bytes of
-    /// JSON are skipped.
+    /// the loop is woken through `waker`. Messages are cut at `max_entry`
+    /// bytes.
     pub fn spawn(
         query: &Query,
         follow: bool,
@@ -247,7 +242,11 @@ impl Reader {
             .take()
             .ok_or_else(|| std::io::Error::other("journalctl has no standard output"))?;
         let stderr = child.stderr.take();
-        let (tx, entries) = sync_channel(CHANNEL_ENTRIES);
+        // Memory stays bounded whatever the entries hold: a message is cut
+        // at `max_entry`, the other fields kept are small.
+        let room = (CHANNEL_BYTES / (max_entry + 4 * MAX_FIELD))
+            .clamp(*CHANNEL_ENTRIES.start(), *CHANNEL_ENTRIES.end());
+        let (tx, entries) = sync_channel(room);
         let thread = std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || read_entries(stdout, stderr, tx, waker, max_entry))?;
@@ -286,8 +285,18 @@ fn read_entries(
             Ok(Some(Err(why))) => Received::Skipped(why),
             Ok(None) | Err(_) => break,
         };
-        if tx.send(read).is_err() {
-            return;
+        // A full channel: the loop must be woken to empty it before this
+        // thread waits for room.
+        let read = match tx.try_send(read) {
+            Ok(()) => None,
+            Err(std::sync::mpsc::TrySendError::Full(read)) => Some(read),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+        };
+        if let Some(read) = read {
+            waker.wake(Wake::Data);
+            if tx.send(read).is_err() {
+                return;
+            }
         }
         // What journalctl wrote so far is handed over: wake the loop once
         // for all of it.
@@ -303,9 +312,9 @@ fn read_entries(
     waker.wake(Wake::Data);
 }
 
-/// Reads one line into `line`, at most `max` bytes of it kept: `Ok(None)`
-/// at the end, `Some(true)` for a whole line, `Some(false)` for one that
-/// was longer (its rest is skipped).
+/// Reads one line into `line`, its first `max` bytes kept: `Ok(None)` at
+/// the end, `Some(true)` for a whole line, `Some(false)` for one that was
+/// longer (its rest is skipped).
 fn read_bounded(
     reader: &mut impl BufRead,
     line: &mut Vec<u8>,
@@ -324,12 +333,9 @@ fn read_bounded(
             None => (buf, buf.len()),
         };
         let newline = done > chunk.len();
-        if whole && line.len() + chunk.len() <= max {
-            line.extend_from_slice(chunk);
-        } else {
-            whole = false;
-            line.clear();
-        }
+        let room = max.saturating_sub(line.len());
+        whole &= chunk.len() <= room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         reader.consume(done);
         if newline {
             return Ok(Some(whole));
@@ -358,36 +364,44 @@ mod tests {
         );
         assert!(read_entry(&mut r, 1024).unwrap().is_none());
 
-        // A field past the limit: the entry is reported, the next read.
+        // A message past the limit is cut there, as a file's long line is,
+        // and the next entry read.
         let mut big = b"__CURSOR=s=a;i=3\nMESSAGE\n".to_vec();
         big.extend_from_slice(&100u64.to_le_bytes());
         big.extend_from_slice(&[b'x'; 100]);
         big.extend_from_slice(b"\n\n__CURSOR=s=a;i=4\nMESSAGE=ok\n\n");
         let mut r = &big[..];
-        assert!(read_entry(&mut r, 20).unwrap().unwrap().is_err());
+        let cut = read_entry(&mut r, 20).unwrap().unwrap().unwrap();
+        assert_eq!((cut.message.len(), cut.truncated), (20, true));
+        let next = read_entry(&mut r, 20).unwrap().unwrap().unwrap();
         assert_eq!(
-            read_entry(&mut r, 20).unwrap().unwrap().unwrap().message,
-            b"ok"
+            (next.message.as_slice(), next.truncated),
+            (&b"ok"[..], false)
         );
         // The same with a text field.
         let text = format!(
             "__CURSOR=s=a;i=5\nMESSAGE={}\n\n__CURSOR=s=a;i=6\nMESSAGE=ok\n\n",
-            "x".repeat(100)
+            "x".repeat(1000)
         );
         let mut r = text.as_bytes();
-        assert!(read_entry(&mut r, 20).unwrap().unwrap().is_err());
+        let cut = read_entry(&mut r, 20).unwrap().unwrap().unwrap();
+        assert_eq!((cut.message.len(), cut.truncated), (20, true));
         assert_eq!(
             read_entry(&mut r, 20).unwrap().unwrap().unwrap().message,
             b"ok"
         );
+        // No cursor: unusable.
+        let mut r = &b"MESSAGE=x\n\n"[..];
+        assert!(read_entry(&mut r, 20).unwrap().unwrap().is_err());
     }
 
     #[test]
-    fn a_line_past_the_limit_is_skipped_and_the_next_read() {
+    fn a_line_past_the_limit_is_cut_and_the_next_read() {
         let text = format!("{}\nshort\n", "x".repeat(100));
         let mut r = BufReader::with_capacity(8, text.as_bytes());
         let mut line = Vec::new();
         assert_eq!(read_bounded(&mut r, &mut line, 10).unwrap(), Some(false));
+        assert_eq!(line, b"xxxxxxxxxx", "its first bytes kept");
         line.clear();
         assert_eq!(read_bounded(&mut r, &mut line, 10).unwrap(), Some(true));
         assert_eq!(line, b"short");

@@ -543,3 +543,44 @@ fn a_reload_adds_a_selection_without_repeating_the_others() {
     assert_eq!(got, expected);
     assert_eq!(agent.seen.len(), 61, "no line twice");
 }
+
+/// A message longer than max_line_bytes is cut there and counted, as a
+/// file's long line is: what journalctl prints never grows the agent's
+/// memory past its limits, and the next entries are read.
+#[test]
+fn a_huge_message_is_cut_and_counted() {
+    let mut journal = Journal::new();
+    let mut entries = vec![Entry {
+        unit: Some("gunicorn.service"),
+        identifier: Some("gunicorn"),
+        message: format!("10.0.0.1 - - [{}", "x".repeat(300_000)),
+    }];
+    entries.extend(
+        traffic(0, 3)
+            .into_iter()
+            .filter(|e| e.unit == Some("gunicorn.service")),
+    );
+    journal.append(&entries);
+    let dir = journal.path().display().to_string();
+    let out = common::programs::run_agent(
+        &[
+            "--journal-directory",
+            &dir,
+            "--journal-unit",
+            "gunicorn.service=gunicorn",
+            "--once",
+            "--stdout",
+            "--no-checkpoints",
+            "--pattern-dir",
+            "/nonexistent",
+        ],
+        &[("CERBERUS_MAX_LINE_BYTES", "4096")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let endpoints: Vec<String> = common::programs::printed_events(&out.stdout)
+        .iter()
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(endpoints, ["/g/0", "/g/1", "/g/2"], "{stderr}");
+    assert!(stderr.contains("1 cut at max_line_bytes"), "{stderr}");
+}
