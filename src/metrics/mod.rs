@@ -176,21 +176,25 @@ impl Telemetry {
 
     fn register_files(&self, registry: &mut Registry) {
         let j = &self.journal;
-        registry.register(
-            "journal_entries_read",
-            "Journal entries read (of the selected units and programs)",
-            counter(j.entries.load(Ordering::Relaxed)),
-        );
-        registry.register(
-            "journal_cursors_lost",
-            "Saved journal positions found vacuumed away at start",
-            counter(j.cursors_lost.load(Ordering::Relaxed)),
-        );
-        registry.register(
-            "journal_reader_restarts",
-            "Times journalctl ended and was started again",
-            counter(j.restarts.load(Ordering::Relaxed)),
-        );
+        for (name, help, value) in [
+            (
+                "journal_entries_read",
+                "Journal entries read (of the selected units and programs)",
+                &j.entries,
+            ),
+            (
+                "journal_cursors_lost",
+                "Saved journal positions found vacuumed away at start",
+                &j.cursors_lost,
+            ),
+            (
+                "journal_reader_restarts",
+                "Times journalctl ended and was started again",
+                &j.restarts,
+            ),
+        ] {
+            registry.register(name, help, counter(value.load(Ordering::Relaxed)));
+        }
         let t = &self.tail;
         registry.register(
             "files_watched",

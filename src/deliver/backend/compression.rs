@@ -87,10 +87,9 @@ impl DeflateSettings {
 #[derive(Debug)]
 pub(crate) struct Offer {
     deflate: Option<DeflateExtProvider>,
-    /// The settings offered (level, and the window the agent compresses
+    /// What was offered (the level, and the window the agent compresses
     /// with at most).
-    level: Option<u32>,
-    window_bits: Option<u8>,
+    settings: DeflateSettings,
     agreed: AtomicBool,
 }
 
@@ -98,8 +97,7 @@ impl Offer {
     pub fn new(settings: Option<DeflateSettings>) -> Self {
         Offer {
             deflate: settings.map(DeflateSettings::offer),
-            level: settings.map(|s| s.level),
-            window_bits: settings.map(|s| s.window_bits),
+            settings: settings.unwrap_or_default(),
             agreed: AtomicBool::new(false),
         }
     }
@@ -124,12 +122,10 @@ impl ExtensionProvider for &Offer {
         Ok(answer.map(|_| {
             // ratchet checked the answer; the codecs are ours, with the
             // windows and resets it agreed on.
-            let level = self.level.unwrap_or(DeflateSettings::default().level);
-            let offered = self.window_bits.unwrap_or(15);
-            let (bits, reset) = client_parameters(headers, offered);
+            let (bits, reset) = client_parameters(headers, self.settings.window_bits);
             let (server_bits, server_reset) = server_parameters(headers);
             Negotiated {
-                encoder: MessageDeflate::new(level, bits, reset),
+                encoder: MessageDeflate::new(self.settings.level, bits, reset),
                 decoder: BoundedInflate::new(server_bits, server_reset, MAX_INFLATED_BYTES),
             }
         }))
