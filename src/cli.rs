@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::config::{Choice, CompressionSetting, LogFormat, WireSetting};
+use crate::config::{
+    Choice, CompressionSetting, LogFormat, StreamsSetting, WireSetting, WrapperSetting,
+};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -235,6 +237,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "GLOB")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+
+    /// The records log lines are wrapped in: `auto` (default: decided from
+    /// each file's first record), `cri` (containerd, CRI-O), `docker`
+    /// (`json-file`) or `none`.
+    #[arg(long, value_name = "WRAPPER", value_parser = choice::<WrapperSetting>())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapper: Option<WrapperSetting>,
+
+    /// Which of a container's outputs are read: `stdout` (default),
+    /// `stderr` or `both`.
+    #[arg(long, value_name = "STREAMS", value_parser = choice::<StreamsSetting>())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamsSetting>,
+
+    /// The node's name, added to each event of a container's log
+    /// (`kubernetes.node`).
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 
     /// The log format: a pattern name (see `cerberus-agent patterns`), a
     /// path to a pattern file, or `auto` to detect it from the first lines.

@@ -56,6 +56,11 @@ pub struct LogTable {
     pub format: Option<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The records its lines are wrapped in; the `wrapper` setting when
+    /// absent.
+    pub wrapper: Option<WrapperSetting>,
+    /// The container outputs read; the `streams` setting when absent.
+    pub streams: Option<StreamsSetting>,
 }
 
 /// One `[[journal]]` table: the entries of a unit or of a program in the
@@ -175,6 +180,32 @@ choice! {
     }
 }
 
+choice! {
+    /// The records a log's lines are wrapped in (container runtimes' logs).
+    WrapperSetting {
+        /// Decided from each file's first record.
+        #[default]
+        Auto = "auto",
+        /// containerd, CRI-O, podman's `k8s-file`: `TIME STREAM P|F LINE`.
+        Cri = "cri",
+        /// Docker's `json-file`: `{"log":…,"stream":…,"time":…}`.
+        Docker = "docker",
+        /// The lines are the server's own.
+        None = "none",
+    }
+}
+
+choice! {
+    /// Which of a container's outputs are read.
+    StreamsSetting {
+        /// Standard output, where servers write access logs.
+        #[default]
+        Stdout = "stdout",
+        Stderr = "stderr",
+        Both = "both",
+    }
+}
+
 /// Every setting, after layering.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +255,16 @@ pub struct Settings {
     /// A journal folder that is not the system's (`journalctl
     /// --directory`).
     pub journal_directory: Option<PathBuf>,
+    /// The records log lines are wrapped in: `auto`, `cri`, `docker` or
+    /// `none`.
+    #[serde(default)]
+    pub wrapper: WrapperSetting,
+    /// Which of a container's outputs are read: `stdout`, `stderr`, `both`.
+    #[serde(default)]
+    pub streams: StreamsSetting,
+    /// The node's name, added to a container log's metadata (a DaemonSet
+    /// sets `CERBERUS_NODE_NAME` from `spec.nodeName`).
+    pub node_name: Option<String>,
     /// Send sanitised query parameters instead of dropping query strings.
     #[serde(default)]
     pub query_params: bool,

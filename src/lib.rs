@@ -34,6 +34,7 @@ pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod deliver;
 pub mod diagnostics;
 pub mod event;

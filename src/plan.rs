@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ClientIpFrom, CompressionSetting, ConfigError, Scheme, Settings, WireSetting};
+use crate::config::{
+    ClientIpFrom, CompressionSetting, ConfigError, Scheme, Settings, StreamsSetting, WireSetting,
+    WrapperSetting,
+};
+use crate::container::{Streams, Unwrapping, Wrapper};
 use crate::deliver::backend::batch::BatchLimits;
 use crate::deliver::backend::compression::DeflateSettings;
 use crate::deliver::backend::dead_letter::DeadLetters;
@@ -110,6 +114,8 @@ pub struct LogSource {
     pub path: String,
     /// `None`: detected per file from its first lines (`auto`).
     pub pattern: Option<Arc<Pattern>>,
+    /// How its files' records are unwrapped (container runtimes' logs).
+    pub unwrapping: Unwrapping,
 }
 
 /// What to read from the systemd journal, and each selection's pattern.
@@ -194,6 +200,8 @@ impl Plan {
                 defaults.rotate_wait
             },
             max_open_files: settings.max_open_files,
+            unwrapping: sources.iter().map(|s| s.unwrapping).collect(),
+            node_name: settings.node_name.as_deref().map(Into::into),
             park_after: if mode.once {
                 Duration::ZERO
             } else {
@@ -245,6 +253,7 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
         sources.push(LogSource {
             path: path.to_owned(),
             pattern,
+            unwrapping: unwrapping(settings.wrapper, settings.streams),
         });
     }
     for (server, conf) in server_configs(settings) {
@@ -260,9 +269,30 @@ fn log_sources(settings: &Settings, patterns: &mut PatternSet) -> anyhow::Result
         sources.push(LogSource {
             path: table.path.clone(),
             pattern,
+            unwrapping: unwrapping(
+                table.wrapper.unwrap_or(settings.wrapper),
+                table.streams.unwrap_or(settings.streams),
+            ),
         });
     }
     Ok(sources)
+}
+
+/// The tailer's unwrapping for these settings.
+fn unwrapping(wrapper: WrapperSetting, streams: StreamsSetting) -> Unwrapping {
+    Unwrapping {
+        wrapper: match wrapper {
+            WrapperSetting::Auto => Wrapper::Auto,
+            WrapperSetting::Cri => Wrapper::Cri,
+            WrapperSetting::Docker => Wrapper::Docker,
+            WrapperSetting::None => Wrapper::None,
+        },
+        streams: match streams {
+            StreamsSetting::Stdout => Streams::Stdout,
+            StreamsSetting::Stderr => Streams::Stderr,
+            StreamsSetting::Both => Streams::Both,
+        },
+    }
 }
 
 /// The journal selections (`journal_unit`, `journal_identifier`,
@@ -393,6 +423,8 @@ fn server_config_sources(
         sources.push(LogSource {
             path: log.path.display().to_string(),
             pattern,
+            // A server's own log is its own lines.
+            unwrapping: unwrapping(WrapperSetting::None, StreamsSetting::Both),
         });
     }
     Ok(sources)

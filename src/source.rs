@@ -80,6 +80,9 @@ pub struct Origin<'a> {
     pub log: usize,
     /// Its first lines, for format detection.
     pub head: &'a dyn Head,
+    /// JSON members added to each of its events, each after a comma (what
+    /// a container log's path says of its container; empty for most).
+    pub extra: &'a [u8],
 }
 
 impl std::fmt::Debug for Origin<'_> {

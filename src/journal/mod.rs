@@ -502,6 +502,7 @@ impl Source for JournalSource {
             }
             let line = SourceLine {
                 origin: Origin {
+                    extra: &[],
                     name: &self.names[log],
                     log,
                     head: &self.samples[log],
@@ -564,6 +565,7 @@ impl Source for JournalSource {
         for (log, sample) in self.samples.iter().enumerate() {
             if !sample.lines.is_empty() {
                 visit(Origin {
+                    extra: &[],
                     name: &self.names[log],
                     log,
                     head: sample,

@@ -422,7 +422,18 @@ impl Pipeline {
                 return None;
             }
         }
-        (!self.event.is_empty()).then_some(self.event.as_slice())
+        if self.event.is_empty() {
+            return None;
+        }
+        let extra = tailed.origin.extra;
+        if !extra.is_empty() && self.event.last() == Some(&b'}') {
+            // What the source says of the line's origin (a container's
+            // metadata) goes in as members of the event's object.
+            self.event.pop();
+            self.event.extend_from_slice(extra);
+            self.event.push(b'}');
+        }
+        Some(self.event.as_slice())
     }
 
     /// Runs the line through its path's pattern; false when the path has

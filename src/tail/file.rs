@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::FileStart;
 use super::identity::FileIdentity;
 use super::lines::{Line, LineReader};
+use crate::container::{ContainerMeta, Kind, Step, Unwrapper, Unwrapping};
 use crate::source::{Handling, Origin, SourceLine};
 
 /// Whether a file is still the one its path names.
@@ -77,6 +78,14 @@ pub(super) struct TailedFile {
     in_flight: VecDeque<(u64, u64)>,
     /// Size and modification time at the last truncation check.
     last_seen: Option<(u64, Option<SystemTime>)>,
+    /// Turns a container runtime's records into the program's lines (does
+    /// nothing to a plain log's).
+    pub(super) unwrapper: Unwrapper,
+    /// The node's name, for a container log's metadata.
+    pub(super) node: Option<std::sync::Arc<str>>,
+    /// JSON members for each event (a container's metadata), once the
+    /// wrapper is decided.
+    extra: Option<Vec<u8>>,
 }
 
 impl TailedFile {
@@ -112,12 +121,27 @@ impl TailedFile {
             state: State::Live,
             in_flight: VecDeque::new(),
             last_seen: None,
+            unwrapper: Unwrapper::new(Unwrapping::default(), max_line),
+            node: None,
+            extra: None,
         })
+    }
+
+    /// Unwraps this file's records as `how` says.
+    pub(super) fn unwrap_as(&mut self, how: Unwrapping, node: Option<std::sync::Arc<str>>) {
+        self.unwrapper = Unwrapper::new(how, self.max_line);
+        self.node = node;
+        self.extra = None;
+    }
+
+    /// The start of this file, for detection, unwrapped as its lines are.
+    pub(super) fn start(&self) -> FileStart<'_> {
+        FileStart::new(&self.head, self.max_line).unwrapped(self.unwrapper.settings())
     }
 
     /// The file as the consumer sees it.
     pub fn origin<'a>(&'a self, start: &'a FileStart<'a>) -> Origin<'a> {
-        origin(&self.watched, self.log, start)
+        origin(&self.watched, self.log, start, self.extra.as_deref())
     }
 
     /// Acknowledgements for this file carry this number (`None` until it
@@ -153,10 +177,13 @@ impl TailedFile {
 
     /// The offset below which everything is delivered.
     pub fn delivered(&self) -> u64 {
-        self.in_flight
+        let below = self
+            .in_flight
             .front()
             .map(|(start, _)| *start)
-            .unwrap_or(self.reader.offset())
+            .unwrap_or(self.reader.offset());
+        // A line whose pieces are still being joined is not delivered.
+        self.unwrapper.held_from().map_or(below, |h| h.min(below))
     }
 
     /// Live, read to the end of what it holds with every line delivered,
@@ -168,6 +195,7 @@ impl TailedFile {
         self.state == State::Live
             && self.in_flight.is_empty()
             && self.reader.pending().is_empty()
+            && self.unwrapper.held_from().is_none()
             && self.ids.is_some()
             && self.head.metadata().is_ok_and(|m| {
                 m.len() == self.reader.offset()
@@ -281,8 +309,20 @@ impl TailedFile {
                     ids
                 }
             };
-            let start = FileStart::new(&self.head, self.max_line);
-            let origin = origin(&self.watched, self.log, &start);
+            self.unwrapper.decide(line.bytes);
+            learn_extra(
+                &mut self.extra,
+                &self.unwrapper,
+                &self.watched,
+                self.node.as_deref(),
+            );
+            let how = self.unwrapper.settings();
+            let line = match self.unwrapper.record(line) {
+                Step::Line(line) => line,
+                Step::Held | Step::Skipped => continue,
+            };
+            let start = FileStart::new(&self.head, self.max_line).unwrapped(how);
+            let origin = origin(&self.watched, self.log, &start, self.extra.as_deref());
             hand_out(origin, ids, &mut self.in_flight, line, emit);
         }
         self.maybe_finish(read.lines > 0, at_end, now, rotate_wait, emit);
@@ -313,15 +353,41 @@ impl TailedFile {
         if !at_end || now.duration_since(*last_growth) < rotate_wait {
             return;
         }
+        // A file of one line without newline never got a fingerprint:
+        // its line still goes out, under the numbers of an empty head.
+        let ids = *self.ids.get_or_insert(Ids {
+            source: self.identity.source_id(),
+            stream: self.identity.stream_id(),
+        });
         if let Some(line) = self.reader.take_partial() {
-            // A file of one line without newline never got a fingerprint:
-            // its line still goes out, under the numbers of an empty head.
-            let ids = *self.ids.get_or_insert(Ids {
-                source: self.identity.source_id(),
-                stream: self.identity.stream_id(),
-            });
-            let start = FileStart::new(&self.head, self.max_line);
-            let origin = origin(&self.watched, self.log, &start);
+            self.unwrapper.decide(line.bytes);
+            learn_extra(
+                &mut self.extra,
+                &self.unwrapper,
+                &self.watched,
+                self.node.as_deref(),
+            );
+            let how = self.unwrapper.settings();
+            if let Step::Line(line) = self.unwrapper.record(line) {
+                let start = FileStart::new(&self.head, self.max_line).unwrapped(how);
+                let origin = origin(&self.watched, self.log, &start, self.extra.as_deref());
+                hand_out(origin, ids, &mut self.in_flight, line, emit);
+            }
+        }
+        // Lines whose last piece the runtime never wrote go out as they are.
+        let how = self.unwrapper.settings();
+        for held in self.unwrapper.take_held() {
+            let start = FileStart::new(&self.head, self.max_line).unwrapped(how);
+            let origin = origin(&self.watched, self.log, &start, self.extra.as_deref());
+            let line = Line {
+                bytes: &held.bytes,
+                offset: held.start,
+                end: self.reader.offset(),
+                number: held.number,
+                truncated: held.truncated,
+                fresh: false,
+                time: held.time,
+            };
             hand_out(origin, ids, &mut self.in_flight, line, emit);
         }
         tracing::debug!(
@@ -337,12 +403,40 @@ impl TailedFile {
 
 /// A file's lines as the pipeline sees them: named by the watched path,
 /// part of configured log `log`, detected from `start`.
-fn origin<'a>(watched: &'a std::path::Path, log: usize, start: &'a FileStart<'a>) -> Origin<'a> {
+fn origin<'a>(
+    watched: &'a std::path::Path,
+    log: usize,
+    start: &'a FileStart<'a>,
+    extra: Option<&'a [u8]>,
+) -> Origin<'a> {
     Origin {
         name: watched,
         log,
         head: start,
+        extra: extra.unwrap_or_default(),
     }
+}
+
+/// Once the wrapper is decided: what the path says of the container (the
+/// JSON members each event of the file gets).
+fn learn_extra(
+    extra: &mut Option<Vec<u8>>,
+    unwrapper: &Unwrapper,
+    watched: &Path,
+    node: Option<&str>,
+) {
+    if extra.is_some() {
+        return;
+    }
+    *extra = match unwrapper.kind() {
+        None => return,
+        Some(Kind::Plain) => Some(Vec::new()),
+        Some(Kind::Cri | Kind::Docker) => Some(
+            ContainerMeta::of_path(watched)
+                .map(|m| m.json_members(node))
+                .unwrap_or_default(),
+        ),
+    };
 }
 
 /// Gives `line` to the consumer, remembering it until acknowledged if the

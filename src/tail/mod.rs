@@ -34,6 +34,7 @@ pub(crate) use identity::Fingerprint;
 pub(crate) use lines::LineReader;
 pub use stats::TailStats;
 
+use crate::container::{Streams, Unwrapper, Unwrapping, Wrapper};
 use crate::source::{Handling, Head, Look, Origin, PollOutcome, Source, SourceLine};
 use checkpoint::Checkpoint;
 use discover::Sibling;
@@ -65,6 +66,11 @@ pub struct TailOptions {
     /// A file unchanged this long may be closed to make room (zero with
     /// `--once`: a file read to its end is done).
     pub park_after: Duration,
+    /// Per `--log` value (in the same order), how its files' records are
+    /// unwrapped (container runtimes' logs); `auto` for those not listed.
+    pub unwrapping: Vec<Unwrapping>,
+    /// The node's name, added to a container log's metadata.
+    pub node_name: Option<std::sync::Arc<str>>,
 }
 
 impl Default for TailOptions {
@@ -79,6 +85,8 @@ impl Default for TailOptions {
             max_rotated_open: 64,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             park_after: Duration::from_secs(30),
+            unwrapping: Vec::new(),
+            node_name: None,
         }
     }
 }
@@ -104,11 +112,28 @@ struct Parked {
 pub(crate) struct FileStart<'a> {
     file: &'a std::fs::File,
     max_line: usize,
+    /// How the file's records are unwrapped (a container runtime's).
+    unwrap: Unwrapping,
 }
 
 impl<'a> FileStart<'a> {
     pub(crate) fn new(file: &'a std::fs::File, max_line: usize) -> Self {
-        FileStart { file, max_line }
+        FileStart {
+            file,
+            max_line,
+            unwrap: Unwrapping {
+                wrapper: Wrapper::None,
+                streams: Streams::Both,
+            },
+        }
+    }
+
+    /// The same start, its records unwrapped as `how` says.
+    pub(crate) fn unwrapped(self, how: Unwrapping) -> Self {
+        FileStart {
+            unwrap: how,
+            ..self
+        }
     }
 }
 
@@ -124,6 +149,9 @@ impl Head for FileStart<'_> {
                 Some(l) => sample.push(l.bytes.to_vec()),
                 None => break,
             }
+        }
+        if self.unwrap.wrapper != Wrapper::None {
+            sample = Unwrapper::lines_of(self.unwrap, self.max_line, &sample);
         }
         Ok((sample, reader.offset()))
     }
@@ -237,7 +265,7 @@ impl Tailer {
             .iter()
             .filter(|f| f.state == State::Live && f.identity.fingerprint.is_some())
         {
-            let start = FileStart::new(&f.head, f.max_line);
+            let start = f.start();
             visit(f.origin(&start));
         }
     }
@@ -246,6 +274,13 @@ impl Tailer {
     /// names its watched path (the plan's source of that index).
     fn follow(&mut self, mut f: TailedFile) {
         f.log = self.log_of(&f.watched);
+        let how = self
+            .options
+            .unwrapping
+            .get(f.log)
+            .copied()
+            .unwrap_or_default();
+        f.unwrap_as(how, self.options.node_name.clone());
         self.files.push(f);
     }
 

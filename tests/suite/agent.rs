@@ -371,6 +371,7 @@ impl Source for MemorySource {
             let i = self.next as u64;
             let line = SourceLine {
                 origin: Origin {
+                    extra: &[],
                     name: Path::new("memory:queue"),
                     log: 0,
                     head: &self.head,
@@ -419,6 +420,7 @@ impl Source for MemorySource {
 
     fn origins(&self, visit: &mut dyn FnMut(Origin<'_>)) {
         visit(Origin {
+            extra: &[],
             name: Path::new("memory:queue"),
             log: 0,
             head: &self.head,
