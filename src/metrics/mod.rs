@@ -212,6 +212,11 @@ impl Telemetry {
             counter(t.checkpoint_writes.load(Ordering::Relaxed)),
         );
         registry.register(
+            "checkpoint_entries",
+            "Files the checkpoint store remembers",
+            gauge(t.checkpoint_entries.load(Ordering::Relaxed)),
+        );
+        registry.register(
             "bytes_read",
             "Bytes read from the logs",
             counter(t.bytes_read.load(Ordering::Relaxed)),

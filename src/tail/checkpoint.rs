@@ -269,6 +269,52 @@ impl CheckpointStore {
         }
     }
 
+    /// The watched paths that have checkpoints of finished files.
+    pub(crate) fn finished_paths(&self) -> std::collections::BTreeSet<PathBuf> {
+        self.entries
+            .values()
+            .filter(|c| c.finished)
+            .map(|c| c.path.clone())
+            .collect()
+    }
+
+    /// Forgets the checkpoints of finished files under `path` that
+    /// `present` says are gone (the file and every compressed copy of it):
+    /// nothing more can be read from them, and no copy is left to be told
+    /// from a new file. The number forgotten.
+    pub(crate) fn forget_finished(
+        &mut self,
+        path: &Path,
+        present: impl Fn(&Checkpoint) -> bool,
+    ) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, c| !(c.finished && c.path == path && !present(c)));
+        let gone = before - self.entries.len();
+        if gone > 0 {
+            self.dirty = true;
+        }
+        gone
+    }
+
+    /// Forgets when paths were looked at, except those `keep` names and
+    /// those with checkpoints.
+    pub(crate) fn retain_looked(&mut self, keep: impl Fn(&Path) -> bool) {
+        let with_checkpoints: std::collections::BTreeSet<&PathBuf> =
+            self.entries.values().map(|c| &c.path).collect();
+        let before = self.looked.len();
+        self.looked
+            .retain(|p, _| with_checkpoints.contains(p) || keep(p));
+        if self.looked.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// How many checkpoints and looked-at paths the store holds.
+    pub(crate) fn len(&self) -> (usize, usize) {
+        (self.entries.len(), self.looked.len())
+    }
+
     /// True when there is something not yet saved.
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty

@@ -159,6 +159,12 @@ fn is_compressed(p: &Path) -> bool {
         .is_some_and(|e| COMPRESSED.contains(&e))
 }
 
+/// The kubelet compresses a rotated container log into `<name>.tmp` and
+/// renames it `<name>.gz` when done: gzip bytes, never lines.
+fn is_being_compressed(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "tmp")
+}
+
 /// A rotated sibling with what identifies it.
 #[derive(Debug, Clone)]
 pub(crate) struct Sibling {
@@ -230,7 +236,7 @@ pub(crate) fn siblings(listings: &mut Listings, path: &Path) -> io::Result<Vec<S
         }
         // (On Unix any bytes are a file name: these came from one.)
         let p = dir.join(std::ffi::OsStr::from_bytes(file_name));
-        if is_compressed(&p) {
+        if is_compressed(&p) || is_being_compressed(&p) {
             continue;
         }
         // Rotations are renamed files, never links: a link beside the log

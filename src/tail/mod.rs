@@ -25,6 +25,7 @@ pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -188,6 +189,8 @@ pub struct Tailer {
     deferred_reported: Option<Instant>,
     /// Folder listings, for rotated siblings.
     listings: discover::Listings,
+    /// When checkpoints of files that are gone were last looked for.
+    last_prune: Option<Instant>,
     /// When the files a scan did not name were last summed up.
     failures_summed: Option<Instant>,
     /// No open file was idle at the last look (until the next poll): a
@@ -213,6 +216,10 @@ const MAX_SKIPPED_REPORTED: usize = 10_000;
 /// which trigger a full [`Tailer::scan`] anyway.
 const SIBLING_LOOK_EVERY: u64 = 12;
 
+/// How often checkpoints of files that are gone are looked for (each look
+/// lists the folders of rotated files and reads their first bytes).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
 /// File modification times lag the clock by up to a timer tick; siblings
 /// this much older than our last look are still considered new.
 const MTIME_SLACK: Duration = Duration::from_secs(1);
@@ -235,6 +242,7 @@ impl Tailer {
             deferred_set: HashSet::new(),
             deferred_reported: None,
             listings: discover::Listings::default(),
+            last_prune: None,
             failures_summed: None,
             none_idle: false,
             stats: std::sync::Arc::default(),
@@ -1179,6 +1187,14 @@ impl Tailer {
             .collect();
         self.checkpoints
             .forget_stale(|c| open.contains(&c.identity()));
+        if force
+            || self
+                .last_prune
+                .is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        {
+            self.last_prune = Some(Instant::now());
+            self.forget_gone(&open);
+        }
         for (path, t) in &self.last_look {
             let secs = t
                 .duration_since(UNIX_EPOCH)
@@ -1187,11 +1203,62 @@ impl Tailer {
             self.checkpoints.set_looked(path, secs);
         }
         let writes = force || self.checkpoints.is_dirty();
+        self.stats
+            .set_checkpoint_entries(self.checkpoints.len().0 as u64);
         self.checkpoints.save(force)?;
         if writes {
             self.stats.checkpoint_written();
         }
         Ok(())
+    }
+
+    /// Forgets what is kept of files that are gone: the checkpoints of
+    /// finished files of which no copy is left beside their path (neither
+    /// the file, renamed or not, nor a compressed copy), and when paths
+    /// that no longer exist were looked at. Under the kubelet a container
+    /// rotates every few seconds when busy; without this the store would
+    /// keep an entry per rotation for a week, and rewrite them all at every
+    /// save.
+    fn forget_gone(&mut self, open: &HashSet<FileIdentity>) {
+        for path in self.checkpoints.finished_paths() {
+            let siblings = match discover::siblings(&mut self.listings, &path) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                // Unknown: keep them.
+                Err(_) => continue,
+            };
+            let current = std::fs::metadata(&path).ok();
+            let compressed: Vec<Fingerprint> = discover::compressed_siblings(&path)
+                .into_iter()
+                .map(|(_, fp, _)| fp)
+                .collect();
+            let gone = self.checkpoints.forget_finished(&path, |c| {
+                let id = c.identity();
+                open.contains(&id)
+                    || current
+                        .as_ref()
+                        .is_some_and(|m| m.dev() == c.device && m.ino() == c.inode)
+                    || siblings.iter().any(|s| s.identity.same_inode(&id))
+                    || compressed.contains(&c.fingerprint)
+            });
+            if gone > 0 {
+                tracing::debug!(
+                    "{}: forgot {gone} checkpoints of rotated files that are gone",
+                    path.display()
+                );
+            }
+        }
+        let watched: HashSet<&Path> = self
+            .files
+            .iter()
+            .map(|f| f.watched.as_path())
+            .chain(self.parked.keys().map(PathBuf::as_path))
+            .collect();
+        self.last_look
+            .retain(|p, _| watched.contains(p.as_path()) || p.exists());
+        let last_look = &self.last_look;
+        self.checkpoints
+            .retain_looked(|p| last_look.contains_key(p) || p.exists());
     }
 
     /// Whether checkpoints changed since the last save.

@@ -13,6 +13,8 @@ pub struct TailStats {
     /// Rotations and truncations seen.
     pub rotations: AtomicU64,
     pub checkpoint_writes: AtomicU64,
+    /// Files the checkpoint store remembers, at the last save.
+    pub checkpoint_entries: AtomicU64,
     /// Bytes read from the files (lines handed out or skipped).
     pub bytes_read: AtomicU64,
     /// Watched files the agent may not read, at the last look.
@@ -33,6 +35,10 @@ impl TailStats {
 
     pub(crate) fn checkpoint_written(&self) {
         self.checkpoint_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_checkpoint_entries(&self, n: u64) {
+        self.checkpoint_entries.store(n, Ordering::Relaxed);
     }
 
     pub(crate) fn set_files_open(&self, n: u64) {
