@@ -46,11 +46,13 @@ fi
 # hypercorn), for the tests of messages a backend refuses. The app servers
 # whose default access logs the agent reads (tests/samples/servers.sh) are
 # here too: uWSGI (pyuwsgi, its binary wheel), granian, and cerberus-core,
-# with which the expected events are computed.
+# with which the expected events are computed. kubernetes-validate checks
+# packaging/kubernetes/ against Kubernetes' own schemas.
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn, channels, daphne, uvicorn, wsproto, hypercorn, granian, pyuwsgi, cerberus_core' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import websockets, prometheus_client, gunicorn, channels, daphne, uvicorn, wsproto, hypercorn, granian, pyuwsgi, cerberus_core, kubernetes_validate' >/dev/null 2>&1; then
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'websockets>=13,<16' 'prometheus_client>=0.20,<1' 'gunicorn==23.0.0' \
     'Django>=5.2,<5.3' 'channels==4.3.2' 'daphne==4.2.3' 'uvicorn==0.55.0' 'wsproto==1.3.2' \
-    'hypercorn==0.18.0' 'granian==2.8.9' 'pyuwsgi==2.0.30.post1' 'cerberus-core==0.1.1'
+    'hypercorn==0.18.0' 'granian==2.8.9' 'pyuwsgi==2.0.30.post1' 'cerberus-core==0.1.1' \
+    'kubernetes-validate==1.37.0'
 fi

@@ -153,6 +153,38 @@ pub(crate) fn watch_dir(value: &str) -> PathBuf {
     }
 }
 
+/// The folders the folder part of glob `value` matches now, at every
+/// depth below its first glob character (`/var/log/pods/*/*/*.log`: every
+/// `/var/log/pods/*` and `/var/log/pods/*/*`), at most `max`.
+pub(crate) fn glob_dirs(value: &str, max: usize) -> Vec<PathBuf> {
+    let Some(parent) = Path::new(value).parent() else {
+        return Vec::new();
+    };
+    let mut prefix = PathBuf::new();
+    let mut out = Vec::new();
+    let mut globbed = false;
+    for c in parent.components() {
+        prefix.push(c);
+        globbed |= is_glob(&c.as_os_str().to_string_lossy());
+        if !globbed {
+            continue;
+        }
+        let Some(pattern) = prefix.to_str() else {
+            return out;
+        };
+        let Ok(paths) = glob::glob(pattern) else {
+            return out;
+        };
+        for p in paths.filter_map(Result::ok).filter(|p| p.is_dir()) {
+            if out.len() >= max {
+                return out;
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn is_compressed(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
@@ -293,10 +325,12 @@ pub(crate) fn compressed_copy(
     })
 }
 
-/// The gzip-compressed rotated siblings of `path`, with the fingerprint of
-/// their content and when they were written.
+/// The gzip-compressed rotated siblings of `path` written at or after
+/// `newer_than`, with the fingerprint of their content and when they were
+/// written (only those are decompressed, and only their first bytes).
 pub(crate) fn compressed_siblings(
     path: &Path,
+    newer_than: std::time::SystemTime,
 ) -> Vec<(PathBuf, Fingerprint, std::time::SystemTime)> {
     use std::io::Read;
     gz_candidates(path)
@@ -304,6 +338,9 @@ pub(crate) fn compressed_siblings(
         .filter_map(|gz| {
             let file = std::fs::File::open(&gz).ok()?;
             let modified = file.metadata().ok()?.modified().ok()?;
+            if modified < newer_than {
+                return None;
+            }
             let mut unzipped = flate2::read::MultiGzDecoder::new(file);
             let mut head = [0u8; FINGERPRINT_BYTES];
             let mut filled = 0;
@@ -392,6 +429,37 @@ mod tests {
             PathBuf::from("/var/log")
         );
         assert_eq!(watch_dir("access.log"), PathBuf::from("."));
+    }
+
+    #[test]
+    fn a_globs_folders_are_found_at_every_depth() {
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["ns_a_1/web", "ns_b_2/web", "ns_b_2/side"] {
+            std::fs::create_dir_all(d.path().join(sub)).unwrap();
+        }
+        std::fs::write(d.path().join("ns_a_1/not-a-folder"), "").unwrap();
+        let value = format!("{}/*/*/*.log", d.path().display());
+        let mut dirs = glob_dirs(&value, 100);
+        dirs.sort();
+        let rel: Vec<String> = dirs
+            .iter()
+            .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                "ns_a_1",
+                "ns_a_1/web",
+                "ns_b_2",
+                "ns_b_2/side",
+                "ns_b_2/web"
+            ]
+        );
+        assert_eq!(glob_dirs(&value, 2).len(), 2, "at most max");
+        assert!(
+            glob_dirs("/var/log/nginx/*.log", 100).is_empty(),
+            "no glob in the folder part"
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub(super) struct TailedFile {
     /// JSON members for each event (a container's metadata), once the
     /// wrapper is decided.
     extra: Option<Vec<u8>>,
+    /// Nothing writes to it (a compressed rotation's content): once rotated
+    /// it is finished at its end, without waiting out `rotate_wait`.
+    pub(super) cannot_grow: bool,
 }
 
 impl TailedFile {
@@ -124,6 +127,7 @@ impl TailedFile {
             unwrapper: Unwrapper::new(Unwrapping::default(), max_line),
             node: None,
             extra: None,
+            cannot_grow: false,
         })
     }
 
@@ -344,12 +348,17 @@ impl TailedFile {
         let State::Rotated { last_growth } = &mut self.state else {
             return;
         };
-        if read_any {
+        if read_any && !self.cannot_grow {
             *last_growth = now;
             return;
         }
         // Only a file read to its end is done: one the budget did not reach
         // this time still has lines to give.
+        let rotate_wait = if self.cannot_grow {
+            Duration::ZERO
+        } else {
+            rotate_wait
+        };
         if !at_end || now.duration_since(*last_growth) < rotate_wait {
             return;
         }

@@ -191,6 +191,8 @@ pub struct Tailer {
     listings: discover::Listings,
     /// When checkpoints of files that are gone were last looked for.
     last_prune: Option<Instant>,
+    /// The paths the `--log` values named at the last scan.
+    named: HashSet<PathBuf>,
     /// When the files a scan did not name were last summed up.
     failures_summed: Option<Instant>,
     /// No open file was idle at the last look (until the next poll): a
@@ -215,6 +217,11 @@ const MAX_SKIPPED_REPORTED: usize = 10_000;
 /// this many (about a minute): rotation shows as inotify structure events,
 /// which trigger a full [`Tailer::scan`] anyway.
 const SIBLING_LOOK_EVERY: u64 = 12;
+
+/// Folders a glob's folder part may add to the watched ones, at most (the
+/// kernel's default limit is 8,192 watches for a user; beyond this the
+/// periodic look finds changes).
+const MAX_GLOB_DIRS_WATCHED: usize = 4096;
 
 /// How often checkpoints of files that are gone are looked for (each look
 /// lists the folders of rotated files and reads their first bytes).
@@ -243,6 +250,7 @@ impl Tailer {
             deferred_reported: None,
             listings: discover::Listings::default(),
             last_prune: None,
+            named: HashSet::new(),
             failures_summed: None,
             none_idle: false,
             stats: std::sync::Arc::default(),
@@ -319,7 +327,11 @@ impl Tailer {
         self.options.max_line
     }
 
-    /// The folders to watch for changes.
+    /// The folders to watch for changes: each value's deepest folder
+    /// without glob characters, and the folders a glob's folder part
+    /// matches now (`/var/log/pods/*/*/*.log` watches every pod's container
+    /// folder, so a rotation there is seen at once, not at the next
+    /// periodic look).
     pub(crate) fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
             .options
@@ -327,6 +339,9 @@ impl Tailer {
             .iter()
             .map(|l| discover::watch_dir(l))
             .collect();
+        for value in self.options.logs.iter().filter(|v| discover::is_glob(v)) {
+            dirs.extend(discover::glob_dirs(value, MAX_GLOB_DIRS_WATCHED));
+        }
         dirs.sort();
         dirs.dedup();
         dirs
@@ -372,12 +387,14 @@ impl Tailer {
         // rotation left unreadable must not write thousands of lines).
         let mut said = 0usize;
         let mut unsaid = 0usize;
+        let mut named: HashSet<PathBuf> = HashSet::new();
         for value in &logs {
             let (paths, skipped) = self.expand(value);
             for s in skipped {
                 self.report_skipped(s);
             }
             for path in paths {
+                named.insert(path.clone());
                 let Err(e) = self.scan_path(&path, first, look_siblings || first) else {
                     continue;
                 };
@@ -412,7 +429,28 @@ impl Tailer {
                 "and {unsaid} more files cannot be opened (the first {FAILURES_SAID_PER_SCAN} are named above; `cerberus-agent status` counts the unreadable ones)"
             );
         }
+        self.named = named;
+        // Files followed under paths no glob names any more (a deleted
+        // pod's folder): looked at once more, so that a deleted one is
+        // read to its end and let go.
+        let unnamed: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|f| f.state == State::Live)
+            .map(|f| f.watched.clone())
+            .chain(self.parked.keys().cloned())
+            .filter(|p| !self.named.contains(p))
+            .collect();
+        for path in unnamed {
+            if let Err(e) = self.look_at(&path, false) {
+                tracing::debug!("{}: {e}", path.display());
+            }
+        }
         self.stats.set_unreadable(unreadable);
+        if !first && self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            self.forget_gone();
+        }
         if first {
             // Record at once that these paths are watched from now on, so
             // that after a crash, files rotated beside them meanwhile are
@@ -432,7 +470,16 @@ impl Tailer {
         // content we do not know, were rotated (or copied by copytruncate)
         // before we saw them: read them whole.
         if let Some(t) = self.last_look.get(path).copied().filter(|_| look_siblings) {
-            self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))?;
+            let since = t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);
+            // A file opened empty and written since is known by the first
+            // line it has now: a copy of it is not a new file.
+            for f in &mut self.files {
+                f.learn_identity();
+            }
+            self.adopt_newer_siblings(path, since)?;
+            // Rotated twice and compressed since (the kubelet compresses
+            // at the next rotation): the lines are in the compressed copy.
+            self.adopt_compressed_siblings(path, since)?;
         }
         self.last_look.insert(path.to_owned(), looked);
         result
@@ -446,7 +493,11 @@ impl Tailer {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.parked.remove(path);
+                if let Some(p) = self.parked.remove(path) {
+                    // Closed once read and delivered to its end: deleted,
+                    // nothing more will come from it.
+                    self.checkpoints.record(&p.identity, path, p.len, true);
+                }
                 if let Some(i) = live {
                     // Renamed away without a new file yet, or deleted: the
                     // open file is read to its end.
@@ -746,13 +797,13 @@ impl Tailer {
         watched: &Path,
         newer_than: std::time::SystemTime,
     ) -> io::Result<()> {
-        for (gz, fp, modified) in discover::compressed_siblings(watched) {
+        for (gz, fp, _) in discover::compressed_siblings(watched, newer_than) {
             let known = self
                 .files
                 .iter()
                 .any(|f| f.identity.fingerprint == Some(fp))
                 || self.checkpoints.has_fingerprint(fp);
-            if known || modified < newer_than {
+            if known {
                 continue;
             }
             tracing::info!(
@@ -916,7 +967,11 @@ impl Tailer {
         match updated.max(self.checkpoints.looked(path)) {
             Some(secs) => {
                 let t = UNIX_EPOCH + Duration::from_secs(secs);
-                self.adopt_newer_siblings(path, t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH))
+                let since = t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);
+                self.adopt_newer_siblings(path, since)?;
+                // Created, rotated and compressed while the agent was
+                // stopped: only the compressed copy is left.
+                self.adopt_compressed_siblings(path, since)
             }
             None => Ok(()),
         }
@@ -1019,6 +1074,8 @@ impl Tailer {
         f.state = State::Rotated {
             last_growth: Instant::now(),
         };
+        // Nothing writes to a decompressed copy: done at its end.
+        f.cannot_grow = true;
         self.follow(f);
         Ok(true)
     }
@@ -1187,13 +1244,9 @@ impl Tailer {
             .collect();
         self.checkpoints
             .forget_stale(|c| open.contains(&c.identity()));
-        if force
-            || self
-                .last_prune
-                .is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
-        {
+        if force {
             self.last_prune = Some(Instant::now());
-            self.forget_gone(&open);
+            self.forget_gone();
         }
         for (path, t) in &self.last_look {
             let secs = t
@@ -1219,7 +1272,14 @@ impl Tailer {
     /// rotates every few seconds when busy; without this the store would
     /// keep an entry per rotation for a week, and rewrite them all at every
     /// save.
-    fn forget_gone(&mut self, open: &HashSet<FileIdentity>) {
+    fn forget_gone(&mut self) {
+        self.update_checkpoints();
+        let open: HashSet<FileIdentity> = self
+            .files
+            .iter()
+            .map(|f| f.identity)
+            .chain(self.parked.values().map(|p| p.identity))
+            .collect();
         for path in self.checkpoints.finished_paths() {
             let siblings = match discover::siblings(&mut self.listings, &path) {
                 Ok(s) => s,
@@ -1228,7 +1288,7 @@ impl Tailer {
                 Err(_) => continue,
             };
             let current = std::fs::metadata(&path).ok();
-            let compressed: Vec<Fingerprint> = discover::compressed_siblings(&path)
+            let compressed: Vec<Fingerprint> = discover::compressed_siblings(&path, UNIX_EPOCH)
                 .into_iter()
                 .map(|(_, fp, _)| fp)
                 .collect();
@@ -1254,11 +1314,14 @@ impl Tailer {
             .map(|f| f.watched.as_path())
             .chain(self.parked.keys().map(PathBuf::as_path))
             .collect();
+        // A path a value names (a plain path, even before it exists; what
+        // a glob matched at the last scan) is kept.
+        let named = &self.named;
         self.last_look
-            .retain(|p, _| watched.contains(p.as_path()) || p.exists());
+            .retain(|p, _| watched.contains(p.as_path()) || named.contains(p));
         let last_look = &self.last_look;
         self.checkpoints
-            .retain_looked(|p| last_look.contains_key(p) || p.exists());
+            .retain_looked(|p| last_look.contains_key(p) || named.contains(p));
     }
 
     /// Whether checkpoints changed since the last save.

@@ -46,9 +46,21 @@ impl DirWatcher {
     /// that could not be watched (missing folders are retried by the caller
     /// at each scan).
     pub fn watch(&mut self, dirs: &[PathBuf]) -> Vec<(PathBuf, notify::Error)> {
+        // Folders no longer wanted (a deleted pod's) are let go, so the
+        // watches do not pile up over the agent's life.
+        let wanted: std::collections::HashSet<&PathBuf> = dirs.iter().collect();
+        let watcher = &mut self.watcher;
+        self.watched.retain(|dir| {
+            let keep = wanted.contains(dir);
+            if !keep {
+                let _ = watcher.unwatch(dir);
+            }
+            keep
+        });
         let mut failed = Vec::new();
+        let watching: std::collections::HashSet<PathBuf> = self.watched.iter().cloned().collect();
         for dir in dirs {
-            if self.watched.contains(dir) || !dir.is_dir() {
+            if watching.contains(dir) || !dir.is_dir() {
                 continue;
             }
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {

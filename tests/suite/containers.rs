@@ -1,0 +1,415 @@
+//! Container logs as the runtimes and the kubelet write them: CRI and
+//! Docker records byte for byte (16 KiB pieces of long lines, both streams
+//! interleaved, times with offsets), rotated the kubelet's way (rename
+//! with a time suffix, gzip on the next rotation through `.tmp`, the
+//! oldest deleted beyond five files, a restart's `1.log`, a deleted pod's
+//! folder), read by the agent through `kill -9` and a backend away.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+use common::programs::python_backend;
+
+/// How long a test waits for something before it fails.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The node's clock, in microseconds from the first record.
+static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// containerd's piece size.
+const CRI_PIECE: usize = 16 * 1024;
+
+/// One container's log folder under a kubelet's `/var/log/pods`, written
+/// as containerd writes and rotated as the kubelet rotates.
+struct ContainerLog {
+    dir: PathBuf,
+    restart: u32,
+    file: fs::File,
+    written: u64,
+    /// Rotations so far: the suffix's clock (one second a rotation).
+    rotations: u64,
+    /// Rotate when the file passes this (the kubelet's containerLogMaxSize).
+    max_size: u64,
+    records: u64,
+}
+
+impl ContainerLog {
+    fn new(pods: &Path, namespace: &str, pod: &str, uid: &str, container: &str) -> Self {
+        let dir = pods
+            .join(format!("{namespace}_{pod}_{uid}"))
+            .join(container);
+        fs::create_dir_all(&dir).expect("pod folder");
+        let file = open_append(&dir.join("0.log"));
+        ContainerLog {
+            dir,
+            restart: 0,
+            file,
+            written: 0,
+            rotations: 0,
+            max_size: 96 * 1024,
+            records: 0,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.restart))
+    }
+
+    /// Writes `line` on `stream` as CRI records: pieces of 16 KiB marked
+    /// `P`, the last `F`; times alternate between `Z` and an offset.
+    fn write(&mut self, stream: &str, line: &str) {
+        let bytes = line.as_bytes();
+        let mut pieces: Vec<&[u8]> = bytes.chunks(CRI_PIECE).collect();
+        if pieces.is_empty() {
+            pieces.push(b"");
+        }
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            self.records += 1;
+            // The runtime's clock, one for the node: a record a
+            // microsecond, every other time written with an offset.
+            let now = CLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (s, us) = (now / 1_000_000, now % 1_000_000);
+            let time = if self.records.is_multiple_of(2) {
+                format!("2026-12-06T23:{:02}:{:02}.{us:06}123Z", 35 + s / 60, s % 60)
+            } else {
+                format!(
+                    "2026-12-07T00:{:02}:{:02}.{us:06}123+01:00",
+                    35 + s / 60,
+                    s % 60
+                )
+            };
+            let tag = if i + 1 == pieces.len() { "F" } else { "P" };
+            out.extend_from_slice(format!("{time} {stream} {tag} ").as_bytes());
+            out.extend_from_slice(piece);
+            out.push(b'\n');
+        }
+        self.file.write_all(&out).expect("write a record");
+        self.written += out.len() as u64;
+        if self.written >= self.max_size {
+            self.rotate();
+        }
+    }
+
+    /// The kubelet's rotation: drop `.tmp` leftovers, delete the oldest
+    /// rotated files beyond three (five files with the live one and the
+    /// newest), gzip the rotated files still uncompressed (through `.tmp`,
+    /// then renamed), then rename the live file with a time suffix and have
+    /// the runtime reopen it.
+    fn rotate(&mut self) {
+        let live = self.path();
+        let name = live.file_name().unwrap().to_string_lossy().into_owned();
+        let mut rotated: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(&format!("{name}.")) && !n.ends_with(".tmp")
+            })
+            .collect();
+        rotated.sort();
+        while rotated.len() > 3 {
+            fs::remove_file(rotated.remove(0)).expect("delete the oldest");
+        }
+        for old in rotated
+            .iter()
+            .filter(|p| p.extension().is_none_or(|e| e != "gz"))
+        {
+            let tmp = PathBuf::from(format!("{}.tmp", old.display()));
+            let mut gz =
+                flate2::write::GzEncoder::new(fs::File::create(&tmp).unwrap(), Default::default());
+            gz.write_all(&fs::read(old).unwrap()).unwrap();
+            gz.finish().unwrap().sync_all().unwrap();
+            fs::rename(&tmp, format!("{}.gz", old.display())).unwrap();
+            fs::remove_file(old).unwrap();
+        }
+        self.rotations += 1;
+        let stamp = format!(
+            "20261206-{:02}{:02}{:02}",
+            self.rotations / 3600 % 24,
+            self.rotations / 60 % 60,
+            self.rotations % 60
+        );
+        fs::rename(&live, format!("{}.{stamp}", live.display())).expect("rename");
+        self.file = open_append(&live);
+        self.written = 0;
+    }
+
+    /// The container restarted: the runtime writes `<restart + 1>.log`.
+    fn restart(&mut self) {
+        self.restart += 1;
+        self.file = open_append(&self.path());
+        self.written = 0;
+    }
+}
+
+fn open_append(path: &Path) -> fs::File {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open a container log")
+}
+
+/// An nginx combined line for request `i` of `pod`, padded to `pad` bytes
+/// of user agent.
+fn access(pod: &str, i: usize, pad: usize) -> String {
+    format!(
+        "10.1.{}.{} - - [06/Dec/2026:23:35:41 +0000] \"GET /{pod}/{i} HTTP/1.1\" 200 5 \"-\" \"curl/8 {}\"",
+        i / 250 % 250,
+        i % 250 + 1,
+        "x".repeat(pad)
+    )
+}
+
+/// Writes requests `range` of `pod` into `log`: every 7th line long enough
+/// for two 16 KiB pieces, a stderr message between every two.
+fn traffic(log: &mut ContainerLog, pod: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        let pad = if i.is_multiple_of(97) {
+            2 * CRI_PIECE + 100
+        } else {
+            20
+        };
+        log.write("stdout", &access(pod, i, pad));
+        if i.is_multiple_of(2) {
+            log.write("stderr", &format!("worker {i}: something on stderr"));
+        }
+    }
+}
+
+/// What the backend stored: per endpoint, the events it came in.
+fn stored(received: &Path) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut out: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let text = fs::read_to_string(received).unwrap_or_default();
+    for line in text.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let endpoint = e["endpoint"].as_str().unwrap_or_default().to_owned();
+        out.entry(endpoint).or_default().push(e);
+    }
+    out
+}
+
+fn wait_until(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: not in time\n{}\ncheckpoints: {}\nstored: {:?}",
+            fs::read_to_string(log).unwrap_or_default(),
+            log.parent()
+                .and_then(|d| fs::read_to_string(d.join("state/checkpoints.json")).ok())
+                .unwrap_or_default(),
+            log.parent().map(|d| stored(&d.join("received.jsonl"))
+                .into_keys()
+                .collect::<Vec<_>>())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the saved checkpoints say the file now at `path` is delivered
+/// to its end.
+fn saved_to_end(state: &Path, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let Ok(text) = fs::read_to_string(state.join("checkpoints.json")) else {
+        return false;
+    };
+    let Ok(store) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    store["files"].as_array().is_some_and(|files| {
+        files
+            .iter()
+            .any(|c| c["inode"] == meta.ino() && c["offset"] == meta.len())
+    })
+}
+
+/// A process the test started, killed when the test ends, even by a
+/// failure (a leftover agent or backend would outlive the test).
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The agent following every container log under `pods`, once it said it
+/// is ready.
+fn start_agent(pods: &Path, state: &Path, port: u16, log: &Path) -> Started {
+    let said_ready = || {
+        fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches(common::agent_process::READY)
+            .count()
+    };
+    let before = said_ready();
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("agent log");
+    let child = Command::new(common::agent_bin())
+        .arg("--log")
+        .arg(format!("{}/*/*/*.log", pods.display()))
+        .args([
+            "--from-beginning",
+            "--format",
+            "nginx_combined",
+            "--node-name",
+            "node-7",
+            "--secret-key",
+            "container-test-key",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--ws-url",
+            &format!("ws://127.0.0.1:{port}/"),
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .env("CERBERUS_LOG_FILTER", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start the agent");
+    let agent = Started(child);
+    wait_until("the agent ready", log, || said_ready() > before);
+    agent
+}
+
+#[test]
+fn every_container_line_reaches_the_backend_once_through_kubelet_rotations_kill_and_restarts() {
+    let work = tempfile::tempdir().unwrap();
+    let pods = work.path().join("pods");
+    let state = work.path().join("state");
+    let received = work.path().join("received.jsonl");
+    let log = work.path().join("agent.log");
+    let uid_a = "0b6f9a52-3c1e-4d7a-9f0e-2a1b3c4d5e6f";
+    let uid_b = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
+    let mut web = ContainerLog::new(&pods, "shop", "web-1", uid_a, "nginx");
+    let mut api = ContainerLog::new(&pods, "shop", "api-2", uid_b, "nginx");
+    let port = common::free_port();
+    let backend = Started(python_backend(port, &received, &["--wire", "batch"]));
+
+    let agent = start_agent(&pods, &state, port, &log);
+    traffic(&mut web, "web", 0..400);
+    traffic(&mut api, "api", 0..400);
+    let delivered = |pod: &str, range: std::ops::Range<usize>| {
+        let got = stored(&received);
+        range
+            .clone()
+            .all(|i| got.contains_key(&format!("/{pod}/{i}")))
+    };
+    wait_until("the first 400 of each pod", &log, || {
+        delivered("web", 0..400) && delivered("api", 0..400)
+    });
+
+    // Everything so far is delivered and its checkpoints saved: the
+    // repeats after the kill below are the lines read since.
+    wait_until("the checkpoints saved", &log, || {
+        saved_to_end(&state, &web.path()) && saved_to_end(&state, &api.path())
+    });
+
+    // The backend goes away; the agent reads on and cannot deliver; it is
+    // killed, and the kubelet rotates (and compresses what the agent had
+    // read but not delivered) while it is down.
+    drop(backend);
+    traffic(&mut web, "web", 400..520);
+    drop(agent);
+    traffic(&mut web, "web", 520..760);
+    let mut agent = start_agent(&pods, &state, port, &log);
+    traffic(&mut web, "web", 760..800);
+    let backend = Started(python_backend(port, &received, &["--wire", "batch"]));
+    // The container restarts: its next log is 1.log.
+    web.restart();
+    traffic(&mut web, "web", 800..900);
+    // The other pod writes its last lines and is deleted: the agent reads
+    // its open file to the end.
+    traffic(&mut api, "api", 400..550);
+    wait_until("api's lines up to 550", &log, || delivered("api", 400..550));
+    traffic(&mut api, "api", 550..600);
+    fs::remove_dir_all(pods.join(format!("shop_api-2_{uid_b}"))).expect("delete the pod");
+    traffic(&mut web, "web", 900..1100);
+
+    let expected: BTreeSet<String> = (0..1100)
+        .map(|i| format!("/web/{i}"))
+        .chain((0..600).map(|i| format!("/api/{i}")))
+        .collect();
+    wait_until("every access line", &log, || {
+        let got = stored(&received);
+        expected.iter().all(|e| got.contains_key(e))
+    });
+    // The deleted pod's files are read to their end and gone: the
+    // checkpoint store forgets them (after rotate_wait, at its next look
+    // for files that are gone).
+    wait_until("the deleted pod forgotten", &log, || {
+        fs::read_to_string(state.join("checkpoints.json")).is_ok_and(|s| !s.contains("api-2"))
+    });
+    common::agent_process::send_sigterm(agent.0.id());
+    let _ = agent.0.wait();
+    drop(backend);
+
+    let got = stored(&received);
+    let endpoints: BTreeSet<String> = got.keys().cloned().collect();
+    assert_eq!(endpoints, expected, "exactly the stdout access lines");
+    for (endpoint, events) in &got {
+        let ids: BTreeSet<&str> = events
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{endpoint} came with several event_ids: {ids:?}"
+        );
+        let (pod, i) = endpoint[1..].split_once('/').expect("/pod/i");
+        let i: usize = i.parse().expect("a number");
+        let k = &events[0]["kubernetes"];
+        assert_eq!(k["namespace"], "shop", "{endpoint}: {k}");
+        assert_eq!(
+            k["pod"],
+            format!("{pod}-{}", if pod == "web" { 1 } else { 2 })
+        );
+        assert_eq!(k["container"], "nginx");
+        assert_eq!(k["node"], "node-7");
+        let restart = u64::from(pod == "web" && i >= 800);
+        assert_eq!(k["restart"], restart, "{endpoint}: {k}");
+        let pad = if i.is_multiple_of(97) {
+            2 * CRI_PIECE + 100
+        } else {
+            20
+        };
+        assert_eq!(
+            events[0]["user_agent"].as_str().map(str::len),
+            Some(7 + pad),
+            "{endpoint}: the line's pieces joined whole"
+        );
+    }
+    let repeats: usize = got.values().map(|e| e.len() - 1).sum();
+    eprintln!(
+        "{} events stored, {repeats} repeats (each with its first event_id)",
+        got.len()
+    );
+    let agent_log = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        agent_log.contains("(compressed meanwhile)"),
+        "a file the kubelet compressed while the agent was down was finished from its copy:\n{agent_log}"
+    );
+    assert!(
+        !agent_log.contains("ERROR") && !agent_log.contains("cerberus-agent check` shows the line"),
+        "{agent_log}"
+    );
+}
