@@ -3,8 +3,9 @@
 #
 #     packaging/build.sh
 #
-# leaves target/packages/cerberus-agent_<version>_<arch>.deb and
-# target/packages/cerberus-agent-<version>-1.<arch>.rpm. Installs the
+# leaves target/packages/cerberus-agent_<version>_<arch>.deb,
+# target/packages/cerberus-agent-<version>-1.<arch>.rpm and the container
+# image target/packages/cerberus-agent-<version>.oci.tar (packaging/image.sh). Installs the
 # packaging tools (cargo-deb, cargo-generate-rpm; versions pinned below)
 # into target/packaging-tools when they are missing, builds the release
 # binary, and makes the man page and the shell completions from the clap
@@ -57,5 +58,8 @@ strip --strip-unneeded -o "$generated/cerberus-agent" target/release/cerberus-ag
 "$tools/bin/cargo-generate-rpm" \
     --payload-compress zstd \
     --output "$out/cerberus-agent-${version}-1.${rpm_arch}.rpm"
+
+# The container image, from the same stripped binary as the .rpm.
+packaging/image.sh >/dev/null
 
 ls -l "$out"

@@ -12,7 +12,11 @@
 #   warned about;
 # - a reinstall keeps the operator's edits and the checkpoints; remove keeps
 #   configuration, state and user; purge removes them;
-# - the .rpm: the same files, owners and modes, and the user creation.
+# - the .rpm: the same files, owners and modes, and the user creation;
+# - the container image (an OCI archive): its user, entrypoint, command and
+#   files as `skopeo inspect` and `umoci` show them, nothing else in it
+#   (no shell), and its binary, run from its own root file system
+#   (chroot), says its version and reads a CRI log.
 #
 # Needs root (CI runs as root) and changes the system: it installs and
 # purges the package, and leaves nothing behind. Fails loudly, never skips.
@@ -263,4 +267,46 @@ grep -q 'systemctl try-restart cerberus-agent.service' <<<"$scripts" ||
     fail "the .rpm does not restart the service after an upgrade"
 echo "ok: the .rpm restarts the service after an upgrade"
 
-echo "packaging test passed: $deb and $rpm_file"
+image=$(ls target/packages/cerberus-agent-*.oci.tar)
+echo "== $image"
+config=$(skopeo inspect --config "oci-archive:$image")
+check_config() { # python expression over the image config `c`, what it says
+    python3 -c "import json,sys; c=json.load(sys.stdin)['config']; sys.exit(0 if ($1) else 1)" <<<"$config" ||
+        fail "the image's $2: $(python3 -c 'import json,sys; print(json.load(sys.stdin)["config"])' <<<"$config")"
+    echo "ok: the image's $2"
+}
+check_config "c['User'] == '0:0'" "user is root (with capabilities dropped by the DaemonSet)"
+check_config "c['Entrypoint'] == ['/usr/bin/cerberus-agent']" "entrypoint is the agent"
+check_config "c['Cmd'] == ['--config', '/etc/cerberus/agent.toml']" "command reads /etc/cerberus/agent.toml"
+check_config "'9478/tcp' in c.get('ExposedPorts', {})" "metrics port is declared"
+unpacked="$work/image"
+rm -rf "$unpacked"
+mkdir -p "$unpacked"
+skopeo copy --quiet "oci-archive:$image" "oci:$unpacked/oci:latest"
+umoci unpack --image "$unpacked/oci:latest" "$unpacked/bundle" >/dev/null
+rootfs="$unpacked/bundle/rootfs"
+for f in usr/bin/cerberus-agent etc/ssl/certs/ca-certificates.crt etc/passwd \
+    usr/share/doc/cerberus-agent/patterns/nginx_combined.toml var/lib/cerberus-agent; do
+    [ -e "$rootfs/$f" ] || fail "the image lacks /$f"
+done
+echo "ok: the image holds the agent, the CA certificates, the patterns and its state folder"
+for f in bin/sh usr/bin/sh bin/bash usr/bin/apt; do
+    [ ! -e "$rootfs/$f" ] || fail "the image holds /$f: it should hold the agent and its libraries only"
+done
+files=$(find "$rootfs" -type f | wc -l)
+[ "$files" -le 40 ] || fail "the image holds $files files; expected the agent, its libraries and a few more"
+echo "ok: no shell, no package manager: $files files, $(du -sh "$rootfs" | cut -f1)"
+got=$(chroot "$rootfs" /usr/bin/cerberus-agent --version) || fail "the image's binary does not run"
+[ "$got" = "cerberus-agent $version" ] || fail "the image's binary says '$got', expected 'cerberus-agent $version'"
+echo "ok: the image's binary, from its own root file system, says $got"
+mkdir -p "$rootfs/tmp/pods/shop_web-1_0b6f9a52-3c1e-4d7a-9f0e-2a1b3c4d5e6f/nginx"
+printf '%s\n' '2026-12-06T23:35:41.5Z stdout F 10.0.0.1 - - [06/Dec/2026:23:35:41 +0000] "GET /a HTTP/1.1" 200 5 "-" "curl/8"' \
+    >"$rootfs/tmp/pods/shop_web-1_0b6f9a52-3c1e-4d7a-9f0e-2a1b3c4d5e6f/nginx/0.log"
+event=$(chroot "$rootfs" /usr/bin/cerberus-agent --log '/tmp/pods/*/*/*.log' --once --stdout \
+    --state-dir /tmp/state --node-name node-1 2>/dev/null) || fail "the image's binary cannot read a CRI log"
+grep -q '"kubernetes":{"namespace":"shop","pod":"web-1"' <<<"$event" ||
+    fail "the image's binary printed no event with the pod's metadata: $event"
+echo "ok: the image's binary reads a pod's CRI log with its metadata"
+rm -rf "$unpacked"
+
+echo "packaging test passed: $deb, $rpm_file and $image"

@@ -1287,7 +1287,11 @@ impl Tailer {
                 // Unknown: keep them.
                 Err(_) => continue,
             };
-            let current = std::fs::metadata(&path).ok();
+            // The file now at the path, by inode and first line (an inode
+            // is reused once its file is deleted).
+            let current = std::fs::metadata(&path)
+                .ok()
+                .map(|m| (m.dev(), m.ino(), discover::head_fingerprint(&path)));
             let compressed: Vec<Fingerprint> = discover::compressed_siblings(&path, UNIX_EPOCH)
                 .into_iter()
                 .map(|(_, fp, _)| fp)
@@ -1295,10 +1299,8 @@ impl Tailer {
             let gone = self.checkpoints.forget_finished(&path, |c| {
                 let id = c.identity();
                 open.contains(&id)
-                    || current
-                        .as_ref()
-                        .is_some_and(|m| m.dev() == c.device && m.ino() == c.inode)
-                    || siblings.iter().any(|s| s.identity.same_inode(&id))
+                    || current == Some((c.device, c.inode, Some(c.fingerprint)))
+                    || siblings.iter().any(|s| s.identity == id)
                     || compressed.contains(&c.fingerprint)
             });
             if gone > 0 {

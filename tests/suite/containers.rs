@@ -413,3 +413,204 @@ fn every_container_line_reaches_the_backend_once_through_kubelet_rotations_kill_
         "{agent_log}"
     );
 }
+
+/// Hundreds of kubelet rotations of one busy container (an hour's worth at
+/// a few MiB/s, sped up): every line comes out once, and the checkpoint
+/// store ends up holding about as many entries as there are files on disk,
+/// not one per rotation.
+#[test]
+fn hundreds_of_rotations_leave_a_checkpoint_store_the_size_of_the_disk() {
+    let work = tempfile::tempdir().unwrap();
+    let pods = work.path().join("pods");
+    let state = work.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let mut web = ContainerLog::new(
+        &pods,
+        "shop",
+        "web-1",
+        "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        "nginx",
+    );
+    web.max_size = 8 * 1024;
+    let glob = format!("{}/*/*/*.log", pods.display());
+    let mut agent = common::agent_process::RunningAgent::start(
+        &state,
+        &["--log", &glob, "--format", "nginx_combined"],
+    );
+    let mut written = 0;
+    while web.rotations < 300 {
+        // Two rotations' worth at a time: the kubelet keeps three rotated
+        // files, so a slower reader loses nothing.
+        let start = web.rotations;
+        while web.rotations < start + 2 {
+            web.write("stdout", &access("web", written, 20));
+            written += 1;
+        }
+        agent.wait_for(written, PATIENCE);
+    }
+    let files_on_disk = fs::read_dir(web.dir.clone()).unwrap().count();
+    let entries = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .and_then(|v| v["files"].as_array().map(Vec::len))
+            .unwrap_or(usize::MAX)
+    };
+    let start = Instant::now();
+    let mut store = String::new();
+    while start.elapsed() < PATIENCE {
+        store = fs::read_to_string(state.join("checkpoints.json")).unwrap_or_default();
+        if entries(&store) <= files_on_disk + 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        entries(&store) <= files_on_disk + 1,
+        "{} checkpoints for {files_on_disk} files after 300 rotations: {store}",
+        entries(&store)
+    );
+    agent.drain(Duration::from_millis(500));
+    let mut seen = BTreeSet::new();
+    for e in &agent.seen {
+        let endpoint = e["endpoint"].as_str().unwrap_or_default().to_owned();
+        assert!(seen.insert(endpoint.clone()), "{endpoint} came out twice");
+    }
+    assert_eq!(seen.len(), written, "every line once");
+}
+
+/// The events the agent makes of a sample log read as a plain file,
+/// without their `event_id` (which rests on the file's bytes).
+fn expected_events(name: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let path = common::repo().join(format!("tests/samples/{name}.log"));
+    let (events, _) = read_once(&path, extra);
+    events
+        .into_iter()
+        .map(|mut e| {
+            e.as_object_mut().map(|o| o.remove("event_id"));
+            e
+        })
+        .collect()
+}
+
+/// Runs the agent once over `glob` with the format detected; its events,
+/// and what it said.
+fn read_once(glob: &Path, extra: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let state = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--log",
+        glob.to_str().unwrap(),
+        "--once",
+        "--stdout",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = common::programs::run_agent(&args, &[]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    (common::programs::printed_events(&out.stdout), said)
+}
+
+/// Each sample line cut in two CRI pieces (`P`, then `F`), with a stderr
+/// record between every two: ingress-nginx's `upstreaminfo` lines are
+/// detected inside them and give the sample's events, each with its pod.
+#[test]
+fn ingress_nginx_lines_in_cri_records_are_detected_and_read_whole() {
+    let work = tempfile::tempdir().unwrap();
+    let pods = work.path().join("pods");
+    let mut log = ContainerLog::new(
+        &pods,
+        "ingress-nginx",
+        "ingress-nginx-controller-5d88495688-x7k2p",
+        "3f2e1d0c-9b8a-4776-8565-4a3b2c1d0e9f",
+        "controller",
+    );
+    log.max_size = u64::MAX;
+    let sample =
+        fs::read_to_string(common::repo().join("tests/samples/ingress_nginx.log")).unwrap();
+    for (i, line) in sample.lines().enumerate() {
+        let cut = line.len() / 2;
+        let mut out = Vec::new();
+        for (tag, piece) in [("P", &line[..cut]), ("F", &line[cut..])] {
+            out.extend_from_slice(
+                format!("2026-12-06T18:44:30.{i:09}Z stdout {tag} {piece}\n").as_bytes(),
+            );
+        }
+        log.file.write_all(&out).unwrap();
+        if i % 2 == 1 {
+            log.write(
+                "stderr",
+                "I1206 18:44:30.000000 7 controller.go:190] Configuration changes detected",
+            );
+        }
+    }
+    let (events, said) = read_once(&pods.join("*/*/*.log"), &[]);
+    assert!(said.contains("format detected: ingress_nginx"), "{said}");
+    let expected = expected_events("ingress_nginx", &[]);
+    assert_eq!(events.len(), expected.len(), "{said}");
+    for (got, want) in events.iter().zip(&expected) {
+        let mut got = got.clone();
+        let k = got
+            .as_object_mut()
+            .and_then(|o| {
+                o.remove("event_id");
+                o.remove("kubernetes")
+            })
+            .expect("pod metadata");
+        assert_eq!(&got, want);
+        assert_eq!(k["pod"], "ingress-nginx-controller-5d88495688-x7k2p");
+        assert_eq!(k["container"], "controller");
+    }
+}
+
+/// Docker's json-file: each sample line in pieces of 40 bytes (Docker's
+/// 16 KB, scaled down: the pieces of a line lack the `\n` but the last),
+/// JSON-escaped as Docker escapes it; the events are the sample's, each
+/// with the container's id.
+#[test]
+fn docker_json_file_lines_are_joined_and_read() {
+    let work = tempfile::tempdir().unwrap();
+    let id = "4f1c0e6a1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbcc0";
+    let dir = work.path().join("containers").join(id);
+    fs::create_dir_all(&dir).unwrap();
+    let sample =
+        fs::read_to_string(common::repo().join("tests/samples/nginx_combined.log")).unwrap();
+    let mut out = String::new();
+    for line in sample.lines() {
+        let with_newline = format!("{line}\n");
+        let chars: Vec<char> = with_newline.chars().collect();
+        for piece in chars.chunks(40) {
+            let piece: String = piece.iter().collect();
+            out.push_str(
+                &serde_json::to_string(&serde_json::json!({
+                    "log": piece, "stream": "stdout", "time": "2026-12-06T18:44:30.123456789Z"
+                }))
+                .unwrap(),
+            );
+            out.push('\n');
+        }
+        out.push_str(
+            r#"{"log":"worker exiting\n","stream":"stderr","time":"2026-12-06T18:44:30.2Z"}"#,
+        );
+        out.push('\n');
+    }
+    fs::write(dir.join(format!("{id}-json.log")), out).unwrap();
+    let (events, said) = read_once(
+        &work.path().join("containers/*/*-json.log"),
+        &["--format", "nginx_combined"],
+    );
+    let expected = expected_events("nginx_combined", &["--format", "nginx_combined"]);
+    assert_eq!(events.len(), expected.len(), "{said}");
+    for (got, want) in events.iter().zip(&expected) {
+        let mut got = got.clone();
+        let c = got
+            .as_object_mut()
+            .and_then(|o| {
+                o.remove("event_id");
+                o.remove("container")
+            })
+            .expect("container metadata");
+        assert_eq!(&got, want);
+        assert_eq!(c["id"], id);
+    }
+}
