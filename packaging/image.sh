@@ -54,7 +54,7 @@ rootfs="$work/bundle/rootfs"
 # The binary and exactly the libraries it links, at the paths it looks
 # them up (its interpreter included).
 install -D -m 755 "$binary" "$rootfs/usr/bin/cerberus-agent"
-ldd "$binary" | awk '/=> \//{print $3} /^\s*\//{print $1}' | sort -u | while read -r lib; do
+ldd "$binary" | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u | while read -r lib; do
     install -D -m 644 "$(readlink -f "$lib")" "$rootfs$lib"
 done
 chmod 755 "$rootfs"/lib*/ld-linux* 2>/dev/null || true
