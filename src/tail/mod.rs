@@ -1236,12 +1236,7 @@ impl Tailer {
         // rotated copy) must be saved together with the hand-over.
         self.update_checkpoints();
         // Parked files are followed too: their checkpoints must stay.
-        let open: HashSet<FileIdentity> = self
-            .files
-            .iter()
-            .map(|f| f.identity)
-            .chain(self.parked.values().map(|p| p.identity))
-            .collect();
+        let open = self.followed_identities();
         self.checkpoints
             .forget_stale(|c| open.contains(&c.identity()));
         if force {
@@ -1265,6 +1260,15 @@ impl Tailer {
         Ok(())
     }
 
+    /// The files followed: open, and closed while idle (parked).
+    fn followed_identities(&self) -> HashSet<FileIdentity> {
+        self.files
+            .iter()
+            .map(|f| f.identity)
+            .chain(self.parked.values().map(|p| p.identity))
+            .collect()
+    }
+
     /// Forgets what is kept of files that are gone: the checkpoints of
     /// finished files of which no copy is left beside their path (neither
     /// the file, renamed or not, nor a compressed copy), and when paths
@@ -1274,12 +1278,7 @@ impl Tailer {
     /// save.
     fn forget_gone(&mut self) {
         self.update_checkpoints();
-        let open: HashSet<FileIdentity> = self
-            .files
-            .iter()
-            .map(|f| f.identity)
-            .chain(self.parked.values().map(|p| p.identity))
-            .collect();
+        let open = self.followed_identities();
         for path in self.checkpoints.finished_paths() {
             let siblings = match discover::siblings(&mut self.listings, &path) {
                 Ok(s) => s,

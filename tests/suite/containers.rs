@@ -198,22 +198,18 @@ fn stored(received: &Path) -> BTreeMap<String, Vec<serde_json::Value>> {
     out
 }
 
-fn wait_until(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: not in time\n{}\ncheckpoints: {}\nstored: {:?}",
+fn wait_until(what: &str, log: &Path, done: impl FnMut() -> bool) {
+    let context = || {
+        let checkpoints = log
+            .parent()
+            .and_then(|d| fs::read_to_string(d.join("state/checkpoints.json")).ok());
+        format!(
+            "{}\ncheckpoints: {}",
             fs::read_to_string(log).unwrap_or_default(),
-            log.parent()
-                .and_then(|d| fs::read_to_string(d.join("state/checkpoints.json")).ok())
-                .unwrap_or_default(),
-            log.parent().map(|d| stored(&d.join("received.jsonl"))
-                .into_keys()
-                .collect::<Vec<_>>())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            checkpoints.unwrap_or_default()
+        )
+    };
+    common::wait_until(what, PATIENCE, context, done);
 }
 
 /// Whether the saved checkpoints say the file now at `path` is delivered

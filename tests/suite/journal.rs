@@ -194,16 +194,13 @@ fn stored(received: &Path) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
-fn wait_until(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: not in time\n{}",
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, log: &Path, done: impl FnMut() -> bool) {
+    common::wait_until(
+        what,
+        PATIENCE,
+        || fs::read_to_string(log).unwrap_or_default(),
+        done,
+    );
 }
 
 /// The agent following gunicorn.service in `journal` with `--stdout`

@@ -51,3 +51,22 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
 }
+
+/// Polls `done` every 50 ms until it holds; after `patience`, fails with
+/// `what` and what `context` tells (an agent's log, say).
+pub fn wait_until(
+    what: &str,
+    patience: std::time::Duration,
+    context: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < patience,
+            "{what}: not in time\n{}",
+            context()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
