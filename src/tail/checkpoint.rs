@@ -207,9 +207,13 @@ impl CheckpointStore {
         self.looked.insert(path.to_owned(), secs);
     }
 
-    /// Whether some checkpoint is of a file with this fingerprint.
-    pub(crate) fn has_fingerprint(&self, fp: Fingerprint) -> bool {
-        self.entries.values().any(|c| c.fingerprint == fp)
+    /// Whether some checkpoint of a file found under `path` has this
+    /// fingerprint (another log's file that starts with the same line, say
+    /// two logs of one health check, is not a copy).
+    pub(crate) fn has_fingerprint(&self, path: &Path, fp: Fingerprint) -> bool {
+        self.entries
+            .values()
+            .any(|c| c.fingerprint == fp && c.path == path)
     }
 
     /// Checkpoints recorded under the watched `path`.
@@ -436,6 +440,26 @@ mod tests {
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
         assert!(aside, "the corrupt file is kept for inspection");
+    }
+
+    #[test]
+    fn a_first_line_is_known_per_path_and_gone_files_are_forgotten() {
+        let mut s = CheckpointStore::disabled();
+        let (a, b) = (Path::new("/l/a.log"), Path::new("/l/b.log"));
+        s.record(&id(1, 1), a, 10, true);
+        s.record(&id(2, 2), a, 10, false);
+        let fp = id(1, 1).fingerprint.unwrap();
+        assert!(s.has_fingerprint(a, fp));
+        assert!(
+            !s.has_fingerprint(b, fp),
+            "another log's file starting with the same line is not a copy"
+        );
+        // Only finished files are forgotten, and only those said gone.
+        assert_eq!(s.forget_finished(a, |c| c.inode == 1), 0);
+        assert_eq!(s.forget_finished(a, |_| false), 1);
+        assert!(s.get(&id(1, 1)).is_none());
+        assert!(s.get(&id(2, 2)).is_some(), "not finished: kept");
+        assert!(s.is_dirty());
     }
 
     #[test]

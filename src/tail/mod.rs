@@ -25,7 +25,6 @@ pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -767,9 +766,11 @@ impl Tailer {
                 let inode_followed = followed.contains(&(s.identity.device, s.identity.inode));
                 let known = self.files.iter().any(|f| {
                     f.identity.same_inode(&s.identity)
-                        || (fingerprint.is_some() && f.identity.fingerprint == fingerprint)
+                        || (fingerprint.is_some()
+                            && f.identity.fingerprint == fingerprint
+                            && f.watched == watched)
                 }) || fingerprint
-                    .is_some_and(|fp| self.checkpoints.has_fingerprint(fp));
+                    .is_some_and(|fp| self.checkpoints.has_fingerprint(watched, fp));
                 tracing::debug!(
                     "{}: sibling {} (inode {}, {:?}, {} bytes): known {known}, newer {}, inode followed {inode_followed}",
                     watched.display(),
@@ -801,8 +802,8 @@ impl Tailer {
             let known = self
                 .files
                 .iter()
-                .any(|f| f.identity.fingerprint == Some(fp))
-                || self.checkpoints.has_fingerprint(fp);
+                .any(|f| f.identity.fingerprint == Some(fp) && f.watched == watched)
+                || self.checkpoints.has_fingerprint(watched, fp);
             if known {
                 continue;
             }
@@ -1286,20 +1287,22 @@ impl Tailer {
                 // Unknown: keep them.
                 Err(_) => continue,
             };
-            // The file now at the path, by inode and first line (an inode
-            // is reused once its file is deleted).
-            let current = std::fs::metadata(&path)
-                .ok()
-                .map(|m| (m.dev(), m.ino(), discover::head_fingerprint(&path)));
+            // The file now at the path, by its first line (its inode may
+            // be one a deleted file had).
+            let current = discover::head_fingerprint(&path);
             let compressed: Vec<Fingerprint> = discover::compressed_siblings(&path, UNIX_EPOCH)
                 .into_iter()
                 .map(|(_, fp, _)| fp)
                 .collect();
             let gone = self.checkpoints.forget_finished(&path, |c| {
                 let id = c.identity();
+                // The file itself, or any copy of its content: renamed,
+                // copied (copytruncate) or compressed, whatever its inode.
                 open.contains(&id)
-                    || current == Some((c.device, c.inode, Some(c.fingerprint)))
-                    || siblings.iter().any(|s| s.identity == id)
+                    || current == Some(c.fingerprint)
+                    || siblings
+                        .iter()
+                        .any(|s| s.identity.fingerprint == Some(c.fingerprint))
                     || compressed.contains(&c.fingerprint)
             });
             if gone > 0 {
