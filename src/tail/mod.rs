@@ -1271,9 +1271,9 @@ impl Tailer {
     }
 
     /// Forgets what is kept of files that are gone: the checkpoints of
-    /// finished files of which no copy is left beside their path (neither
-    /// the file, renamed or not, nor a compressed copy), and when paths
-    /// that no longer exist were looked at. Under the kubelet a container
+    /// finished files of which no copy is left beside their path (no file
+    /// there, renamed, copied or compressed, starts with their first line),
+    /// and when paths no value names any more were looked at. Under the kubelet a container
     /// rotates every few seconds when busy; without this the store would
     /// keep an entry per rotation for a week, and rewrite them all at every
     /// save.
