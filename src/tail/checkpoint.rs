@@ -314,9 +314,9 @@ impl CheckpointStore {
         }
     }
 
-    /// How many checkpoints and looked-at paths the store holds.
-    pub(crate) fn len(&self) -> (usize, usize) {
-        (self.entries.len(), self.looked.len())
+    /// How many files the store remembers.
+    pub(crate) fn entries(&self) -> usize {
+        self.entries.len()
     }
 
     /// True when there is something not yet saved.

@@ -1253,7 +1253,7 @@ impl Tailer {
         }
         let writes = force || self.checkpoints.is_dirty();
         self.stats
-            .set_checkpoint_entries(self.checkpoints.len().0 as u64);
+            .set_checkpoint_entries(self.checkpoints.entries() as u64);
         self.checkpoints.save(force)?;
         if writes {
             self.stats.checkpoint_written();
