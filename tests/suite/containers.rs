@@ -478,7 +478,7 @@ fn hundreds_of_rotations_leave_a_checkpoint_store_the_size_of_the_disk() {
 /// without their `event_id` (which rests on the file's bytes).
 fn expected_events(name: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let path = common::repo().join(format!("tests/samples/{name}.log"));
-    let (events, _) = read_once(&path, extra);
+    let (events, _) = read_once(&path, extra, &[]);
     events
         .into_iter()
         .map(|mut e| {
@@ -490,7 +490,11 @@ fn expected_events(name: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 
 /// Runs the agent once over `glob` with the format detected; its events,
 /// and what it said.
-fn read_once(glob: &Path, extra: &[&str]) -> (Vec<serde_json::Value>, String) {
+fn read_once(
+    glob: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<serde_json::Value>, String) {
     let state = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--log",
@@ -501,7 +505,7 @@ fn read_once(glob: &Path, extra: &[&str]) -> (Vec<serde_json::Value>, String) {
         state.path().to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = common::programs::run_agent(&args, &[]);
+    let out = common::programs::run_agent(&args, env);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
     (common::programs::printed_events(&out.stdout), said)
@@ -540,7 +544,7 @@ fn ingress_nginx_lines_in_cri_records_are_detected_and_read_whole() {
             );
         }
     }
-    let (events, said) = read_once(&pods.join("*/*/*.log"), &[]);
+    let (events, said) = read_once(&pods.join("*/*/*.log"), &[], &[]);
     assert!(said.contains("format detected: ingress_nginx"), "{said}");
     let expected = expected_events("ingress_nginx", &[]);
     assert_eq!(events.len(), expected.len(), "{said}");
@@ -594,6 +598,7 @@ fn docker_json_file_lines_are_joined_and_read() {
     let (events, said) = read_once(
         &work.path().join("containers/*/*-json.log"),
         &["--format", "nginx_combined"],
+        &[],
     );
     let expected = expected_events("nginx_combined", &["--format", "nginx_combined"]);
     assert_eq!(events.len(), expected.len(), "{said}");
@@ -609,4 +614,52 @@ fn docker_json_file_lines_are_joined_and_read() {
         assert_eq!(&got, want);
         assert_eq!(c["id"], id);
     }
+}
+
+/// The kubelet's links in /var/log/containers, followed into
+/// /var/log/pods as `follow_symlinks_into` allows: each event names the
+/// container by the link's name (pod, namespace, container, id); a link
+/// pointing elsewhere is not followed.
+#[test]
+fn the_kubelets_links_name_the_container() {
+    let work = tempfile::tempdir().unwrap();
+    let pods = work.path().join("pods");
+    let links = work.path().join("containers");
+    fs::create_dir_all(&links).unwrap();
+    let mut log = ContainerLog::new(
+        &pods,
+        "shop",
+        "web-1",
+        "0b6f9a52-3c1e-4d7a-9f0e-2a1b3c4d5e6f",
+        "nginx",
+    );
+    log.write("stdout", &access("web", 1, 20));
+    let id = "4f1c0e6a1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbcc0";
+    std::os::unix::fs::symlink(log.path(), links.join(format!("web-1_shop_nginx-{id}.log")))
+        .unwrap();
+    let secret = work.path().join("secret.log");
+    fs::write(&secret, access("secret", 1, 20) + "\n").unwrap();
+    std::os::unix::fs::symlink(&secret, links.join(format!("evil_shop_x-{id}.log"))).unwrap();
+    let pods_arg = pods.display().to_string();
+    let (events, said) = read_once(
+        &links.join("*.log"),
+        &["--format", "nginx_combined"],
+        &[("CERBERUS_FOLLOW_SYMLINKS_INTO", &pods_arg)],
+    );
+    assert_eq!(events.len(), 1, "{events:?}\n{said}");
+    let k = &events[0]["kubernetes"];
+    assert_eq!(
+        (
+            &k["pod"],
+            &k["namespace"],
+            &k["container"],
+            &k["container_id"]
+        ),
+        (&"web-1".into(), &"shop".into(), &"nginx".into(), &id.into()),
+        "{k}"
+    );
+    assert!(
+        said.contains("evil_shop_x"),
+        "the link out of the folders is named: {said}"
+    );
 }
