@@ -320,7 +320,14 @@ pub(crate) fn compressed_copy(
     wanted: impl Fn(Fingerprint) -> bool,
 ) -> Option<(PathBuf, std::fs::File, u64)> {
     gz_candidates(path).into_iter().find_map(|gz| {
-        let (content, len) = decompress_if(&gz, &wanted).ok()??;
+        let (content, len) = decompress_if(&gz, &wanted, MAX_DECOMPRESSED).ok()??;
+        if len >= MAX_DECOMPRESSED {
+            tracing::warn!(
+                "{}: its content is larger than {} MiB decompressed: only that much is read (a planted file, or a rotation far larger than logs are)",
+                gz.display(),
+                MAX_DECOMPRESSED >> 20
+            );
+        }
         Some((gz, content, len))
     })
 }
@@ -386,9 +393,14 @@ fn gz_candidates(path: &Path) -> Vec<PathBuf> {
 /// The content of the gzip file at `path` and its length, if the
 /// fingerprint of its content satisfies `wanted` (decompressing no further
 /// otherwise).
+/// At most this much of a compressed rotation is decompressed (into a
+/// temporary file): a small planted `.gz` must not fill the disk.
+const MAX_DECOMPRESSED: u64 = 1 << 30;
+
 fn decompress_if(
     path: &Path,
     wanted: impl Fn(Fingerprint) -> bool,
+    limit: u64,
 ) -> io::Result<Option<(std::fs::File, u64)>> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut unzipped = flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?);
@@ -405,7 +417,10 @@ fn decompress_if(
     }
     let mut out = tempfile::tempfile()?;
     out.write_all(&head[..filled])?;
-    let rest = io::copy(&mut unzipped, &mut out)?;
+    let rest = io::copy(
+        &mut unzipped.take(limit.saturating_sub(filled as u64)),
+        &mut out,
+    )?;
     out.seek(SeekFrom::Start(0))?;
     Ok(Some((out, filled as u64 + rest)))
 }
@@ -429,6 +444,24 @@ mod tests {
             PathBuf::from("/var/log")
         );
         assert_eq!(watch_dir("access.log"), PathBuf::from("."));
+    }
+
+    #[test]
+    fn a_compressed_copy_is_decompressed_within_the_limit() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let gz = d.path().join("access.log.1.gz");
+        let mut w = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        w.write_all(b"first line\n").unwrap();
+        w.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        w.finish().unwrap();
+        let (_, len) = decompress_if(&gz, |_| true, 4096).unwrap().unwrap();
+        assert_eq!(len, 4096, "a bomb stops at the limit");
+        let (_, len) = decompress_if(&gz, |_| true, u64::MAX).unwrap().unwrap();
+        assert_eq!(len, 11 + (1 << 20));
     }
 
     #[test]
