@@ -313,10 +313,10 @@ impl TailedFile {
                     ids
                 }
             };
-            self.unwrapper.decide(line.bytes);
-            learn_extra(
+            decide_wrapper(
                 &mut self.extra,
-                &self.unwrapper,
+                &mut self.unwrapper,
+                line.bytes,
                 &self.watched,
                 self.node.as_deref(),
             );
@@ -369,10 +369,10 @@ impl TailedFile {
             stream: self.identity.stream_id(),
         });
         if let Some(line) = self.reader.take_partial() {
-            self.unwrapper.decide(line.bytes);
-            learn_extra(
+            decide_wrapper(
                 &mut self.extra,
-                &self.unwrapper,
+                &mut self.unwrapper,
+                line.bytes,
                 &self.watched,
                 self.node.as_deref(),
             );
@@ -426,17 +426,21 @@ fn origin<'a>(
     }
 }
 
-/// Once the wrapper is decided: what the path says of the container (the
-/// JSON members each event of the file gets).
-fn learn_extra(
+/// Until the file's wrapper is decided (auto: by its first record), decides
+/// it from `record` and renders what the path says of the container (the
+/// JSON members each event of the file gets). Once decided, nothing: the
+/// per-line cost is one check.
+fn decide_wrapper(
     extra: &mut Option<Vec<u8>>,
-    unwrapper: &Unwrapper,
+    unwrapper: &mut Unwrapper,
+    record: &[u8],
     watched: &Path,
     node: Option<&str>,
 ) {
     if extra.is_some() {
         return;
     }
+    unwrapper.decide(record);
     *extra = match unwrapper.kind() {
         None => return,
         Some(Kind::Plain) => Some(Vec::new()),
