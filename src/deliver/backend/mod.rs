@@ -16,6 +16,7 @@ pub mod compression;
 mod connection;
 pub mod dead_letter;
 pub mod error;
+pub mod event_deflate;
 mod outbox;
 pub mod secret_key;
 pub mod sender;
