@@ -17,7 +17,7 @@ cd "$(dirname "$0")"
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(split line_to_event checkpoint_file pattern_file config_file backend_messages container_records)
+[ ${#targets[@]} -gt 0 ] || targets=(split line_to_event checkpoint_file pattern_file config_file backend_messages container_records message_deflate)
 
 CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
@@ -48,6 +48,8 @@ seed() {
         '2026-12-06T23:35:41.3Z stdout F ng 200' > "$dir/cri"
       printf '%s\n' '{"log":"GET / \"q\" ","stream":"stdout","time":"2026-12-06T23:35:41Z"}' \
         '{"log":"200\n","stream":"stdout","time":"2026-12-06T23:35:41Z"}' > "$dir/docker" ;;
+    message_deflate)
+      printf '\x0b{"type":"batch","seq":1,"events":[{"remote_addr":"ab","endpoint":"/"},{"remote_addr":"ab","endpoint":"/a"}]}\xff{"type":"batch","seq":2}' > "$dir/batches" ;;
     checkpoint_file)
       printf '{"version":1,"files":[{"device":2049,"inode":131,"fingerprint":"00ff00ff00ff00ff","path":"/var/log/nginx/access.log","offset":4096,"finished":false,"updated":1764000000}],"paths":{"/var/log/nginx/access.log":1764000000}}' > "$dir/one.json" ;;
   esac

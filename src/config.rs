@@ -36,7 +36,6 @@ pub(crate) const DEFAULT_BATCH_MAX_BYTES: usize = 128 * 1024;
 pub(crate) const DEFAULT_BATCH_LINGER_MS: u64 = 2;
 /// permessage-deflate's level and window, by default, and what they may be
 /// set to.
-pub(crate) const DEFAULT_COMPRESSION_LEVEL: u32 = 2;
 pub(crate) const DEFAULT_COMPRESSION_WINDOW_BITS: u8 = 15;
 pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<u32> = 1..=9;
 pub(crate) const COMPRESSION_WINDOW_BITS: std::ops::RangeInclusive<u8> = 9..=15;
@@ -316,9 +315,9 @@ pub struct Settings {
     /// when the backend accepts it) or `off`.
     #[serde(default)]
     pub compression: CompressionSetting,
-    /// The deflate level for `deflate`: 1 (fastest) to 9 (smallest).
-    #[serde(default = "default_compression_level")]
-    pub compression_level: u32,
+    /// The compressor for `deflate`: unset, the agent's own (made for
+    /// its JSON batches); 1 (fastest) to 9 (smallest), zlib's levels.
+    pub compression_level: Option<u32>,
     /// The compression window for `deflate`, 2^N bytes: 9 to 15.
     #[serde(default = "default_compression_window_bits")]
     pub compression_window_bits: u8,
@@ -387,9 +386,6 @@ fn default_batch_max_bytes() -> usize {
 }
 fn default_batch_linger_ms() -> u64 {
     DEFAULT_BATCH_LINGER_MS
-}
-fn default_compression_level() -> u32 {
-    DEFAULT_COMPRESSION_LEVEL
 }
 fn default_compression_window_bits() -> u8 {
     DEFAULT_COMPRESSION_WINDOW_BITS
@@ -662,10 +658,11 @@ impl Settings {
                 "key `max_message_bytes` is {max}: expected at least 1024 (an event must fit)"
             )));
         }
-        if !COMPRESSION_LEVELS.contains(&self.compression_level) {
+        if let Some(level) = self.compression_level
+            && !COMPRESSION_LEVELS.contains(&level)
+        {
             return Err(ConfigError::new(format!(
-                "key `compression_level` is {}: expected 1 (fastest) to 9 (smallest)",
-                self.compression_level
+                "key `compression_level` is {level}: expected 1 (fastest) to 9 (smallest), or unset for the agent's own compressor"
             )));
         }
         if !COMPRESSION_WINDOW_BITS.contains(&self.compression_window_bits) {

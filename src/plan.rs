@@ -629,7 +629,7 @@ mod defaults {
             batch.linger.as_millis() as u64
         );
         let deflate = DeflateSettings::default();
-        assert_eq!(config::DEFAULT_COMPRESSION_LEVEL, deflate.level);
+        assert_eq!(deflate.level, None);
         assert_eq!(config::DEFAULT_COMPRESSION_WINDOW_BITS, deflate.window_bits);
         assert_eq!(config::COMPRESSION_LEVELS, compression::LEVELS);
         assert_eq!(config::COMPRESSION_WINDOW_BITS, compression::WINDOW_BITS);

@@ -23,6 +23,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
+
+use super::event_deflate::EventDeflate;
 use flate2::{Decompress, FlushDecompress};
 use ratchet_rs::ExtensionProvider;
 use ratchet_rs::deflate::{
@@ -36,8 +38,9 @@ use ratchet_rs::ratchet_ext::{
 /// How hard and with how large a window the agent compresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateSettings {
-    /// zlib's level, 1 (fastest) to 9 (smallest).
-    pub level: u32,
+    /// `None`: the agent's own compressor ([`EventDeflate`]); 1 (fastest)
+    /// to 9 (smallest): zlib-rs at that level.
+    pub level: Option<u32>,
     /// The LZ77 window the agent compresses with, 2^9 to 2^15 bytes; the
     /// backend may ask for a smaller one in its answer.
     pub window_bits: u8,
@@ -45,12 +48,10 @@ pub struct DeflateSettings {
 
 impl Default for DeflateSettings {
     fn default() -> Self {
-        // zlib-rs's level 1 is its quick strategy (static codes: 32 to 43 %
-        // more bytes); 2 and 3 its fast one, 2 the cheaper (Zipf input, 32
-        // KiB window: 52.7 bytes an event at 0.9 µs, against 50.8 at 1.2;
-        // docs/protocol.md).
+        // The agent's own compressor: on the agent's batches, fewer bytes
+        // than zlib-rs's level 2 for 40 % less CPU (docs/protocol.md).
         DeflateSettings {
-            level: 2,
+            level: None,
             window_bits: 15,
         }
     }
@@ -78,7 +79,8 @@ impl DeflateSettings {
             request_server_no_context_takeover: false,
             request_client_no_context_takeover: false,
             accept_no_context_takeover: true,
-            compression_level: Level::new(self.level),
+            // ratchet's own compressor is never used (ours replace it).
+            compression_level: Level::new(self.level.unwrap_or(1)),
         })
     }
 }
@@ -253,21 +255,38 @@ impl SplittableExtension for Negotiated {
 pub struct DeflateFailed(&'static str);
 
 /// Compresses the agent's messages (RFC 7692 section 7.2.1): each message
-/// whole, in one deflate call with a sync flush, into a buffer kept for
-/// the connection; the flush's `00 00 ff ff` stripped. With context
-/// takeover the window carries over from message to message.
+/// whole, in one call, ending as a sync flush ends with its `00 00 ff ff`
+/// left out. With context takeover the window carries over from message
+/// to message.
 pub struct MessageDeflate {
-    deflate: zlib_rs::Deflate,
-    /// `client_no_context_takeover`: a fresh window for every message.
-    reset_each_message: bool,
-    out: Vec<u8>,
+    compressor: Compressor,
+}
+
+/// Which deflate writes the messages.
+enum Compressor {
+    /// The agent's own, made for its JSON batches (the default).
+    Events(Box<EventDeflate>),
+    /// zlib-rs at the level the settings name, into a buffer kept for
+    /// the connection.
+    Zlib {
+        deflate: Box<zlib_rs::Deflate>,
+        /// `client_no_context_takeover`: a fresh window for every message.
+        reset_each_message: bool,
+        out: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for MessageDeflate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageDeflate")
-            .field("reset_each_message", &self.reset_each_message)
-            .finish_non_exhaustive()
+        match &self.compressor {
+            Compressor::Events(e) => e.fmt(f),
+            Compressor::Zlib {
+                reset_each_message, ..
+            } => f
+                .debug_struct("MessageDeflate")
+                .field("reset_each_message", reset_each_message)
+                .finish_non_exhaustive(),
+        }
     }
 }
 
@@ -275,13 +294,23 @@ impl std::fmt::Debug for MessageDeflate {
 const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 impl MessageDeflate {
-    /// `level` 1 to 9, a window of 2^`window_bits` bytes (9 to 15).
-    pub fn new(level: u32, window_bits: u8, reset_each_message: bool) -> Self {
+    /// `level` `None` for the agent's own compressor, else zlib-rs at 1 to
+    /// 9; a window of 2^`window_bits` bytes (9 to 15).
+    pub fn new(level: Option<u32>, window_bits: u8, reset_each_message: bool) -> Self {
+        let window_bits = window_bits.clamp(9, 15);
+        let Some(level) = level else {
+            return MessageDeflate {
+                compressor: Compressor::Events(Box::new(EventDeflate::new(
+                    window_bits,
+                    reset_each_message,
+                ))),
+            };
+        };
         let config = zlib_rs::DeflateConfig {
             level: level.clamp(1, 9) as i32,
             method: zlib_rs::Method::Deflated,
             // Negative: raw deflate, no zlib header.
-            window_bits: -i32::from(window_bits.clamp(9, 15)),
+            window_bits: -i32::from(window_bits),
             // The most symbols a block holds before its codes are written
             // (2^(9+6)): a 128 KiB batch is two or three blocks, not six,
             // for 5 % less CPU with 4 KiB windows; 256 KiB more memory.
@@ -289,47 +318,56 @@ impl MessageDeflate {
             strategy: zlib_rs::Strategy::Default,
         };
         MessageDeflate {
-            deflate: zlib_rs::Deflate::new_with_config(config),
-            reset_each_message,
-            out: Vec::new(),
+            compressor: Compressor::Zlib {
+                deflate: Box::new(zlib_rs::Deflate::new_with_config(config)),
+                reset_each_message,
+                out: Vec::new(),
+            },
         }
     }
 
     /// `payload` compressed, ready to send (without the trailer).
     pub fn compress(&mut self, payload: &[u8]) -> Result<&[u8], DeflateFailed> {
+        let (deflate, reset_each_message, out) = match &mut self.compressor {
+            Compressor::Events(e) => return Ok(e.compress(payload)),
+            Compressor::Zlib {
+                deflate,
+                reset_each_message,
+                out,
+            } => (deflate, *reset_each_message, out),
+        };
         // Room for all of it, even if it does not compress, and the
         // flush: one call does the message.
         let need = zlib_rs::compress_bound(payload.len()) + 64;
-        if self.out.len() < need {
-            self.out.resize(need, 0);
+        if out.len() < need {
+            out.resize(need, 0);
         }
-        let start_in = self.deflate.total_in();
+        let start_in = deflate.total_in();
         let mut written = 0;
         loop {
-            let consumed = (self.deflate.total_in() - start_in) as usize;
-            let before = self.deflate.total_out();
-            let status = self
-                .deflate
+            let consumed = (deflate.total_in() - start_in) as usize;
+            let before = deflate.total_out();
+            let status = deflate
                 .compress(
                     payload.get(consumed..).unwrap_or_default(),
-                    &mut self.out[written..],
+                    &mut out[written..],
                     zlib_rs::DeflateFlush::SyncFlush,
                 )
                 .map_err(|e| DeflateFailed(e.as_str()))?;
-            written += (self.deflate.total_out() - before) as usize;
-            let all_in = (self.deflate.total_in() - start_in) as usize >= payload.len();
+            written += (deflate.total_out() - before) as usize;
+            let all_in = (deflate.total_in() - start_in) as usize >= payload.len();
             // Done when everything went in and the flush had room to end
             // (or had nothing left to write: zlib's "no progress").
-            if all_in && (written < self.out.len() || status == zlib_rs::Status::BufError) {
+            if all_in && (written < out.len() || status == zlib_rs::Status::BufError) {
                 break;
             }
-            let grown = self.out.len() * 2;
-            self.out.resize(grown, 0);
+            let grown = out.len() * 2;
+            out.resize(grown, 0);
         }
-        if self.reset_each_message {
-            self.deflate.reset();
+        if reset_each_message {
+            deflate.reset();
         }
-        let compressed = &self.out[..written];
+        let compressed = &out[..written];
         compressed
             .strip_suffix(&SYNC_TRAILER)
             .ok_or(DeflateFailed("the sync flush did not end the message"))
@@ -337,8 +375,13 @@ impl MessageDeflate {
 
     /// Lets go of a large buffer after a large message.
     fn shrink(&mut self) {
-        if self.out.len() > MAX_KEPT_BUFFER {
-            self.out = Vec::new();
+        match &mut self.compressor {
+            Compressor::Events(e) => e.shrink(),
+            Compressor::Zlib { out, .. } => {
+                if out.len() > MAX_KEPT_BUFFER {
+                    *out = Vec::new();
+                }
+            }
         }
     }
 }
@@ -559,7 +602,7 @@ mod tests {
 
         let mut headers = HeaderMap::new();
         DeflateSettings {
-            level: 9,
+            level: Some(9),
             window_bits: 10,
         }
         .offer()
@@ -619,8 +662,17 @@ mod tests {
 
     #[test]
     fn what_the_agent_compresses_inflates_as_sent_with_its_window_and_resets() {
-        for (bits, reset) in [(15, false), (12, false), (9, false), (15, true)] {
-            let mut deflate = MessageDeflate::new(2, bits, reset);
+        for (level, bits, reset) in [
+            (None, 15, false),
+            (None, 12, false),
+            (None, 9, false),
+            (None, 15, true),
+            (Some(2), 15, false),
+            (Some(2), 12, false),
+            (Some(2), 9, false),
+            (Some(9), 15, true),
+        ] {
+            let mut deflate = MessageDeflate::new(level, bits, reset);
             // The reader a backend runs: zlib with the negotiated window.
             let mut inflate = BoundedInflate::new(bits, reset, 1 << 21);
             let mut total = 0;
@@ -628,7 +680,7 @@ mod tests {
                 let compressed = deflate.compress(&message).unwrap().to_vec();
                 total += compressed.len();
                 let back = inflate.inflate_message(&compressed).unwrap();
-                assert!(back == message, "window {bits}, reset {reset}");
+                assert!(back == message, "{level:?}, window {bits}, reset {reset}");
             }
             // Context takeover shows: what repeats across messages costs
             // little (300,000 bytes of noise, 40 messages of repeats).
@@ -640,7 +692,7 @@ mod tests {
 
     #[test]
     fn the_frame_says_compressed_and_an_empty_message_goes_as_it_is() {
-        let mut deflate = MessageDeflate::new(2, 15, false);
+        let mut deflate = MessageDeflate::new(None, 15, false);
         let mut header = FrameHeader {
             rsv1: false,
             ..text_frame()

@@ -141,8 +141,10 @@ struct Codes {
 
 impl Codes {
     fn fixed() -> Self {
-        let mut litlen_len = [0u8; LITLEN_SYMBOLS];
-        for (s, l) in litlen_len.iter_mut().enumerate() {
+        // RFC 1951 3.2.6: 288 symbols (286 and 287 never occur, but they
+        // count in where the 9-bit codes begin).
+        let mut all = [0u8; 288];
+        for (s, l) in all.iter_mut().enumerate() {
             *l = match s {
                 0..=143 => 8,
                 144..=255 => 9,
@@ -150,13 +152,18 @@ impl Codes {
                 _ => 8,
             };
         }
+        let mut all_codes = [0u16; 288];
+        canonical_codes(&all, &mut all_codes);
         let mut codes = Codes {
-            litlen_len,
+            litlen_len: [0; LITLEN_SYMBOLS],
             litlen_code: [0; LITLEN_SYMBOLS],
             dist_len: [5; DIST_SYMBOLS],
             dist_code: [0; DIST_SYMBOLS],
         };
-        canonical_codes(&codes.litlen_len, &mut codes.litlen_code);
+        codes.litlen_len.copy_from_slice(&all[..LITLEN_SYMBOLS]);
+        codes
+            .litlen_code
+            .copy_from_slice(&all_codes[..LITLEN_SYMBOLS]);
         canonical_codes(&codes.dist_len, &mut codes.dist_code);
         codes
     }

@@ -207,7 +207,7 @@ impl EventDeflate {
         let mut quotes = Quotes::new(std::mem::take(&mut self.quote_masks), buf, start);
         let (mut at, mut token_end) = quotes.next_string(buf);
         while at + KEY_BYTES <= end {
-            let short = token_end + 1 <= at + KEY_BYTES;
+            let short = token_end < at + KEY_BYTES;
             // Inside the pending match a key or a short value is passed
             // over: the match goes on through it (what is looked up there
             // is what begins a value and may go further).
@@ -560,6 +560,39 @@ mod tests {
                         message.len()
                     );
                 }
+            }
+        }
+    }
+
+    /// Messages of pieces that repeat (keys, quotes, backslashes, long
+    /// runs) and bytes of any value.
+    fn message() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just(b"\"".to_vec()),
+            Just(b"\\\"".to_vec()),
+            Just(b"\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)".to_vec()),
+            Just(b"{\"remote_addr\":\"".to_vec()),
+            Just(vec![b'a'; 300]),
+            Just(vec![b'"'; 70]),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ];
+        proptest::collection::vec(piece, 0..60).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        #[test]
+        fn any_messages_inflate_as_sent_within_the_window(
+            bits in 9u8..=15,
+            reset in proptest::bool::ANY,
+            messages in proptest::collection::vec(message(), 1..8),
+        ) {
+            let mut deflate = EventDeflate::new(bits, reset);
+            let mut backend = Backend::new(bits, reset);
+            for m in &messages {
+                let compressed = deflate.compress(m).to_vec();
+                proptest::prop_assert_eq!(&backend.read(&compressed), m);
             }
         }
     }
