@@ -861,6 +861,114 @@ fn the_agent_compresses_on_the_terms_a_python_backend_sets() {
     }
 }
 
+/// A busy site's log, varied as real ones are (clients repeating on a
+/// heavy tail, v4 and v6; user agents with quotes, backslashes and
+/// non-ASCII bytes, as nginx escapes them; long and short paths), sent
+/// with the agent's own compressor to a Python backend whose zlib inflates
+/// with the window it asked for: every event arrives exactly as the
+/// `--stdout` path writes it, with Python's default 4 KiB window and with
+/// a 512-byte one.
+#[test]
+fn a_busy_sites_events_arrive_from_the_agents_compressor_exactly_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        "curl/8.5.0",
+        "say \\x22hi\\x22 \\x5Cback\\x5C caf\\xC3\\xA9",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15",
+    ];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut text = String::new();
+    for i in 0..6000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // A heavy tail: most requests from a few clients.
+        let client = (x % 1000) * (x % 1000) / 1000;
+        let ip = if client % 7 == 0 {
+            format!("2001:db8::{client:x}")
+        } else {
+            format!("198.51.{}.{}", client / 200, client % 200 + 1)
+        };
+        let path = match x % 5 {
+            0 => format!("/api/v1/products/{}?include=stock", x % 99_999),
+            1 => format!("/search?q=caf%C3%A9+{}&lang=de", i),
+            2 => "/health".to_owned(),
+            3 => format!("/static/{}", "a".repeat((x % 700) as usize)),
+            _ => format!("/blog/{}/\\x22quoted\\x22", x % 50),
+        };
+        text.push_str(&format!(
+            "{ip} - - [25/Nov/2026:10:{:02}:{:02} +0000] \"GET {path} HTTP/1.1\" {} {} \"-\" \"{}\"\n",
+            i / 600 % 60,
+            i / 10 % 60,
+            [200, 404, 301][(x >> 8) as usize % 3],
+            x % 60_000,
+            agents[(x >> 16) as usize % agents.len()],
+        ));
+    }
+    fs::write(&log, text).unwrap();
+
+    let run = |extra: &[&str], state: &str| {
+        Command::new(common::agent_bin())
+            .arg("--log")
+            .arg(&log)
+            .args(["--once", "--format", "nginx_combined", "--secret-key", "k"])
+            .args(["--token", TOKEN])
+            .arg("--state-dir")
+            .arg(dir.path().join(state))
+            .args(["--pattern-dir", "/nonexistent"])
+            .args(extra)
+            .env_remove("CERBERUS_DEBUG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run the agent")
+    };
+    let as_values = |text: &str| -> Vec<serde_json::Value> {
+        let mut v: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event"))
+            .collect();
+        v.sort_by_key(|e| e["event_id"].as_str().unwrap_or_default().to_owned());
+        v
+    };
+    let printed = run(&["--stdout"], "stdout-state");
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let expected = as_values(&String::from_utf8_lossy(&printed.stdout));
+    assert_eq!(expected.len(), 6000);
+
+    for (terms, name) in [
+        (&[][..], "default"),
+        (&["--client-window-bits", "9"][..], "w9"),
+    ] {
+        let received = dir.path().join(format!("received-{name}.jsonl"));
+        let port = common::free_port();
+        let mut args = vec!["--wire", "batch"];
+        args.extend_from_slice(terms);
+        let mut peer = python_backend(port, &received, &args);
+        let url = format!("ws://127.0.0.1:{port}/");
+        let sent = run(&["--ws-url", &url], &format!("state-{name}"));
+        let _ = peer.kill();
+        let _ = peer.wait();
+        let stderr = String::from_utf8_lossy(&sent.stderr);
+        assert!(sent.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains("(compressed: permessage-deflate)"),
+            "{name}: {stderr}"
+        );
+        let got = as_values(&fs::read_to_string(&received).unwrap_or_default());
+        assert_eq!(got.len(), expected.len(), "{name}: events received");
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g, e, "{name}: an event changed on the way");
+        }
+    }
+}
+
 /// A backend whose first message is a deflate bomb (200 MiB of zeros, about
 /// 200 KiB compressed): the agent refuses it after 1 MiB, drops that
 /// connection only, and delivers everything on the next, with its memory
