@@ -886,7 +886,7 @@ fn a_busy_sites_events_arrive_from_the_agents_compressor_exactly_as_written() {
         x ^= x << 17;
         // A heavy tail: most requests from a few clients.
         let client = (x % 1000) * (x % 1000) / 1000;
-        let ip = if client % 7 == 0 {
+        let ip = if client.is_multiple_of(7) {
             format!("2001:db8::{client:x}")
         } else {
             format!("198.51.{}.{}", client / 200, client % 200 + 1)
