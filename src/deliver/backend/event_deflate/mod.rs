@@ -126,6 +126,23 @@ fn common_length(buf: &[u8], a: usize, b: usize) -> usize {
     n
 }
 
+/// How many bytes before `a` and `b` (`a` < `b`) are equal, at most `limit`.
+#[inline(always)]
+fn common_length_back(buf: &[u8], a: usize, b: usize, limit: usize) -> usize {
+    let mut n = 0;
+    while n + 8 <= limit {
+        let diff = read8(buf, a - n - 8) ^ read8(buf, b - n - 8);
+        if diff != 0 {
+            return n + (diff.leading_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while n < limit && buf[a - n - 1] == buf[b - n - 1] {
+        n += 1;
+    }
+    n
+}
+
 impl EventDeflate {
     /// A compressor with a window of 2^`window_bits` bytes (8 to 15).
     pub fn new(window_bits: u8, reset_each_message: bool) -> Self {
@@ -208,10 +225,14 @@ impl EventDeflate {
         let (mut at, mut token_end) = quotes.next_string(buf);
         while at + KEY_BYTES <= end {
             let short = token_end < at + KEY_BYTES;
-            // Inside the pending match a key or a short value is passed
-            // over: the match goes on through it (what is looked up there
-            // is what begins a value and may go further).
-            if short && pending.is_some_and(|m| m.to > at + KEY_BYTES) {
+            // Inside the pending match a key (a string followed by `:`)
+            // or a short value is passed over: the match goes on through
+            // it, and what is looked up there is what begins a value and
+            // may go further. (A key's place then stays old in the
+            // tables; when a value before it was new, the match found at
+            // the next value reaches back over the key anyway.)
+            let key = buf.get(token_end + 1) == Some(&b':');
+            if (short || key) && pending.is_some_and(|m| m.to > at + KEY_BYTES) {
                 (at, token_end) = quotes.next_string(buf);
                 continue;
             }
@@ -270,12 +291,8 @@ impl EventDeflate {
                         }
                         // Backwards into the literals before, at the same
                         // distance.
-                        while from > symbols.literal_from
-                            && from > distance
-                            && buf[from - 1] == buf[from - 1 - distance]
-                        {
-                            from -= 1;
-                        }
+                        let lowest = symbols.literal_from.max(distance);
+                        from -= common_length_back(buf, from - distance, from, from - lowest);
                     }
                 }
                 pending = Some(Match {
