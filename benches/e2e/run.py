@@ -11,7 +11,8 @@ paths) with one of two spreads of client IPs (--ips):
   zipf     100,000 distinct addresses, Zipf-distributed (s = 1), as on a
            busy public site: most IP hashes miss a small cache
 
-then, for each input, runs each case RUNS times and prints the median:
+then, for each input, runs each case RUNS times, the cases taking turns
+(one run of each per round), and prints the medians:
 
   stdout          baseline: `--once --stdout > /dev/null`, the same parsing
                   with no network (ratios below are against it)
@@ -397,24 +398,34 @@ def main():
         size = os.path.getsize(log)
         print(f"-- ips={spread}: {a.lines} lines, {size / a.lines:.0f} bytes/line "
               f"(single: {a.single_lines} lines)")
-        out = {}
+        # The cases take turns, one run each per round, so that a machine
+        # getting busier or quieter during the sitting moves them alike;
+        # ratios are given both of the medians and as the median of each
+        # round's ratio (the steadier of the two on a shared machine).
+        runners = {}
         if "stdout" in cases:
-            out["stdout"] = report(f"{spread} stdout",
-                                   median_of([case_stdout(log, a.lines) for _ in range(a.runs)]))
+            runners["stdout"] = lambda: case_stdout(log, a.lines)
         for case, (wire, compression) in THROUGHPUT.items():
             if case not in cases:
                 continue
             path, lines = (log, a.lines) if wire == "batch" else (input_for(spread, a.single_lines), a.single_lines)
-            out[case] = report(f"{spread} {case}", median_of(
-                [case_throughput(path, lines, wire, compression, extra) for _ in range(a.runs)]))
+            runners[case] = (lambda path=path, lines=lines, wire=wire, compression=compression:
+                             case_throughput(path, lines, wire, compression, extra))
         if "batch+deflate-py" in cases:
-            out["batch+deflate-py"] = report(f"{spread} batch+deflate-py", median_of(
-                [case_python_backend(log, a.lines, extra) for _ in range(a.runs)]))
+            runners["batch+deflate-py"] = lambda: case_python_backend(log, a.lines, extra)
+        rounds = {name: [] for name in runners}
+        for _ in range(a.runs):
+            for name, run in runners.items():
+                rounds[name].append(run())
+        out = {name: report(f"{spread} {name}", median_of(results)) for name, results in rounds.items()}
         base = out.get("stdout")
         for case in list(THROUGHPUT) + ["batch+deflate-py"]:
             if base and case in out:
+                paired = statistics.median(r["cpu_us_per_line"] / b["cpu_us_per_line"]
+                                           for r, b in zip(rounds[case], rounds["stdout"]))
                 print(f"ratio {spread} {case}/stdout: cpu_us_per_line "
-                      f"{out[case]['cpu_us_per_line'] / base['cpu_us_per_line']:.2f}, lines_per_s "
+                      f"{out[case]['cpu_us_per_line'] / base['cpu_us_per_line']:.2f} "
+                      f"(median of each round's: {paired:.2f}), lines_per_s "
                       f"{out[case]['lines_per_s'] / base['lines_per_s']:.2f}")
         for plain, packed in (("batch", "batch+deflate"), ("single", "single+deflate")):
             if plain in out and packed in out:

@@ -9,12 +9,14 @@
 //! writes the offer and checks the answer; the codecs are ours, on
 //! ratchet's extension interface:
 //!
-//! - [`MessageDeflate`] compresses what the agent sends with zlib-rs. The
-//!   system zlib that ratchet's compressor is built on cost more CPU than
-//!   the whole pipeline before it, and twice as much again with the 4 KiB
-//!   window Python's `websockets` asks for (3.4 µs an event against 1.3 for
-//!   zlib-rs at level 2, which also writes 3 % fewer bytes; at 32 KiB, 1.6
-//!   against 0.9 µs and 10 % fewer bytes: docs/protocol.md, "Compression").
+//! - [`MessageDeflate`] compresses what the agent sends: with the agent's
+//!   own compressor ([`EventDeflate`], made for its JSON batches) unless
+//!   `compression_level` names a zlib level, then with zlib-rs. The system
+//!   zlib that ratchet's compressor is built on cost more CPU than the
+//!   whole pipeline before it, and twice as much again with the 4 KiB
+//!   window Python's `websockets` asks for; zlib-rs at level 2 cost 40 %
+//!   of that, and the agent's own about 60 % of zlib-rs, with fewer bytes
+//!   (docs/protocol.md, "Compression").
 //! - [`BoundedInflate`] inflates the backend's messages: ratchet's inflates
 //!   a message whole, however large it grows, so that one 1 MiB message
 //!   from a hostile backend (a "deflate bomb") took 1,000 MiB; ours stops at
