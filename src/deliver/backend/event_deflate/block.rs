@@ -170,21 +170,21 @@ impl Codes {
 
     /// Bits the block's symbols take with these codes (extra bits apart).
     fn symbol_bits(&self, counts: &Counts) -> u64 {
-        let lit: u64 = counts
-            .litlen
-            .iter()
-            .zip(&self.litlen_len)
-            .map(|(c, l)| u64::from(*c) * u64::from(*l))
-            .sum();
-        let dist: u64 = counts
-            .dist
-            .iter()
-            .zip(&self.dist_len)
-            .map(|(c, l)| u64::from(*c) * u64::from(*l))
-            .sum();
-        lit + dist
+        weighted(&counts.litlen, &self.litlen_len) + weighted(&counts.dist, &self.dist_len)
     }
 }
+
+/// The sum of each count times its code length.
+fn weighted(counts: &[u32], lengths: &[u8]) -> u64 {
+    counts
+        .iter()
+        .zip(lengths)
+        .map(|(c, l)| u64::from(*c) * u64::from(*l))
+        .sum()
+}
+
+/// The fixed codes, made once.
+static FIXED: std::sync::LazyLock<Codes> = std::sync::LazyLock::new(Codes::fixed);
 
 /// A dynamic block's header: counts, code-length code, and the lengths
 /// run-length coded (RFC 1951 3.2.7).
@@ -346,7 +346,7 @@ pub(super) fn write_block(
         .chain(counts.dist.iter().zip(DIST_EXTRA))
         .map(|(c, e)| u64::from(*c) * u64::from(e))
         .sum();
-    let fixed = Codes::fixed();
+    let fixed = &*FIXED;
     let dynamic_bits = 3 + header.bits() + dynamic.symbol_bits(counts) + extra;
     let fixed_bits = 3 + fixed.symbol_bits(counts) + extra;
     // A stored block: header, padding to a byte (at most 7), LEN and NLEN,
@@ -358,7 +358,7 @@ pub(super) fn write_block(
         write_stored(w, raw_bytes);
     } else if fixed_bits <= dynamic_bits {
         w.put(0b010, 3);
-        write_symbols(w, tokens, buf, &fixed);
+        write_symbols(w, tokens, buf, fixed);
     } else {
         w.put(0b100, 3);
         header.write(w);

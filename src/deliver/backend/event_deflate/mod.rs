@@ -180,32 +180,36 @@ impl EventDeflate {
         let drop = self.buf.len() - keep;
         self.buf.drain(..drop);
         self.base = self.base.wrapping_add(drop as u32);
-        // A very large message leaves a large buffer behind: let it go.
-        if self.buf.capacity() > 2 * MAX_KEPT {
-            self.buf.shrink_to(MAX_KEPT);
-        }
         &self.writer.out
     }
 
-    /// Lets go of a large buffer after a large message.
+    /// Lets go of what a very large message left behind (the buffers grow
+    /// with the message: its bytes, its compressed bytes, its quotes).
     pub fn shrink(&mut self) {
+        if self.buf.capacity() > 2 * MAX_KEPT {
+            self.buf.shrink_to(MAX_KEPT);
+        }
         if self.writer.out.capacity() > 2 * MAX_KEPT {
             self.writer.out = Vec::new();
+        }
+        if self.quote_masks.capacity() > MAX_KEPT / 64 {
+            self.quote_masks = Vec::new();
         }
     }
 
     /// Parses `buf[start..]` into literals and matches, writing a block
     /// whenever one is full.
     ///
-    /// Places to look are the message's start and every byte after a `"`
-    /// (where keys and string values begin, and what follows them). Each
-    /// is remembered twice: by its whole token (up to the next `"`, at
-    /// least 8 bytes), which finds the last copy of the same user agent,
-    /// client hash or key; and by its first 8 bytes, which finds a value
-    /// that only begins alike (a path, the time, the event id). The longer
-    /// match wins, extended forwards as far as the bytes agree and
-    /// backwards into the literals before it. Places inside a match are
-    /// only remembered, so the tables point at the nearest copy.
+    /// Places to look are where strings begin: the byte after every
+    /// opening `"` (see [`Quotes::next_string`]). Each is remembered twice:
+    /// by its whole token (up to its closing `"`, at least 8 bytes), which
+    /// finds the last copy of the same user agent, client hash or key; and
+    /// by its first 8 bytes, which finds a value that only begins alike (a
+    /// path, the time, the event id). The longer match wins, extended
+    /// forwards as far as the bytes agree and backwards into the literals
+    /// before it; a pending match gives way where a longer one begins.
+    /// Values inside a match are only remembered, so the tables point at
+    /// the nearest copy; keys and short values there are passed over.
     fn parse(&mut self, start: usize) {
         let buf = &self.buf[..];
         let end = buf.len();
