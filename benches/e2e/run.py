@@ -41,7 +41,7 @@ read (WebSocket frames, after compression) over the events received.
 Figures move with the machine (2x and more between machines of the same
 kind); compare the ratios, measured in the same run.
 
-Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--agent BINARY]
+Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--agent BINARY] [--before BINARY]
            [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,latency,idle]
 """
 import argparse
@@ -331,6 +331,18 @@ def case_idle(seconds):
     return {"cpu_ms": (cpu1 - cpu0) * 1000, "wakeups_per_s": (sw1 - sw0) / seconds}
 
 
+def with_agent(binary, run):
+    """`run` with AGENT set to `binary` for its duration."""
+    def go():
+        global AGENT
+        saved, AGENT = AGENT, binary
+        try:
+            return run()
+        finally:
+            AGENT = saved
+    return go
+
+
 def median_of(results):
     keys = results[0].keys()
     return {k: statistics.median(r[k] for r in results) for k in keys}
@@ -365,6 +377,8 @@ def main():
     ap.add_argument("--cases", default="stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,"
                     "latency,idle")
     ap.add_argument("--agent-args", default="", help="extra agent flags for the WebSocket cases (tuning)")
+    ap.add_argument("--before", default=None,
+                    help="an older agent binary: its WebSocket cases run in the same rounds (CASE@before)")
     ap.add_argument("--agent", default=None,
                     help="another agent binary to measure (an older build, for a before/after in one sitting)")
     a = ap.parse_args()
@@ -413,14 +427,19 @@ def main():
                              case_throughput(path, lines, wire, compression, extra))
         if "batch+deflate-py" in cases:
             runners["batch+deflate-py"] = lambda: case_python_backend(log, a.lines, extra)
+        if a.before:
+            # The same WebSocket cases with the older binary, in the same
+            # rounds: a before/after from one sitting.
+            for name in [n for n in runners if n != "stdout"]:
+                runners[f"{name}@before"] = with_agent(os.path.abspath(a.before), runners[name])
         rounds = {name: [] for name in runners}
         for _ in range(a.runs):
             for name, run in runners.items():
                 rounds[name].append(run())
         out = {name: report(f"{spread} {name}", median_of(results)) for name, results in rounds.items()}
         base = out.get("stdout")
-        for case in list(THROUGHPUT) + ["batch+deflate-py"]:
-            if base and case in out:
+        for case in out:
+            if base and case != "stdout":
                 paired = statistics.median(r["cpu_us_per_line"] / b["cpu_us_per_line"]
                                            for r, b in zip(rounds[case], rounds["stdout"]))
                 print(f"ratio {spread} {case}/stdout: cpu_us_per_line "
