@@ -229,7 +229,13 @@ impl Outbox {
             Some(held) if !dead => held.later.push(unit.origins),
             _ => {
                 let _ = self.acks.send(unit.origins);
-                self.waker.wake(Wake::Acked);
+                // While batches wait in the queue, the room this makes
+                // is taken at once and wakes the agent (`Space`), who
+                // then takes these too: one wake-up a batch from a slow
+                // backend rather than two.
+                if self.queue.is_empty() {
+                    self.waker.wake(Wake::Acked);
+                }
             }
         }
     }
@@ -440,7 +446,8 @@ mod tests {
     struct Fixture {
         outbox: Outbox,
         acks: std_mpsc::Receiver<Vec<AckPoint>>,
-        _queue: mpsc::Sender<Batch>,
+        queue: mpsc::Sender<Batch>,
+        wakes: Wakes,
         dir: tempfile::TempDir,
     }
 
@@ -448,17 +455,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (queue_tx, queue_rx) = mpsc::channel(2);
         let (ack_tx, acks) = std_mpsc::channel();
+        let wakes = Wakes::new();
         let outbox = Outbox::new(
             queue_rx,
             ack_tx,
-            Wakes::new().waker(),
+            wakes.waker(),
             Arc::default(),
             policy(dir.path()),
         );
         Fixture {
             outbox,
             acks,
-            _queue: queue_tx,
+            queue: queue_tx,
+            wakes,
             dir,
         }
     }
@@ -499,6 +508,30 @@ mod tests {
 
     fn acked(f: &Fixture) -> Vec<u64> {
         f.acks.try_iter().flatten().map(|o| o.end).collect()
+    }
+
+    #[test]
+    fn a_slow_backends_acknowledgement_wakes_the_agent_once_with_the_room_it_makes() {
+        let mut f = fixture(|_| RefusalPolicy::default());
+        f.outbox.take(batch(0, 2), Wire::Batch);
+        assert!(f.wakes.take().contains(Wake::Space));
+        // The agent filled the queue behind it: the backend holds it back.
+        f.queue.try_send(batch(2, 4)).unwrap();
+        f.outbox.acknowledge_oldest();
+        assert!(
+            f.wakes.take().is_empty(),
+            "an acknowledgement alone wakes no one while batches wait"
+        );
+        // The room it made is taken at once; that wakes the agent, who
+        // finds the acknowledgement.
+        let next = f.outbox.queue.try_recv().unwrap();
+        f.outbox.take(next, Wire::Batch);
+        assert!(f.wakes.take().contains(Wake::Space));
+        assert_eq!(acked(&f), vec![0, 1]);
+        // With nothing waiting, an acknowledgement wakes the agent itself.
+        f.outbox.acknowledge_oldest();
+        assert!(f.wakes.take().contains(Wake::Acked));
+        assert_eq!(acked(&f), vec![2, 3]);
     }
 
     #[test]
