@@ -9,7 +9,10 @@
 //! `--latency`, each event's endpoint is `/t/<unix nanos when written>` and
 //! the receiver records how long each line took from its write to here.
 //!
-//! Usage: bench-receiver PORT EXPECTED_EVENTS [--latency]
+//! With `--ack-delay-us N`, each reply waits N µs: a backend as slow as
+//! the Python one, without its CPU on the agent's machine.
+//!
+//! Usage: bench-receiver PORT EXPECTED_EVENTS [--latency] [--ack-delay-us N]
 //! Prints `ready` when listening; when EXPECTED_EVENTS have arrived (or on
 //! stdin EOF) prints one line of results and exits.
 
@@ -18,7 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use ratchet_rs::deflate::{DeflateConfig, DeflateExtProvider};
@@ -34,11 +37,18 @@ fn main() {
         .and_then(|p| p.parse().ok())
         .expect("EXPECTED_EVENTS");
     let latency = args.iter().any(|a| a == "--latency");
+    // A slow backend without its CPU: each acknowledgement waits this long.
+    let ack_delay = args
+        .iter()
+        .position(|a| a == "--ack-delay-us")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_micros);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(port, expected, latency));
+    rt.block_on(run(port, expected, latency, ack_delay));
 }
 
 /// What has arrived so far.
@@ -73,7 +83,7 @@ impl Tally {
     }
 }
 
-async fn run(port: u16, expected: u64, latency: bool) {
+async fn run(port: u16, expected: u64, latency: bool, ack_delay: Duration) {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind 127.0.0.1");
@@ -164,6 +174,9 @@ async fn run(port: u16, expected: u64, latency: bool) {
                     "{\"status\":\"ok\"}".to_owned()
                 }
             };
+            if ack_delay > Duration::ZERO {
+                tokio::time::sleep(ack_delay).await;
+            }
             if ws.write(reply, PayloadType::Text).await.is_err() {
                 break;
             }

@@ -27,6 +27,11 @@ then, for each input, runs each case RUNS times, the cases taking turns
                   most users run: it answers the offer with its own
                   defaults (12-bit windows); wire bytes are counted by a
                   relay between the agent and it
+  batch+deflate-slow  batch + deflate to the receiver replying to each batch
+                  3.5 ms late (--ack-delay-us): a backend as slow as the
+                  Python one without its CPU on this machine, which tells
+                  the cost of waiting on a slow backend from the cost of
+                  sharing the cores with it
   latency  a writer appends 2,000 lines/s for 10 s to a followed file, each
            line stamped with its write time; the receiver records write →
            arrival (p50, p99)
@@ -42,7 +47,7 @@ Figures move with the machine (2x and more between machines of the same
 kind); compare the ratios, measured in the same run.
 
 Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--agent BINARY] [--before BINARY]
-           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,single,single+deflate,latency,idle]
+           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,batch+deflate-slow,single,single+deflate,latency,idle]
 """
 import argparse
 import bisect
@@ -122,9 +127,10 @@ def free_port():
     return port
 
 
-def start_receiver(expected, latency=False):
+def start_receiver(expected, latency=False, ack_delay_us=0):
     port = free_port()
     args = [RECEIVER, str(port), str(expected)] + (["--latency"] if latency else [])
+    args += ["--ack-delay-us", str(ack_delay_us)] if ack_delay_us else []
     rx = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if rx.stdout.readline().strip() != "ready":
         sys.exit("the receiver did not start")
@@ -170,8 +176,8 @@ def common_args(state):
             "--pattern-dir", "/nonexistent"]
 
 
-def case_throughput(log, lines, wire, compression, extra):
-    rx, port = start_receiver(lines)
+def case_throughput(log, lines, wire, compression, extra, ack_delay_us=0):
+    rx, port = start_receiver(lines, ack_delay_us=ack_delay_us)
     with tempfile.TemporaryDirectory() as state:
         wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
                                     "--wire", wire, "--compression", compression]
@@ -359,6 +365,10 @@ def cpu_model():
     return "unknown CPU"
 
 
+# The Python backend's pace on the Zipf input (about 270 events a batch at
+# 75,000 events/s): the delay of each of the slow receiver's replies.
+SLOW_ACK_US = 3500
+
 THROUGHPUT = {
     "batch": ("batch", "off"),
     "batch+deflate": ("batch", "deflate"),
@@ -427,6 +437,9 @@ def main():
                              case_throughput(path, lines, wire, compression, extra))
         if "batch+deflate-py" in cases:
             runners["batch+deflate-py"] = lambda: case_python_backend(log, a.lines, extra)
+        if "batch+deflate-slow" in cases:
+            runners["batch+deflate-slow"] = lambda: case_throughput(log, a.lines, "batch", "deflate", extra,
+                                                                    ack_delay_us=SLOW_ACK_US)
         if a.before:
             # The same WebSocket cases with the older binary, in the same
             # rounds: a before/after from one sitting.
