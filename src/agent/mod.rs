@@ -51,12 +51,6 @@ use status::{Progress, Status};
 
 /// Lines read per file before the loop delivers and acknowledges.
 const POLL_BUDGET: usize = 8192;
-/// Lines asked of a source at a time within that budget (about a batch):
-/// reading stops between two such asks once the sink is full. Behind a
-/// slow backend the whole budget had been read at once, 30 batches that
-/// then waited for room, cold in the cache by the time they were
-/// compressed (a fifth more CPU a line) and a few MiB of memory.
-const POLL_STEP: usize = 256;
 /// How often the watched paths are scanned even without inotify events.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
 /// How often changed checkpoints are saved.
@@ -502,34 +496,27 @@ impl<'w> Agent<'w> {
         let mut more = false;
         for (index, registered) in sources.iter_mut().enumerate() {
             let Registered { source, logs, .. } = registered;
-            let mut budget = POLL_BUDGET;
-            loop {
-                let outcome = source.poll(POLL_STEP.min(budget), &mut |mut line| {
-                    if fatal.is_some() {
-                        return Handling::Pending;
-                    }
-                    // The source's own log number, as the pipeline knows it.
-                    line.origin.log = logs.get(line.origin.log).copied().unwrap_or(usize::MAX);
-                    let Some(event) = pipeline.line(&line) else {
-                        return Handling::Done;
-                    };
-                    let point = AckPoint {
-                        source: index as u32,
-                        part: line.part,
-                        end: line.line.end,
-                    };
-                    if let Err(e) = sink.push(event, point) {
-                        *fatal = Some(anyhow::Error::new(e).context("delivering events"));
-                    }
-                    *pushed += 1;
-                    Handling::Pending
-                })?;
-                budget = budget.saturating_sub(outcome.lines.max(1));
-                if !outcome.more || budget == 0 || sink.is_full() || fatal.is_some() {
-                    more |= outcome.more;
-                    break;
+            let outcome = source.poll(POLL_BUDGET, &mut |mut line| {
+                if fatal.is_some() {
+                    return Handling::Pending;
                 }
-            }
+                // The source's own log number, as the pipeline knows it.
+                line.origin.log = logs.get(line.origin.log).copied().unwrap_or(usize::MAX);
+                let Some(event) = pipeline.line(&line) else {
+                    return Handling::Done;
+                };
+                let point = AckPoint {
+                    source: index as u32,
+                    part: line.part,
+                    end: line.line.end,
+                };
+                if let Err(e) = sink.push(event, point) {
+                    *fatal = Some(anyhow::Error::new(e).context("delivering events"));
+                }
+                *pushed += 1;
+                Handling::Pending
+            })?;
+            more |= outcome.more;
         }
         Ok(more)
     }
