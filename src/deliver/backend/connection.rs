@@ -206,6 +206,9 @@ impl<'c> Connection<'c> {
                 .front()
                 .map(|m| tokio::time::Instant::from_std(m.sent + self.config.ack_timeout));
             let room = outbox.has_room(self.config.window);
+            if !room {
+                outbox.announce_acks();
+            }
             tokio::select! {
                 heard = self.listener.heard.recv() => {
                     self.last_heard = Instant::now();

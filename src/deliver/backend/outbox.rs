@@ -92,6 +92,9 @@ pub(super) struct Outbox {
     /// The message size limit in force: configured, or learnt.
     max_message: Option<usize>,
     held: Option<Held>,
+    /// Acknowledgements handed over without waking the agent: the next
+    /// batch taken from the queue wakes it (see [`Outbox::settle`]).
+    acks_unannounced: bool,
 }
 
 impl Outbox {
@@ -112,6 +115,7 @@ impl Outbox {
             max_message: policy.max_message_bytes,
             policy,
             held: None,
+            acks_unannounced: false,
         }
     }
 
@@ -230,11 +234,14 @@ impl Outbox {
             _ => {
                 let _ = self.acks.send(unit.origins);
                 // While batches wait in the queue, the room this makes
-                // is taken at once and wakes the agent (`Space`), who
-                // then takes these too: one wake-up a batch from a slow
-                // backend rather than two.
+                // is taken next and wakes the agent (`Space`), who then
+                // takes these too: one wake-up a batch from a slow backend
+                // rather than two. Should nothing be taken after all,
+                // [`Outbox::announce_acks`] wakes it.
                 if self.queue.is_empty() {
                     self.waker.wake(Wake::Acked);
+                } else {
+                    self.acks_unannounced = true;
                 }
             }
         }
@@ -298,7 +305,16 @@ impl Outbox {
                 .store(first.handed_ms, Ordering::Relaxed);
         }
         self.pending.extend(units);
+        self.acks_unannounced = false;
         self.waker.wake(Wake::Space);
+    }
+
+    /// No batch is taken next: wakes the agent for acknowledgements that
+    /// were left to ride on that wake-up.
+    pub(crate) fn announce_acks(&mut self) {
+        if std::mem::take(&mut self.acks_unannounced) {
+            self.waker.wake(Wake::Acked);
+        }
     }
 
     /// A connection ended with `why`, with messages of `in_flight` bytes
@@ -532,6 +548,24 @@ mod tests {
         f.outbox.acknowledge_oldest();
         assert!(f.wakes.take().contains(Wake::Acked));
         assert_eq!(acked(&f), vec![2, 3]);
+    }
+
+    #[test]
+    fn an_acknowledgement_left_to_a_take_that_does_not_come_still_wakes_the_agent() {
+        let mut f = fixture(|_| RefusalPolicy::default());
+        f.outbox.take(batch(0, 2), Wire::Batch);
+        f.outbox.take(batch(2, 4), Wire::Batch);
+        f.wakes.take();
+        f.queue.try_send(batch(4, 6)).unwrap();
+        f.outbox.acknowledge_oldest();
+        assert!(f.wakes.take().is_empty());
+        // The sender has no room for the waiting batch: it says so.
+        f.outbox.announce_acks();
+        assert!(f.wakes.take().contains(Wake::Acked));
+        assert_eq!(acked(&f), vec![0, 1]);
+        // Once only.
+        f.outbox.announce_acks();
+        assert!(f.wakes.take().is_empty());
     }
 
     #[test]
