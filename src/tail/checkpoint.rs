@@ -82,6 +82,10 @@ pub struct CheckpointStore {
     /// By the identity of their file (always with a fingerprint).
     entries: BTreeMap<FileIdentity, Checkpoint>,
     looked: BTreeMap<PathBuf, u64>,
+    /// Per watched path, the latest time the loaded save records for it
+    /// (the last update of one of its checkpoints, or the last look at
+    /// it): fixed at load, whatever this run changes afterwards.
+    known_at_load: BTreeMap<PathBuf, u64>,
     dirty: bool,
     /// The saved store could not be read: what was delivered is unknown.
     reset: bool,
@@ -105,6 +109,7 @@ impl CheckpointStore {
             file: None,
             entries: BTreeMap::new(),
             looked: BTreeMap::new(),
+            known_at_load: BTreeMap::new(),
             dirty: false,
             reset: false,
             fell_back: None,
@@ -128,6 +133,7 @@ impl CheckpointStore {
             file: Some(file.clone()),
             entries: BTreeMap::new(),
             looked: BTreeMap::new(),
+            known_at_load: BTreeMap::new(),
             dirty: false,
             reset: false,
             fell_back: None,
@@ -175,6 +181,14 @@ impl CheckpointStore {
                 store.entries.insert(c.identity(), c);
             }
             store.looked = saved.paths;
+            for c in store.entries.values() {
+                let t = store.known_at_load.entry(c.path.clone()).or_default();
+                *t = (*t).max(c.updated);
+            }
+            for (path, looked) in &store.looked {
+                let t = store.known_at_load.entry(path.clone()).or_default();
+                *t = (*t).max(*looked);
+            }
         }
         Ok(store)
     }
@@ -199,6 +213,16 @@ impl CheckpointStore {
     /// When the agent last looked at the watched `path`, as saved.
     pub fn looked(&self, path: &Path) -> Option<u64> {
         self.looked.get(path).copied()
+    }
+
+    /// Until when the loaded save knew the files of the watched `path`
+    /// (seconds since the epoch): files last written before then were
+    /// known to it, so a file beside the path that it does not know and
+    /// that was written later appeared while the agent was not saving.
+    /// Taken as loaded: a checkpoint this run updated (one it finished at
+    /// start, say) says nothing of what the save knew.
+    pub(crate) fn known_at_load(&self, path: &Path) -> Option<u64> {
+        self.known_at_load.get(path).copied()
     }
 
     /// Notes when the agent looked at `path`; saved with the next save (this

@@ -958,14 +958,10 @@ impl Tailer {
             return self.adopt_compressed_siblings(path, since);
         }
         // Files rotated beside the path after the agent last looked at it
-        // (before it stopped) were never seen.
-        let updated = self
-            .checkpoints
-            .for_path(path)
-            .iter()
-            .map(|c| c.updated)
-            .max();
-        match updated.max(self.checkpoints.looked(path)) {
+        // (before it stopped) were never seen. As the save had it: finishing
+        // a checkpoint at this start (`finish_rotated_while_stopped`) makes
+        // it new, and would hide every `.gz` written before this second.
+        match self.checkpoints.known_at_load(path) {
             Some(secs) => {
                 let t = UNIX_EPOCH + Duration::from_secs(secs);
                 let since = t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);

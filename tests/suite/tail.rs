@@ -534,6 +534,53 @@ fn a_rotated_file_read_to_its_end_then_compressed_is_not_read_again() {
     );
 }
 
+/// While the agent was stopped, the file it was reading was rotated, and
+/// a new file was written, rotated and compressed after it (logrotate
+/// keeps the time the file was last written on its `.gz`). At the start,
+/// finishing the first file's checkpoint must not hide the second: which
+/// `.gz` files are new is decided by when the checkpoints were saved, not
+/// by what this start changed in them. Seen in the system test: a state
+/// folder read-only for a while, then a kill, lost a whole rotation.
+#[test]
+fn a_file_written_rotated_and_compressed_while_stopped_is_read_after_the_one_before_it() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    h.append(&log, &lines("b", 3));
+    h.kill();
+    // Stopped for 100 s: the checkpoints were saved that long ago.
+    h.age_checkpoints(100);
+    // Rotated (create), the new file written for a while.
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.written_ago(&h.rotated(1), 90);
+    h.append(&log, &lines("c", 4));
+    h.written_ago(&log, 60);
+    // Rotated again, delaycompress compressing the first.
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    gzip(&h.rotated(2));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("d", 2));
+    h.written_ago(&log, 30);
+    // And again: the second file compressed too.
+    fs::rename(
+        h.dir.path().join("access.log.2.gz"),
+        h.dir.path().join("access.log.3.gz"),
+    )
+    .unwrap();
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    gzip(&h.rotated(2));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("e", 2));
+    h.start();
+    h.poll(true);
+    assert_exactly_once(
+        &h,
+        &concat(&[("a", 5), ("b", 3), ("c", 4), ("d", 2), ("e", 2)]),
+    );
+}
+
 /// What the tailer logged (at debug and above) while `f` ran on this
 /// thread.
 fn logged_during(f: impl FnOnce()) -> String {

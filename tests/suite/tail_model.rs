@@ -49,12 +49,20 @@ enum Action {
     /// The file renamed away last is compressed and removed.
     CompressOld,
     /// A crash that leaves the checkpoint file cut in half.
-    KillCuttingCheckpoints,
+    KillCuttingCheckpoints {
+        downtime: bool,
+    },
     RotateCopyTruncate,
     Truncate,
     Delete,
-    Restart,
-    Kill,
+    /// A graceful stop and start; with `downtime`, 100 s pass between
+    /// them (checkpoints saved and files written that long ago).
+    Restart {
+        downtime: bool,
+    },
+    Kill {
+        downtime: bool,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -66,12 +74,12 @@ fn action() -> impl Strategy<Value = Action> {
         2 => any::<bool>().prop_map(|out_of_order| Action::AckHeld { out_of_order }),
         2 => Just(Action::RotateRename),
         1 => Just(Action::CompressOld),
-        1 => Just(Action::KillCuttingCheckpoints),
+        1 => any::<bool>().prop_map(|downtime| Action::KillCuttingCheckpoints { downtime }),
         1 => Just(Action::RotateCopyTruncate),
         1 => Just(Action::Truncate),
         1 => Just(Action::Delete),
-        1 => Just(Action::Restart),
-        1 => Just(Action::Kill),
+        1 => any::<bool>().prop_map(|downtime| Action::Restart { downtime }),
+        1 => any::<bool>().prop_map(|downtime| Action::Kill { downtime }),
     ]
 }
 
@@ -97,6 +105,10 @@ impl Model {
         out
     }
 }
+
+/// How long a stop with downtime lasts: well past the agent's one-second
+/// slack on file times.
+const DOWNTIME_SECS: u64 = 100;
 
 fn run(actions: &[Action]) -> Result<(), TestCaseError> {
     let mut h = Harness::new(TailOptions {
@@ -155,14 +167,21 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                         flate2::Compression::fast(),
                     );
                     std::io::copy(&mut fs::File::open(&old).unwrap(), &mut gz).unwrap();
-                    gz.finish().unwrap();
+                    let gz = gz.finish().unwrap();
+                    // logrotate gives the .gz the time its file was last
+                    // written.
+                    gz.set_modified(fs::metadata(&old).unwrap().modified().unwrap())
+                        .unwrap();
                     fs::remove_file(&old).unwrap();
                 }
             }
-            Action::KillCuttingCheckpoints => {
+            Action::KillCuttingCheckpoints { downtime } => {
                 h.kill();
                 if h.state.path().join("checkpoints.json").exists() {
                     h.cut_checkpoint_file();
+                }
+                if *downtime {
+                    h.pass_time_while_stopped(DOWNTIME_SECS);
                 }
                 h.start();
                 m.killed = true;
@@ -204,14 +223,20 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 }
                 m.old = None;
             }
-            Action::Restart => {
+            Action::Restart { downtime } => {
                 m.resent.extend(h.held.iter().map(|(_, _, l)| l.clone()));
                 h.stop();
+                if *downtime {
+                    h.pass_time_while_stopped(DOWNTIME_SECS);
+                }
                 h.start();
                 m.old = None;
             }
-            Action::Kill => {
+            Action::Kill { downtime } => {
                 h.kill();
+                if *downtime {
+                    h.pass_time_while_stopped(DOWNTIME_SECS);
+                }
                 h.start();
                 m.killed = true;
                 m.old = None;

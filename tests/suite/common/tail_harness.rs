@@ -123,6 +123,58 @@ impl Harness {
         fs::write(&saved, &text[..text.len() / 2]).expect("cut it");
     }
 
+    /// The agent's last saves happened `secs` seconds earlier than they
+    /// did (it was stopped that long): every time the checkpoint files
+    /// record, and their own times, are moved back.
+    pub fn age_checkpoints(&self, secs: u64) {
+        for name in ["checkpoints.json", "checkpoints.json.prev"] {
+            let saved = self.state.path().join(name);
+            let Ok(text) = fs::read(&saved) else { continue };
+            // A file cut by a crash stays as it is (its times too).
+            let Ok(mut store) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                continue;
+            };
+            for c in store["files"].as_array_mut().expect("files").iter_mut() {
+                let t = c["updated"].as_u64().expect("updated");
+                c["updated"] = (t - secs).into();
+            }
+            if let Some(paths) = store["paths"].as_object_mut() {
+                for t in paths.values_mut() {
+                    *t = (t.as_u64().expect("looked") - secs).into();
+                }
+            }
+            let modified = fs::metadata(&saved)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            // Replaced in place: `.prev` is a hard link to an older save.
+            fs::write(&saved, serde_json::to_vec(&store).expect("JSON")).expect("rewrite it");
+            set_mtime(&saved, modified - Duration::from_secs(secs));
+        }
+    }
+
+    /// Time passes while the agent is stopped: the checkpoints were saved
+    /// `secs` seconds ago, and every log file was written that much
+    /// earlier than it was.
+    pub fn pass_time_while_stopped(&self, secs: u64) {
+        assert!(self.tailer.is_none(), "only while stopped");
+        self.age_checkpoints(secs);
+        for entry in fs::read_dir(self.dir.path()).expect("log folder") {
+            let path = entry.expect("entry").path();
+            let modified = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            set_mtime(&path, modified - Duration::from_secs(secs));
+        }
+    }
+
+    /// Sets the time `path` was last written to `secs` seconds ago.
+    pub fn written_ago(&self, path: &Path, secs: u64) {
+        set_mtime(
+            path,
+            std::time::SystemTime::now() - Duration::from_secs(secs),
+        );
+    }
+
     /// kill -9: whatever was saved last stands.
     pub fn kill(&mut self) {
         self.held.clear();
@@ -186,6 +238,15 @@ impl Harness {
     pub fn copy(&self, from: &Path, to: &Path) {
         fs::copy(from, to).expect("copy");
     }
+}
+
+/// Sets the time `path` was last written.
+pub fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .expect("set mtime");
 }
 
 /// Lines `prefix-0` … `prefix-(n-1)`.
