@@ -89,6 +89,8 @@ pub struct CheckpointStore {
     dirty: bool,
     /// The saved store could not be read: what was delivered is unknown.
     reset: bool,
+    /// When the unreadable store was written, if known.
+    reset_written: Option<SystemTime>,
     /// The saved store could not be read and the previous save was used:
     /// when that save was written.
     fell_back: Option<SystemTime>,
@@ -112,6 +114,7 @@ impl CheckpointStore {
             known_at_load: BTreeMap::new(),
             dirty: false,
             reset: false,
+            reset_written: None,
             fell_back: None,
         }
     }
@@ -136,12 +139,16 @@ impl CheckpointStore {
             known_at_load: BTreeMap::new(),
             dirty: false,
             reset: false,
+            reset_written: None,
             fell_back: None,
         };
         let saved = match read_store(&file)? {
             Some(Ok(saved)) => Some(saved),
             None => None,
             Some(Err(e)) => {
+                // When the unreadable store was written: what was written
+                // to the logs after it cannot have been delivered before it.
+                let written = fs::metadata(&file).and_then(|m| m.modified()).ok();
                 let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
                 let moved = match fs::rename(&file, &aside) {
                     Ok(()) => format!("moved it to {}", aside.display()),
@@ -167,6 +174,7 @@ impl CheckpointStore {
                     }
                     _ => {
                         store.reset = true;
+                        store.reset_written = written;
                         tracing::error!(
                             "checkpoint file {} is unreadable ({e}), and so is the previous save; {moved}; what was delivered is unknown, so the files are read again from their start (lines sent before keep their event_id, so the backend can drop the repeats)",
                             file.display()
@@ -197,6 +205,12 @@ impl CheckpointStore {
     /// known of what was delivered before.
     pub(crate) fn was_reset(&self) -> bool {
         self.reset
+    }
+
+    /// When the saved store that could not be read was written (the time
+    /// of its file), when it was reset and that is known.
+    pub(crate) fn reset_written(&self) -> Option<SystemTime> {
+        self.reset_written
     }
 
     /// When the store in use was saved, if it is the previous save (the

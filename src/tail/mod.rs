@@ -945,8 +945,17 @@ impl Tailer {
     fn adopt_unseen_siblings(&mut self, path: &Path) -> io::Result<()> {
         if self.checkpoints.was_reset() {
             // The checkpoints were lost: every line beside the path may be
-            // undelivered. At least once means reading them all again.
-            return self.adopt_newer_siblings(path, UNIX_EPOCH);
+            // undelivered. At least once means reading them all again; and
+            // compressed rotations written after the lost save, which it
+            // cannot have delivered (older ones, kept for days, it had
+            // read: reading them all would send days of lines again).
+            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
+            let since = self
+                .checkpoints
+                .reset_written()
+                .and_then(|t| t.checked_sub(MTIME_SLACK))
+                .unwrap_or(UNIX_EPOCH);
+            return self.adopt_compressed_siblings(path, since);
         }
         if let Some(saved) = self.checkpoints.fell_back() {
             // The last save was lost, the one before is in use: rotated
@@ -1001,13 +1010,18 @@ impl Tailer {
             }
             // While its checkpoint still marks it as known.
             self.adopt_newer_siblings(path, s.modified)?;
-            if s.len > c.offset && !self.open_rotated_sibling(path, &s, c.offset)? {
+            // The renamed file itself is followed as any rotated file, even
+            // when read to its end: the server may not have reopened its
+            // log yet (a restart in the middle of a rotation), and writes
+            // to it for a moment more. A copy is written by nobody.
+            let same_file = s.identity.same_inode(&wanted);
+            if (same_file || s.len > c.offset) && !self.open_rotated_sibling(path, &s, c.offset)? {
                 // Renamed between the listing and the open: look again.
                 continue;
             }
-            if !s.identity.same_inode(&wanted) || s.len <= c.offset {
-                // Read to its end, or handed over to the copy (which has a
-                // checkpoint of its own from now on).
+            if !same_file {
+                // Handed over to the copy (which has a checkpoint of its
+                // own from now on), or read to its end in it.
                 self.checkpoints.mark_finished(c);
             }
             return Ok(());

@@ -581,6 +581,94 @@ fn a_file_written_rotated_and_compressed_while_stopped_is_read_after_the_one_bef
     );
 }
 
+/// Both saves of the checkpoints unreadable (a filesystem crash): the
+/// files beside the log are read again from their start, and so are the
+/// compressed rotations written after the lost save (nothing can have
+/// delivered them); older ones, which logrotate keeps for days, are not
+/// sent again.
+#[test]
+fn lost_checkpoints_read_the_rotations_compressed_since_and_not_the_older_ones() {
+    let mut h = Harness::new(quick());
+    let log = h.log.clone();
+    let dir = h.dir.path().to_owned();
+    let gz = |n: usize| dir.join(format!("access.log.{n}.gz"));
+    h.append(&log, &lines("a", 5));
+    h.start();
+    h.poll(true);
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("b", 3));
+    h.poll(true);
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    gzip(&h.rotated(2));
+    // Written days ago, as logrotate's older rotations are, and the live
+    // file an hour before the last save.
+    h.written_ago(&gz(2), 3 * 24 * 3600);
+    h.written_ago(&log, 3600);
+    h.poll(true);
+    h.kill();
+    // While it is down, three rotations (delaycompress): b's file and c's
+    // compressed, d's renamed, e written; all that a while ago.
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("c", 4));
+    fs::rename(gz(2), gz(3)).unwrap();
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    gzip(&h.rotated(2));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("d", 2));
+    fs::rename(gz(3), gz(4)).unwrap();
+    fs::rename(gz(2), gz(3)).unwrap();
+    fs::rename(h.rotated(1), h.rotated(2)).unwrap();
+    gzip(&h.rotated(2));
+    fs::rename(&log, h.rotated(1)).unwrap();
+    h.append(&log, &lines("e", 2));
+    h.cut_checkpoint_file();
+    fs::write(h.state.path().join("checkpoints.json.prev"), b"{\"vers").unwrap();
+    h.pass_time_while_stopped(100);
+    let before = h.out.len();
+    h.start();
+    h.poll(true);
+    let after: Vec<&String> = h.out[before..].iter().collect();
+    for l in lines("c", 4)
+        .iter()
+        .chain(&lines("d", 2))
+        .chain(&lines("e", 2))
+    {
+        assert!(after.contains(&l), "{l} was lost: {after:?}");
+    }
+    for l in lines("a", 5).iter().chain(&lines("b", 3)) {
+        assert!(
+            !after.contains(&l),
+            "{l}: an old .gz was read again: {after:?}"
+        );
+    }
+}
+
+/// The agent restarted in the middle of a rotation: the log was renamed,
+/// and the server, not reopened yet, writes a few more lines to the old
+/// file after the agent started. The renamed file was read to its end
+/// before the stop; it is still followed for `rotate_wait`, as any file
+/// rotated while the agent runs.
+#[test]
+fn a_file_renamed_while_stopped_and_written_after_the_start_is_read() {
+    let mut h = Harness::new(TailOptions {
+        rotate_wait: Duration::from_secs(3600),
+        ..quick()
+    });
+    let log = h.log.clone();
+    h.append(&log, &lines("a", 3));
+    h.start();
+    h.poll(true);
+    h.kill();
+    fs::rename(&log, h.rotated(1)).unwrap();
+    fs::write(&log, b"").unwrap();
+    h.start();
+    h.poll(true);
+    h.append(&h.rotated(1), &lines("late", 2));
+    h.append(&log, &lines("new", 2));
+    h.poll(true);
+    assert_exactly_once(&h, &concat(&[("a", 3), ("late", 2), ("new", 2)]));
+}
+
 /// What the tailer logged (at debug and above) while `f` ran on this
 /// thread.
 fn logged_during(f: impl FnOnce()) -> String {

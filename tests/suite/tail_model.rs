@@ -13,7 +13,14 @@
 //! (those of later lines then wait behind them, as the delivery side
 //! does: an acknowledgement covers every line before it) and given last
 //! first. Rotated files may be compressed (renamed, then
-//! gzipped and the uncompressed file removed, as logrotate's `compress`).
+//! gzipped and the uncompressed file removed, as logrotate's `compress`,
+//! which gives the `.gz` the time its file was last written).
+//!
+//! A kill leaves the agent down until an action needs it (a poll, a
+//! restart, a truncate): the server writes, rotates, copies and compresses
+//! meanwhile, as it does while a crashed agent waits for systemd to
+//! restart it; with `downtime`, the stop lasts 100 s (the checkpoints were
+//! saved, and the files written, that long before what follows).
 //!
 //! Constraints that mirror what a real server and logrotate do: lines are
 //! written to the old file after a rename only until the agent restarts or
@@ -90,6 +97,8 @@ struct Model {
     old: Option<PathBuf>,
     rotations: usize,
     killed: bool,
+    /// The agent is down (killed) and not started again yet.
+    stopped: bool,
     /// Lines not acknowledged when the agent stopped: they must come out
     /// again (and so may come out twice).
     resent: Vec<String>,
@@ -124,7 +133,15 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
         old: None,
         rotations: 0,
         killed: false,
+        stopped: false,
         resent: Vec::new(),
+    };
+    // An action that needs the agent starts it again after a kill.
+    let started = |h: &mut Harness, m: &mut Model| {
+        if m.stopped {
+            h.start();
+            m.stopped = false;
+        }
     };
     h.start();
     for a in actions {
@@ -142,18 +159,31 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
             // Acknowledgements are cumulative (`Tailer::acknowledge`: every
             // line up to an end): while a line is held, the delivery side
             // holds back those of the lines after it (the outbox does).
-            Action::Poll { save } if !h.held.is_empty() => h.poll_acking(*save, |_| false),
-            Action::Poll { save } => h.poll(*save),
-            Action::PollHolding => h.poll_acking(false, |_| false),
-            Action::AckHeld { out_of_order } => h.acknowledge_held(*out_of_order),
+            Action::Poll { save } => {
+                started(&mut h, &mut m);
+                if h.held.is_empty() {
+                    h.poll(*save);
+                } else {
+                    h.poll_acking(*save, |_| false);
+                }
+            }
+            Action::PollHolding => {
+                started(&mut h, &mut m);
+                h.poll_acking(false, |_| false);
+            }
+            Action::AckHeld { out_of_order } => {
+                started(&mut h, &mut m);
+                h.acknowledge_held(*out_of_order);
+            }
             Action::CompressOld => {
                 if let Some(old) = m.old.take() {
                     // The server has reopened by now (logrotate's
                     // delaycompress, or a rotation's postrotate signal),
                     // and the agent, woken by the rename (inotify), has
                     // looked: a file compressed before any agent saw it
-                    // is a new file to it.
-                    if h.held.is_empty() {
+                    // is a new file to it. (A stopped agent has not.)
+                    if m.stopped {
+                    } else if h.held.is_empty() {
                         h.poll(false);
                     } else {
                         h.poll_acking(false, |_| false);
@@ -176,16 +206,18 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 }
             }
             Action::KillCuttingCheckpoints { downtime } => {
-                h.kill();
-                if h.state.path().join("checkpoints.json").exists() {
-                    h.cut_checkpoint_file();
+                if !m.stopped {
+                    h.kill();
+                    if h.state.path().join("checkpoints.json").exists() {
+                        h.cut_checkpoint_file();
+                    }
+                    if *downtime {
+                        h.pass_time_while_stopped(DOWNTIME_SECS);
+                    }
+                    m.killed = true;
+                    m.stopped = true;
+                    m.old = None;
                 }
-                if *downtime {
-                    h.pass_time_while_stopped(DOWNTIME_SECS);
-                }
-                h.start();
-                m.killed = true;
-                m.old = None;
             }
             Action::RotateRename => {
                 if log.exists() {
@@ -197,7 +229,9 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 }
             }
             Action::RotateCopyTruncate => {
-                h.acknowledge_held(false);
+                if !m.stopped {
+                    h.acknowledge_held(false);
+                }
                 if log.exists() {
                     m.rotations += 1;
                     let to = h.dir.path().join(format!("access.log.{}", m.rotations));
@@ -208,6 +242,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
             }
             Action::Truncate => {
                 // The backend caught up: what was written before is gone.
+                started(&mut h, &mut m);
                 h.acknowledge_held(false);
                 h.poll(true);
                 if log.exists() {
@@ -216,6 +251,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 m.old = None;
             }
             Action::Delete => {
+                started(&mut h, &mut m);
                 h.acknowledge_held(false);
                 h.poll(true);
                 if log.exists() {
@@ -224,25 +260,32 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 m.old = None;
             }
             Action::Restart { downtime } => {
-                m.resent.extend(h.held.iter().map(|(_, _, l)| l.clone()));
-                h.stop();
-                if *downtime {
-                    h.pass_time_while_stopped(DOWNTIME_SECS);
+                if m.stopped {
+                    started(&mut h, &mut m);
+                } else {
+                    m.resent.extend(h.held.iter().map(|(_, _, l)| l.clone()));
+                    h.stop();
+                    if *downtime {
+                        h.pass_time_while_stopped(DOWNTIME_SECS);
+                    }
+                    h.start();
                 }
-                h.start();
                 m.old = None;
             }
             Action::Kill { downtime } => {
-                h.kill();
-                if *downtime {
-                    h.pass_time_while_stopped(DOWNTIME_SECS);
+                if !m.stopped {
+                    h.kill();
+                    if *downtime {
+                        h.pass_time_while_stopped(DOWNTIME_SECS);
+                    }
+                    m.killed = true;
+                    m.stopped = true;
+                    m.old = None;
                 }
-                h.start();
-                m.killed = true;
-                m.old = None;
             }
         }
     }
+    started(&mut h, &mut m);
     h.acknowledge_held(false);
     h.poll(true);
 

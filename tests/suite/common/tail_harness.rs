@@ -120,7 +120,12 @@ impl Harness {
     pub fn cut_checkpoint_file(&self) {
         let saved = self.state.path().join("checkpoints.json");
         let text = fs::read(&saved).expect("a saved checkpoint file");
+        let written = fs::metadata(&saved)
+            .and_then(|m| m.modified())
+            .expect("mtime");
         fs::write(&saved, &text[..text.len() / 2]).expect("cut it");
+        // Cut when it was written, not later.
+        set_mtime(&saved, written);
     }
 
     /// The agent's last saves happened `secs` seconds earlier than they
@@ -130,8 +135,13 @@ impl Harness {
         for name in ["checkpoints.json", "checkpoints.json.prev"] {
             let saved = self.state.path().join(name);
             let Ok(text) = fs::read(&saved) else { continue };
-            // A file cut by a crash stays as it is (its times too).
+            let modified = fs::metadata(&saved)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            let earlier = modified - Duration::from_secs(secs);
+            // A file cut by a crash keeps its text; only its time moves.
             let Ok(mut store) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                set_mtime(&saved, earlier);
                 continue;
             };
             for c in store["files"].as_array_mut().expect("files").iter_mut() {
@@ -143,12 +153,9 @@ impl Harness {
                     *t = (t.as_u64().expect("looked") - secs).into();
                 }
             }
-            let modified = fs::metadata(&saved)
-                .and_then(|m| m.modified())
-                .expect("mtime");
             // Replaced in place: `.prev` is a hard link to an older save.
             fs::write(&saved, serde_json::to_vec(&store).expect("JSON")).expect("rewrite it");
-            set_mtime(&saved, modified - Duration::from_secs(secs));
+            set_mtime(&saved, earlier);
         }
     }
 
