@@ -95,7 +95,6 @@ struct Model {
     written: Vec<String>,
     /// The file renamed away last, while the server may still write to it.
     old: Option<PathBuf>,
-    rotations: usize,
     killed: bool,
     /// The agent is down (killed) and not started again yet.
     stopped: bool,
@@ -115,6 +114,36 @@ impl Model {
     }
 }
 
+/// Makes room for a new rotation as logrotate does: every rotated file
+/// `access.log.N` (or `.N.gz`) becomes `N + 1`, highest first (the file
+/// the server may still write, `old`, too); the new rotation's name,
+/// `access.log.1`.
+fn make_room(dir: &std::path::Path, old: &mut Option<PathBuf>) -> PathBuf {
+    let mut rotated: Vec<(usize, bool)> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let rest = name.strip_prefix("access.log.")?;
+            let (n, gz) = match rest.strip_suffix(".gz") {
+                Some(n) => (n, true),
+                None => (rest, false),
+            };
+            Some((n.parse().ok()?, gz))
+        })
+        .collect();
+    rotated.sort_unstable_by(|a, b| b.cmp(a));
+    let name =
+        |n: usize, gz: bool| dir.join(format!("access.log.{n}{}", if gz { ".gz" } else { "" }));
+    for (n, gz) in rotated {
+        let (from, to) = (name(n, gz), name(n + 1, gz));
+        fs::rename(&from, &to).unwrap();
+        if old.as_ref() == Some(&from) {
+            *old = Some(to);
+        }
+    }
+    name(1, false)
+}
+
 /// How long a stop with downtime lasts: well past the agent's one-second
 /// slack on file times.
 const DOWNTIME_SECS: u64 = 100;
@@ -131,7 +160,6 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
         next: 0,
         written: Vec::new(),
         old: None,
-        rotations: 0,
         killed: false,
         stopped: false,
         resent: Vec::new(),
@@ -221,8 +249,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
             }
             Action::RotateRename => {
                 if log.exists() {
-                    m.rotations += 1;
-                    let to = h.dir.path().join(format!("access.log.{}", m.rotations));
+                    let to = make_room(h.dir.path(), &mut m.old);
                     fs::rename(&log, &to).unwrap();
                     fs::write(&log, b"").unwrap();
                     m.old = Some(to);
@@ -233,8 +260,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                     h.acknowledge_held(false);
                 }
                 if log.exists() {
-                    m.rotations += 1;
-                    let to = h.dir.path().join(format!("access.log.{}", m.rotations));
+                    let to = make_room(h.dir.path(), &mut m.old);
                     h.copy(&log, &to);
                     h.truncate(&log);
                     m.old = None;
