@@ -53,7 +53,9 @@ enum Action {
         out_of_order: bool,
     },
     RotateRename,
-    /// The file renamed away last is compressed and removed.
+    /// The file renamed away last is compressed and removed; when the
+    /// server writes none (after copytruncate), the newest rotated file
+    /// not compressed yet (delaycompress compressing the copy).
     CompressOld,
     /// A crash that leaves the checkpoint file cut in half.
     KillCuttingCheckpoints {
@@ -204,7 +206,13 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 h.acknowledge_held(*out_of_order);
             }
             Action::CompressOld => {
-                if let Some(old) = m.old.take() {
+                let old = m.old.take().or_else(|| {
+                    (1..)
+                        .map(|n| h.dir.path().join(format!("access.log.{n}")))
+                        .take(64)
+                        .find(|p| p.exists())
+                });
+                if let Some(old) = old {
                     // The server has reopened by now (logrotate's
                     // delaycompress, or a rotation's postrotate signal),
                     // and the agent, woken by the rename (inotify), has
