@@ -16,7 +16,10 @@
 //! During the run, at moments drawn from a seed printed in the output
 //! (`SYSTEM_TEST_SEED=N` replays a run; `SYSTEM_TEST_SECONDS`
 //! sets the load's length): `kill -9` of the agent and a restart, once with
-//! the checkpoint file cut in half while it is stopped; the backend killed
+//! the checkpoint file cut in half while it is stopped, once after two
+//! rotations while it is down (the file it was reading compressed, another
+//! written and rotated meanwhile, as when systemd gives up restarting it
+//! for a while); the backend killed
 //! and restarted; the backend holding acknowledgements for seconds; the
 //! backend closing a connection mid-batch; garbage, invalid UTF-8 and a
 //! 1 MiB line appended to the live log; the state folder made read-only
@@ -260,6 +263,7 @@ fn rotate(
     logs: PathBuf,
     seed: u64,
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<(usize, usize)> {
     std::thread::spawn(move || {
         let mut rng = Rng(seed ^ 0x5eed);
@@ -297,6 +301,7 @@ fn rotate(
             )
             .unwrap();
             common::programs::logrotate(&state, &conf);
+            done.fetch_add(1, Ordering::SeqCst);
         }
     })
 }
@@ -305,6 +310,7 @@ fn rotate(
 enum Fault {
     AgentKill,
     AgentKillCheckpointCut,
+    AgentDownTwoRotations,
     BackendRestart,
     AckHold,
     CloseMidBatch,
@@ -435,7 +441,14 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let memory = sample_memory(runner.pid.clone(), stop.clone());
-    let rotations = rotate(work.clone(), logs.clone(), seed, stop.clone());
+    let rotated = Arc::new(AtomicUsize::new(0));
+    let rotations = rotate(
+        work.clone(),
+        logs.clone(),
+        seed,
+        stop.clone(),
+        rotated.clone(),
+    );
     let load = Arc::new(Load::default());
     let total = seconds * RATE;
     let generators = generate_load(front, total, load.clone());
@@ -446,6 +459,7 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
         Fault::AgentKill,
         Fault::AgentKill,
         Fault::AgentKillCheckpointCut,
+        Fault::AgentDownTwoRotations,
         Fault::BackendRestart,
         Fault::BackendRestart,
         Fault::AckHold,
@@ -485,6 +499,21 @@ fn the_whole_system_under_load_and_faults_loses_nothing() {
                     }
                 }
                 std::thread::sleep(Duration::from_secs_f64(rng.between(0.2, 1.5)));
+                agent = runner.start();
+            }
+            Fault::AgentDownTwoRotations => {
+                let _ = agent.kill();
+                let _ = agent.wait();
+                runner.pid.store(0, Ordering::SeqCst);
+                // Down until logrotate has rotated twice (every 2 to 4 s),
+                // and a moment more, so that the files it wrote meanwhile
+                // are not from the second the agent starts in.
+                let before = rotated.load(Ordering::SeqCst);
+                let bound = Instant::now() + Duration::from_secs(20);
+                while rotated.load(Ordering::SeqCst) < before + 2 && Instant::now() < bound {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                std::thread::sleep(Duration::from_millis(1500));
                 agent = runner.start();
             }
             Fault::BackendRestart => {
