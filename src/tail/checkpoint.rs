@@ -387,13 +387,24 @@ impl CheckpointStore {
         // The store being replaced stays as the previous save. Linked, not
         // renamed: the store's name never stops naming a complete store.
         let previous = dir.join(PREVIOUS_FILE_NAME);
-        if file.exists() {
+        let replaces = file.exists();
+        if replaces {
             let _ = fs::remove_file(&previous);
             if fs::hard_link(file, &previous).is_err() {
                 fs::copy(file, &previous)?;
             }
         }
         fs::rename(&tmp, file)?;
+        if !replaces {
+            // The first save, or the first since an unreadable store was
+            // set aside (a `.prev` left then is the unreadable one): a copy
+            // of it is the previous save, so that a crash that damages it
+            // still leaves a store to resume from. A copy, not a link: a
+            // link would be damaged with it.
+            let _ = fs::remove_file(&previous);
+            fs::copy(file, &previous)?;
+            File::open(&previous)?.sync_all()?;
+        }
         // The renames are durable only once the folder is synced.
         File::open(dir)?.sync_all()?;
         self.dirty = false;
@@ -461,6 +472,26 @@ mod tests {
             Some(100),
             "the previous save: at most a second of lines is sent again"
         );
+    }
+
+    #[test]
+    fn the_first_save_after_an_unreadable_store_can_be_fallen_back_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        // Both saves unreadable: the store starts empty, and sets them aside.
+        fs::write(&path, b"{\"vers").unwrap();
+        fs::write(dir.path().join(PREVIOUS_FILE_NAME), b"{\"vers").unwrap();
+        let mut s = CheckpointStore::open(dir.path()).unwrap();
+        assert!(s.was_reset());
+        s.record(&id(5, 9), Path::new("/l/a.log"), 100, false);
+        s.save(false).unwrap();
+        // Another crash cuts the only save made since.
+        let text = fs::read(&path).unwrap();
+        fs::write(&path, &text[..text.len() / 2]).unwrap();
+
+        let s = CheckpointStore::open(dir.path()).unwrap();
+        assert!(!s.was_reset(), "what was delivered is still known");
+        assert_eq!(s.get(&id(5, 9)).map(|c| c.offset), Some(100));
     }
 
     #[test]

@@ -55,8 +55,12 @@ enum Action {
     RotateRename,
     /// The file renamed away last is compressed and removed; when the
     /// server writes none (after copytruncate), the newest rotated file
-    /// not compressed yet (delaycompress compressing the copy).
-    CompressOld,
+    /// not compressed yet (delaycompress compressing the copy). Before
+    /// it, a running agent has looked (inotify) and, unless its sink was
+    /// full, read.
+    CompressOld {
+        read_first: bool,
+    },
     /// A crash that leaves the checkpoint file cut in half.
     KillCuttingCheckpoints {
         downtime: bool,
@@ -82,7 +86,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => Just(Action::PollHolding),
         2 => any::<bool>().prop_map(|out_of_order| Action::AckHeld { out_of_order }),
         2 => Just(Action::RotateRename),
-        1 => Just(Action::CompressOld),
+        1 => any::<bool>().prop_map(|read_first| Action::CompressOld { read_first }),
         1 => any::<bool>().prop_map(|downtime| Action::KillCuttingCheckpoints { downtime }),
         1 => Just(Action::RotateCopyTruncate),
         1 => Just(Action::Truncate),
@@ -205,7 +209,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 started(&mut h, &mut m);
                 h.acknowledge_held(*out_of_order);
             }
-            Action::CompressOld => {
+            Action::CompressOld { read_first } => {
                 let old = m.old.take().or_else(|| {
                     (1..)
                         .map(|n| h.dir.path().join(format!("access.log.{n}")))
@@ -219,6 +223,8 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                     // looked: a file compressed before any agent saw it
                     // is a new file to it. (A stopped agent has not.)
                     if m.stopped {
+                    } else if !read_first {
+                        h.look();
                     } else if h.held.is_empty() {
                         h.poll(false);
                     } else {

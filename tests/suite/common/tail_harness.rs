@@ -58,6 +58,14 @@ impl Harness {
         self.poll_acking(save, |_| true);
     }
 
+    /// What the agent does when woken with a full sink: it looks at its
+    /// files (new ones, rotations, truncations) and reads nothing.
+    pub fn look(&mut self) {
+        let t = self.tailer.as_mut().expect("started");
+        t.scan().expect("scan");
+        t.learn_identities();
+    }
+
     /// As [`Harness::poll`], but acknowledges only the lines for which
     /// `ack(line)` is true (the others stay in flight, as when a backend
     /// has not answered yet).
