@@ -87,13 +87,20 @@ pub struct CheckpointStore {
     /// it): fixed at load, whatever this run changes afterwards.
     known_at_load: BTreeMap<PathBuf, u64>,
     dirty: bool,
-    /// The saved store could not be read: what was delivered is unknown.
-    reset: bool,
-    /// When the unreadable store was written, if known.
-    reset_written: Option<SystemTime>,
-    /// The saved store could not be read and the previous save was used:
-    /// when that save was written.
-    fell_back: Option<SystemTime>,
+    loaded: Loaded,
+}
+
+/// What a [`CheckpointStore`] was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loaded {
+    /// The last save, or none (a first start).
+    LastSave,
+    /// The last save was unreadable; the one before it, written at this
+    /// time, is in use: what happened after it is not in it.
+    PreviousSave(SystemTime),
+    /// Both were unreadable: what was delivered is unknown. The lost save
+    /// was written at this time (the epoch when that is unknown too).
+    Nothing(SystemTime),
 }
 
 /// Seconds since the epoch, now.
@@ -113,9 +120,7 @@ impl CheckpointStore {
             looked: BTreeMap::new(),
             known_at_load: BTreeMap::new(),
             dirty: false,
-            reset: false,
-            reset_written: None,
-            fell_back: None,
+            loaded: Loaded::LastSave,
         }
     }
 
@@ -138,9 +143,7 @@ impl CheckpointStore {
             looked: BTreeMap::new(),
             known_at_load: BTreeMap::new(),
             dirty: false,
-            reset: false,
-            reset_written: None,
-            fell_back: None,
+            loaded: Loaded::LastSave,
         };
         let saved = match read_store(&file)? {
             Some(Ok(saved)) => Some(saved),
@@ -148,7 +151,9 @@ impl CheckpointStore {
             Some(Err(e)) => {
                 // When the unreadable store was written: what was written
                 // to the logs after it cannot have been delivered before it.
-                let written = fs::metadata(&file).and_then(|m| m.modified()).ok();
+                let written = fs::metadata(&file)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(UNIX_EPOCH);
                 let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{}", now_secs()));
                 let moved = match fs::rename(&file, &aside) {
                     Ok(()) => format!("moved it to {}", aside.display()),
@@ -160,7 +165,7 @@ impl CheckpointStore {
                 let previous = state_dir.join(PREVIOUS_FILE_NAME);
                 match read_store(&previous) {
                     Ok(Some(Ok(saved))) => {
-                        store.fell_back = Some(
+                        store.loaded = Loaded::PreviousSave(
                             fs::metadata(&previous)
                                 .and_then(|m| m.modified())
                                 .unwrap_or(UNIX_EPOCH),
@@ -173,8 +178,7 @@ impl CheckpointStore {
                         Some(saved)
                     }
                     _ => {
-                        store.reset = true;
-                        store.reset_written = written;
+                        store.loaded = Loaded::Nothing(written);
                         tracing::error!(
                             "checkpoint file {} is unreadable ({e}), and so is the previous save; {moved}; what was delivered is unknown, so the files are read again from their start (lines sent before keep their event_id, so the backend can drop the repeats)",
                             file.display()
@@ -204,19 +208,12 @@ impl CheckpointStore {
     /// Whether the saved store was unreadable and set aside: nothing is
     /// known of what was delivered before.
     pub(crate) fn was_reset(&self) -> bool {
-        self.reset
+        matches!(self.loaded, Loaded::Nothing(_))
     }
 
-    /// When the saved store that could not be read was written (the time
-    /// of its file), when it was reset and that is known.
-    pub(crate) fn reset_written(&self) -> Option<SystemTime> {
-        self.reset_written
-    }
-
-    /// When the store in use was saved, if it is the previous save (the
-    /// last one was unreadable): what happened after that is not in it.
-    pub(crate) fn fell_back(&self) -> Option<SystemTime> {
-        self.fell_back
+    /// What the store was loaded from.
+    pub(crate) fn loaded(&self) -> Loaded {
+        self.loaded
     }
 
     /// The checkpoint of the file `id`, if any.
@@ -400,10 +397,13 @@ impl CheckpointStore {
             // set aside (a `.prev` left then is the unreadable one): a copy
             // of it is the previous save, so that a crash that damages it
             // still leaves a store to resume from. A copy, not a link: a
-            // link would be damaged with it.
+            // link would be damaged with it. The save itself is done: a
+            // copy that fails (a full disk) is left out, not half written.
             let _ = fs::remove_file(&previous);
-            fs::copy(file, &previous)?;
-            File::open(&previous)?.sync_all()?;
+            let copied = fs::copy(file, &previous).and_then(|_| File::open(&previous)?.sync_all());
+            if copied.is_err() {
+                let _ = fs::remove_file(&previous);
+            }
         }
         // The renames are durable only once the folder is synced.
         File::open(dir)?.sync_all()?;

@@ -36,7 +36,7 @@ pub use stats::TailStats;
 
 use crate::container::{Streams, Unwrapper, Unwrapping, Wrapper};
 use crate::source::{Handling, Head, Look, Origin, PollOutcome, Source, SourceLine};
-use checkpoint::Checkpoint;
+use checkpoint::{Checkpoint, Loaded};
 use discover::Sibling;
 use file::{State, TailedFile};
 
@@ -943,44 +943,37 @@ impl Tailer {
     /// At start: rotated files beside `path` the agent never saw, read
     /// whole. Which are unseen depends on what the checkpoints know.
     fn adopt_unseen_siblings(&mut self, path: &Path) -> io::Result<()> {
-        if self.checkpoints.was_reset() {
+        // Which siblings are unseen: those last written (less a second of
+        // slack) after these times, uncompressed and compressed.
+        let (uncompressed, compressed) = match self.checkpoints.loaded() {
             // The checkpoints were lost: every line beside the path may be
             // undelivered. At least once means reading them all again; and
             // compressed rotations written after the lost save, which it
             // cannot have delivered (older ones, kept for days, it had
             // read: reading them all would send days of lines again).
-            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
-            let since = self
-                .checkpoints
-                .reset_written()
-                .and_then(|t| t.checked_sub(MTIME_SLACK))
-                .unwrap_or(UNIX_EPOCH);
-            return self.adopt_compressed_siblings(path, since);
-        }
-        if let Some(saved) = self.checkpoints.fell_back() {
+            Loaded::Nothing(lost) => (UNIX_EPOCH, lost),
             // The last save was lost, the one before is in use: rotated
             // files it does not know may hold lines never delivered,
             // whenever they were last written; compressed ones too, if they
             // were compressed after that save.
-            self.adopt_newer_siblings(path, UNIX_EPOCH)?;
-            let since = saved.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);
-            return self.adopt_compressed_siblings(path, since);
-        }
-        // Files rotated beside the path after the agent last looked at it
-        // (before it stopped) were never seen. As the save had it: finishing
-        // a checkpoint at this start (`finish_rotated_while_stopped`) makes
-        // it new, and would hide every `.gz` written before this second.
-        match self.checkpoints.known_at_load(path) {
-            Some(secs) => {
-                let t = UNIX_EPOCH + Duration::from_secs(secs);
-                let since = t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);
-                self.adopt_newer_siblings(path, since)?;
-                // Created, rotated and compressed while the agent was
-                // stopped: only the compressed copy is left.
-                self.adopt_compressed_siblings(path, since)
-            }
-            None => Ok(()),
-        }
+            Loaded::PreviousSave(saved) => (UNIX_EPOCH, saved),
+            // Files rotated beside the path after the agent last looked at
+            // it (before it stopped) were never seen; those created,
+            // rotated and compressed meanwhile are left only compressed.
+            // As the save had it: finishing a checkpoint at this start
+            // (`finish_rotated_while_stopped`) makes it new, and would
+            // hide every file written before this second.
+            Loaded::LastSave => match self.checkpoints.known_at_load(path) {
+                Some(secs) => {
+                    let t = UNIX_EPOCH + Duration::from_secs(secs);
+                    (t, t)
+                }
+                None => return Ok(()),
+            },
+        };
+        let less_slack = |t: SystemTime| t.checked_sub(MTIME_SLACK).unwrap_or(UNIX_EPOCH);
+        self.adopt_newer_siblings(path, less_slack(uncompressed))?;
+        self.adopt_compressed_siblings(path, less_slack(compressed))
     }
 
     /// Finds the file checkpoint `c` describes among the rotated siblings

@@ -170,6 +170,23 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
         stopped: false,
         resent: Vec::new(),
     };
+    // kill -9 of a running agent, a crash cutting its checkpoint file if
+    // `cut`; it stays down until an action needs it.
+    let kill = |h: &mut Harness, m: &mut Model, downtime: bool, cut: bool| {
+        if m.stopped {
+            return;
+        }
+        h.kill();
+        if cut && h.state.path().join("checkpoints.json").exists() {
+            h.cut_checkpoint_file();
+        }
+        if downtime {
+            h.pass_time_while_stopped(DOWNTIME_SECS);
+        }
+        m.killed = true;
+        m.stopped = true;
+        m.old = None;
+    };
     // An action that needs the agent starts it again after a kill.
     let started = |h: &mut Harness, m: &mut Model| {
         if m.stopped {
@@ -247,20 +264,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                     fs::remove_file(&old).unwrap();
                 }
             }
-            Action::KillCuttingCheckpoints { downtime } => {
-                if !m.stopped {
-                    h.kill();
-                    if h.state.path().join("checkpoints.json").exists() {
-                        h.cut_checkpoint_file();
-                    }
-                    if *downtime {
-                        h.pass_time_while_stopped(DOWNTIME_SECS);
-                    }
-                    m.killed = true;
-                    m.stopped = true;
-                    m.old = None;
-                }
-            }
+            Action::KillCuttingCheckpoints { downtime } => kill(&mut h, &mut m, *downtime, true),
             Action::RotateRename => {
                 if log.exists() {
                     let to = make_room(h.dir.path(), &mut m.old);
@@ -312,17 +316,7 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
                 }
                 m.old = None;
             }
-            Action::Kill { downtime } => {
-                if !m.stopped {
-                    h.kill();
-                    if *downtime {
-                        h.pass_time_while_stopped(DOWNTIME_SECS);
-                    }
-                    m.killed = true;
-                    m.stopped = true;
-                    m.old = None;
-                }
-            }
+            Action::Kill { downtime } => kill(&mut h, &mut m, *downtime, false),
         }
     }
     started(&mut h, &mut m);
