@@ -422,7 +422,6 @@ max_in_flight = 2",
         started.elapsed()
     );
     assert!(checked > 0);
-    eprintln!("DEBUG {:?}\n{}", started.elapsed(), s.stderr());
     assert_all_delivered(&s, &seen, false);
 }
 
@@ -498,6 +497,70 @@ fn a_backend_that_never_acknowledges_holds_the_agent_within_its_limits() {
         0,
         "nothing acknowledged, nothing checkpointed"
     );
+}
+
+/// A backend that acknowledges everything and then goes away for good:
+/// the sender is between connections with nothing left to deliver.
+fn backend_gone_after(messages: usize) -> Backend {
+    Backend::start(
+        0,
+        Seen::new(Behaviour {
+            gone_after_message: Some(messages),
+            // Every batch in flight before the first answer, so that the
+            // answers end the connection before the sender asks for more.
+            first_ack_delay: Some(Duration::from_millis(300)),
+            ..Behaviour::default()
+        }),
+        None,
+    )
+}
+
+#[test]
+fn a_once_run_ends_when_the_backend_goes_away_after_the_last_acknowledgement() {
+    let s = Setup::new(40);
+    let backend = backend_gone_after(4);
+    let config = ws_config(
+        &backend.url("ws"),
+        "batch_max_events = 10\nmax_in_flight = 4\nbatch_linger_ms = 50",
+    );
+    let mut agent = s.agent(&config, &["--once", "--from-beginning"]);
+    // Before, the sender tried to reconnect for ever before it looked at
+    // the queue the agent had closed: the run never ended.
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, true);
+    assert_eq!(
+        s.checkpoint(),
+        Some(fs::metadata(&s.log).unwrap().len()),
+        "{}",
+        s.stderr()
+    );
+}
+
+#[test]
+fn a_stop_after_the_backend_went_away_with_everything_acknowledged_is_prompt() {
+    let s = Setup::new(40);
+    let backend = backend_gone_after(4);
+    let config = ws_config(
+        &backend.url("ws"),
+        "batch_max_events = 10\nmax_in_flight = 4\nbatch_linger_ms = 50\nshutdown_timeout_ms = 600000",
+    );
+    let mut agent = s.agent(&config, &["--from-beginning"]);
+    let started = Instant::now();
+    while !s.stderr().contains("lost") {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the connection never ended: {}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(backend.seen.acked.lock().unwrap().len(), 40);
+    sigterm(&agent);
+    // Nothing is unacknowledged: the stop owes the backend nothing, and
+    // must not wait out `shutdown_timeout` (ten minutes here).
+    assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
+    assert!(!s.stderr().contains("gave up waiting"), "{}", s.stderr());
+    assert_all_delivered(&s, &backend.seen, true);
 }
 
 #[test]

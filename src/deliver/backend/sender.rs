@@ -222,7 +222,7 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
                         delay.as_millis()
                     );
                 }
-                tokio::time::sleep(delay).await;
+                pause(&mut outbox, delay, config.wire).await;
                 continue;
             }
         };
@@ -286,7 +286,30 @@ async fn run(config: SenderConfig, mut outbox: Outbox) {
             "connection to {url} lost: {why}; reconnecting in {} ms",
             delay.as_millis()
         );
-        tokio::time::sleep(delay).await;
+        pause(&mut outbox, delay, config.wire).await;
+    }
+}
+
+/// Waits `delay` before the next connection attempt. While nothing waits
+/// for an acknowledgement, it watches the queue meanwhile: batches handed
+/// over are taken (and sent once connected), and an agent closing the
+/// queue ends the wait, so that the sender stops now. Only a connection
+/// looks at the queue otherwise, and one to a backend gone for good (it
+/// acknowledged the last batch and went away) is never made: a `--once`
+/// run waited for ever, a stop for its whole `shutdown_timeout`.
+async fn pause(outbox: &mut Outbox, delay: Duration, wire: Wire) {
+    let until = tokio::time::Instant::now() + delay;
+    while outbox.unacknowledged() == 0 && !outbox.closed {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return,
+            batch = outbox.queue.recv() => match batch {
+                Some(b) => outbox.take(b, wire),
+                None => outbox.closed = true,
+            },
+        }
+    }
+    if !outbox.is_done() {
+        tokio::time::sleep_until(until).await;
     }
 }
 

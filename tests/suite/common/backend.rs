@@ -30,6 +30,9 @@ pub struct Behaviour {
     pub close_at_message: Option<usize>,
     /// Refuse the first N batches with an error reply.
     pub refuse_first: usize,
+    /// After acknowledging this many messages in all, go away for good:
+    /// drop the connection and stop listening.
+    pub gone_after_message: Option<usize>,
 }
 
 /// What the backend saw, shared with the test.
@@ -46,6 +49,9 @@ pub struct Seen {
     pub behaviour: Mutex<Behaviour>,
     refused: AtomicUsize,
     delayed_once: AtomicUsize,
+    /// Set by a connection for [`Behaviour::gone_after_message`]: the
+    /// listener stops.
+    gone: tokio::sync::Notify,
 }
 
 impl Seen {
@@ -112,6 +118,7 @@ impl Backend {
                             });
                         }
                         _ = stop.changed() => break,
+                        () = thread_seen.gone.notified() => break,
                     }
                 }
             });
@@ -239,6 +246,10 @@ where
         // checkpoint can never be seen ahead of this set.
         seen.acked.lock().unwrap().extend(ids);
         if ws.send(Message::text(reply)).await.is_err() {
+            return;
+        }
+        if behaviour.gone_after_message == Some(n) {
+            seen.gone.notify_one();
             return;
         }
     }
