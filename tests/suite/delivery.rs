@@ -499,31 +499,34 @@ fn a_backend_that_never_acknowledges_holds_the_agent_within_its_limits() {
     );
 }
 
-/// A backend that acknowledges everything and then goes away for good:
-/// the sender is between connections with nothing left to deliver.
-fn backend_gone_after(messages: usize) -> Backend {
-    Backend::start(
+/// 40 lines sent as 4 batches, all in flight before the first answer,
+/// to a backend that acknowledges them and goes away for good: the sender
+/// is then between connections with nothing left to deliver. The agent
+/// runs with `extra` settings and `args`.
+fn agent_outliving_its_backend(extra: &str, args: &[&str]) -> (Setup, Backend, Agent) {
+    let s = Setup::new(40);
+    let backend = Backend::start(
         0,
         Seen::new(Behaviour {
-            gone_after_message: Some(messages),
-            // Every batch in flight before the first answer, so that the
-            // answers end the connection before the sender asks for more.
+            gone_after_message: Some(4),
+            // The answers end the connection before the sender asks for
+            // more.
             first_ack_delay: Some(Duration::from_millis(300)),
             ..Behaviour::default()
         }),
         None,
-    )
+    );
+    let config = ws_config(
+        &backend.url("ws"),
+        &format!("batch_max_events = 10\nmax_in_flight = 4\nbatch_linger_ms = 50\n{extra}"),
+    );
+    let agent = s.agent(&config, args);
+    (s, backend, agent)
 }
 
 #[test]
 fn a_once_run_ends_when_the_backend_goes_away_after_the_last_acknowledgement() {
-    let s = Setup::new(40);
-    let backend = backend_gone_after(4);
-    let config = ws_config(
-        &backend.url("ws"),
-        "batch_max_events = 10\nmax_in_flight = 4\nbatch_linger_ms = 50",
-    );
-    let mut agent = s.agent(&config, &["--once", "--from-beginning"]);
+    let (s, backend, mut agent) = agent_outliving_its_backend("", &["--once", "--from-beginning"]);
     // Before, the sender tried to reconnect for ever before it looked at
     // the queue the agent had closed: the run never ended.
     assert_eq!(wait_exit(&mut agent, PATIENCE), Some(0), "{}", s.stderr());
@@ -538,13 +541,8 @@ fn a_once_run_ends_when_the_backend_goes_away_after_the_last_acknowledgement() {
 
 #[test]
 fn a_stop_after_the_backend_went_away_with_everything_acknowledged_is_prompt() {
-    let s = Setup::new(40);
-    let backend = backend_gone_after(4);
-    let config = ws_config(
-        &backend.url("ws"),
-        "batch_max_events = 10\nmax_in_flight = 4\nbatch_linger_ms = 50\nshutdown_timeout_ms = 600000",
-    );
-    let mut agent = s.agent(&config, &["--from-beginning"]);
+    let (s, backend, mut agent) =
+        agent_outliving_its_backend("shutdown_timeout_ms = 600000", &["--from-beginning"]);
     let started = Instant::now();
     while !s.stderr().contains("lost") {
         assert!(
