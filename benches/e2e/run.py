@@ -24,9 +24,13 @@ then, for each input, runs each case RUNS times, the cases taking turns
   batch+deflate-py  batch + deflate to a backend written with Python's
                   `websockets` (tests/peers/middleware_backend.py, from
                   target/test-venv: run tests/setup.sh once), the backend
-                  most users run: it answers the offer with its own
-                  defaults (12-bit windows); wire bytes are counted by a
-                  relay between the agent and it
+                  most users run, with its own defaults: it takes the
+                  agent's first offer, which lets it name no window, so
+                  the agent compresses with 32 KiB (window_bits=15); wire
+                  bytes are counted by a relay between the agent and it
+  batch+deflate-py12  the same backend insisting on a 4 KiB window
+                  (`require_client_max_window_bits`, 12 bits): it takes
+                  the agent's second offer
   batch+deflate-slow  batch + deflate to the receiver replying to each batch
                   3.5 ms late (--ack-delay-us): a backend as slow as the
                   Python one without its CPU on this machine, which tells
@@ -47,7 +51,7 @@ Figures move with the machine (2x and more between machines of the same
 kind); compare the ratios, measured in the same run.
 
 Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--agent BINARY] [--before BINARY]
-           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,batch+deflate-slow,single,single+deflate,latency,idle]
+           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,batch+deflate-py12,batch+deflate-slow,single,single+deflate,latency,idle]
 """
 import argparse
 import bisect
@@ -238,13 +242,14 @@ class Relay:
         self.listener.close()
 
 
-def case_python_backend(log, lines, extra):
+def case_python_backend(log, lines, extra, backend_args=()):
     if not os.path.exists(VENV_PYTHON):
         sys.exit("batch+deflate-py needs target/test-venv: run tests/setup.sh first")
     with tempfile.TemporaryDirectory() as state:
         received = os.path.join(state, "events.jsonl")
         port = free_port()
-        backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch"],
+        backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch",
+                                    *backend_args],
                                    stdout=subprocess.PIPE, text=True)
         if backend.stdout.readline().strip() != "listening":
             sys.exit("the Python backend did not start")
@@ -265,8 +270,10 @@ def case_python_backend(log, lines, extra):
         sys.exit(f"the Python backend got {got} of {lines} events")
     if "permessage-deflate" not in negotiated:
         sys.exit(f"compression was not negotiated with the Python backend: {negotiated}")
+    # The window the backend inflates the agent's messages with.
+    window = [int(t.split("=")[1]) for t in negotiated if t.startswith("client_max_window_bits=")]
     return {"lines_per_s": lines / wall, "cpu_us_per_line": cpu / lines * 1e6, "peak_rss_mib": rss / 1024,
-            "wire_bytes_per_event": relay.sent / got}
+            "wire_bytes_per_event": relay.sent / got, "window_bits": max(window, default=0)}
 
 
 def case_stdout(log, lines):
@@ -437,6 +444,9 @@ def main():
                              case_throughput(path, lines, wire, compression, extra))
         if "batch+deflate-py" in cases:
             runners["batch+deflate-py"] = lambda: case_python_backend(log, a.lines, extra)
+        if "batch+deflate-py12" in cases:
+            runners["batch+deflate-py12"] = lambda: case_python_backend(log, a.lines, extra,
+                                                                        ("--client-window-bits", "12"))
         if "batch+deflate-slow" in cases:
             runners["batch+deflate-slow"] = lambda: case_throughput(log, a.lines, "batch", "deflate", extra,
                                                                     ack_delay_us=SLOW_ACK_US)

@@ -2,19 +2,22 @@
 it speaks the middleware's exchange (cerberus-django: each message is one
 event, every message answered once) or, with --wire batch, the agent's batch
 exchange (docs/protocol.md). Events are appended to a JSON-lines file for the
-test to check; each connection's negotiated extensions are appended to
-OUT_FILE.connections, one line per connection ("permessage-deflate" or
+test to check; each connection's negotiated terms are appended to
+OUT_FILE.connections, one line per connection ("permessage-deflate
+client_max_window_bits=N client_no_context_takeover=True|False", the
+window and reset the backend's zlib inflates the agent's messages with; or
 "none").
 
 `websockets` accepts permessage-deflate by default (with its own defaults:
-12-bit windows, context takeover); --no-compression refuses it, as a server
-built without it would.
+context takeover, and 12-bit windows where the offer lets it ask for
+them); --no-compression refuses it, as a server built without it would.
 
 --client-window-bits N, --client-no-context-takeover: accept
-permessage-deflate only on these terms for what the agent sends (the
-answer names them; the backend's zlib inflates with that window and resets
-after every message, so an agent that compressed otherwise fails here); the
-connections file then names what was agreed.
+permessage-deflate only on these terms for what the agent sends (an offer
+that does not let the backend name a window is declined, as websockets'
+`require_client_max_window_bits` does; the answer names the terms; the
+backend's zlib inflates with that window and resets after every message,
+so an agent that compressed otherwise fails here).
 
 --bomb-first: on the first connection, before anything else, send one
 message of 200 MiB of zeros (about 200 KiB once compressed): a hostile
@@ -39,13 +42,11 @@ async def main(a):
     bombed = []
 
     async def handle(ws):
-        names = [ext.name for ext in ws.protocol.extensions] or ["none"]
-        if a.client_window_bits or a.client_no_context_takeover:
-            names = [
-                f"{ext.name} client_max_window_bits={ext.remote_max_window_bits}"
-                f" client_no_context_takeover={ext.remote_no_context_takeover}"
-                for ext in ws.protocol.extensions
-            ] or ["none"]
+        names = [
+            f"{ext.name} client_max_window_bits={ext.remote_max_window_bits}"
+            f" client_no_context_takeover={ext.remote_no_context_takeover}"
+            for ext in ws.protocol.extensions
+        ] or ["none"]
         connections.write(",".join(names) + "\n")
         connections.flush()
         if a.bomb_first and not bombed:
@@ -72,6 +73,7 @@ async def main(a):
             client_max_window_bits=a.client_window_bits,
             client_no_context_takeover=a.client_no_context_takeover,
             server_max_window_bits=12,
+            require_client_max_window_bits=a.client_window_bits is not None,
         )]
     async with serve(handle, "127.0.0.1", a.port, compression=compression, **terms):
         print("listening", flush=True)

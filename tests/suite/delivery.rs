@@ -869,7 +869,13 @@ fn a_python_websockets_backend_gets_every_event_compressed_or_not() {
             );
             let (connections, stderr) =
                 deliver_to_python_backend(wire, agent_compression, backend_compresses, &case);
-            let expected = if agreed { "permessage-deflate" } else { "none" };
+            // Offered first without a window limit, which websockets
+            // takes: the agent compresses with its 32 KiB window.
+            let expected = if agreed {
+                "permessage-deflate client_max_window_bits=15 client_no_context_takeover=False"
+            } else {
+                "none"
+            };
             assert!(
                 !connections.is_empty() && connections.iter().all(|c| c == expected),
                 "{case}: connections negotiated {connections:?}, expected {expected}"
@@ -887,7 +893,9 @@ fn a_python_websockets_backend_gets_every_event_compressed_or_not() {
 }
 
 /// A Python backend that takes compression only on its own terms (a small
-/// window for what the agent sends, and no context takeover): its zlib
+/// window for what the agent sends, declining an offer that would not let
+/// it name one, and no context takeover): the agent's second offer is
+/// taken, and the backend's zlib
 /// inflates every message with that window and a fresh state, so each
 /// event arrives only if the agent compressed as agreed.
 #[test]
@@ -927,8 +935,9 @@ fn the_agent_compresses_on_the_terms_a_python_backend_sets() {
 /// non-ASCII bytes, as nginx escapes them; long and short paths), sent
 /// with the agent's own compressor to a Python backend whose zlib inflates
 /// with the window it asked for: every event arrives exactly as the
-/// `--stdout` path writes it, with Python's default 4 KiB window and with
-/// a 512-byte one.
+/// `--stdout` path writes it: with the agent's 32 KiB window (what a
+/// default `websockets` backend agrees to), and with a 4 KiB and a
+/// 512-byte one that a backend insists on.
 #[test]
 fn a_busy_sites_events_arrive_from_the_agents_compressor_exactly_as_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -1005,6 +1014,7 @@ fn a_busy_sites_events_arrive_from_the_agents_compressor_exactly_as_written() {
 
     for (terms, name) in [
         (&[][..], "default"),
+        (&["--client-window-bits", "12"][..], "w12"),
         (&["--client-window-bits", "9"][..], "w9"),
     ] {
         let received = dir.path().join(format!("received-{name}.jsonl"));
