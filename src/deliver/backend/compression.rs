@@ -5,9 +5,10 @@
 //! handshake with context takeover (the compressor's window carries over
 //! from one message to the next) and uses it when the backend accepts.
 //! A backend that does not know the extension answers without it and gets
-//! plain messages, with no setting to change. ratchet (`ratchet_deflate`)
-//! writes the offer and checks the answer; the codecs are ours, on
-//! ratchet's extension interface:
+//! plain messages, with no setting to change. The offer is made twice,
+//! first without letting the backend name a smaller window (see
+//! [`offer_header`]); ratchet (`ratchet_deflate`) checks the answer; the
+//! codecs are ours, on ratchet's extension interface:
 //!
 //! - [`MessageDeflate`] compresses what the agent sends: with the agent's
 //!   own compressor ([`EventDeflate`], made for its JSON batches) unless

@@ -105,44 +105,50 @@ fn whole_key(buf: &[u8], at: usize, stop: usize) -> usize {
 }
 
 /// How many bytes from `a` and `b` on (`a` < `b`) are equal, up to the end
-/// of `buf`; a word at a time (the bytes past `b` may overlap `a`'s: deflate
-/// copies byte by byte, so such a match is what the inflater rebuilds).
+/// of `buf`; 16 bytes a compare (the bytes past `b` may overlap `a`'s:
+/// deflate copies byte by byte, so such a match is what the inflater
+/// rebuilds).
 #[inline(always)]
 fn common_length(buf: &[u8], a: usize, b: usize) -> usize {
-    let end = buf.len();
+    let (from_a, _) = buf[a..].as_chunks::<16>();
+    let (from_b, _) = buf[b..].as_chunks::<16>();
     let mut n = 0;
-    while b + n + 8 <= end {
-        let mut x = [0u8; 8];
-        let mut y = [0u8; 8];
-        x.copy_from_slice(&buf[a + n..a + n + 8]);
-        y.copy_from_slice(&buf[b + n..b + n + 8]);
-        let diff = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+    for (x, y) in from_a.iter().zip(from_b) {
+        let diff = u128::from_le_bytes(*x) ^ u128::from_le_bytes(*y);
         if diff != 0 {
             return n + (diff.trailing_zeros() / 8) as usize;
         }
-        n += 8;
+        n += 16;
     }
-    while b + n < end && buf[a + n] == buf[b + n] {
-        n += 1;
-    }
-    n
+    n + buf[a + n..]
+        .iter()
+        .zip(&buf[b + n..])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
-/// How many bytes before `a` and `b` (`a` < `b`) are equal, at most `limit`.
+/// How many bytes before `a` and `b` (`a` < `b`) are equal, at most
+/// `limit`; 16 bytes a compare.
 #[inline(always)]
 fn common_length_back(buf: &[u8], a: usize, b: usize, limit: usize) -> usize {
+    let before_a = &buf[a - limit..a];
+    let before_b = &buf[b - limit..b];
+    let (_, to_a) = before_a.as_rchunks::<16>();
+    let (_, to_b) = before_b.as_rchunks::<16>();
     let mut n = 0;
-    while n + 8 <= limit {
-        let diff = read8(buf, a - n - 8) ^ read8(buf, b - n - 8);
+    for (x, y) in to_a.iter().rev().zip(to_b.iter().rev()) {
+        let diff = u128::from_le_bytes(*x) ^ u128::from_le_bytes(*y);
         if diff != 0 {
             return n + (diff.leading_zeros() / 8) as usize;
         }
-        n += 8;
+        n += 16;
     }
-    while n < limit && buf[a - n - 1] == buf[b - n - 1] {
-        n += 1;
-    }
-    n
+    n + before_a[..limit - n]
+        .iter()
+        .rev()
+        .zip(before_b[..limit - n].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 impl EventDeflate {
