@@ -10,7 +10,8 @@ pub(super) const DIST_SYMBOLS: usize = 30;
 const END_OF_BLOCK: usize = 256;
 
 /// One parsed symbol: a run of literal bytes (where in the buffer they
-/// are), or a match (length 3–258, distance 1–32,768).
+/// are), or a match (length 3–258, distance 1–32,768, and their codes,
+/// found once when the parse counts them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Token(u64);
 
@@ -22,9 +23,18 @@ impl Token {
         Token(((from as u64) << 32) | len as u64)
     }
 
-    pub fn matched(length: usize, distance: usize) -> Self {
+    /// A match of `length` bytes `distance` back; `codes`: its length
+    /// code and distance code ([`length_code`], [`distance_code`]).
+    pub fn matched(length: usize, distance: usize, codes: (usize, usize)) -> Self {
         debug_assert!((3..=258).contains(&length) && (1..=32_768).contains(&distance));
-        Token(MATCH | ((length as u64) << 16) | (distance as u64 - 1))
+        debug_assert!(codes == (length_code(length), distance_code(distance)));
+        Token(
+            MATCH
+                | ((codes.1 as u64) << 40)
+                | ((codes.0 as u64) << 32)
+                | ((length as u64) << 16)
+                | (distance as u64 - 1),
+        )
     }
 }
 
@@ -410,7 +420,7 @@ fn write_symbols(w: &mut BitWriter, tokens: &[Token], buf: &[u8], codes: &Codes)
         }
         let length = ((t >> 16) & 0x1ff) as usize;
         let distance = (t & 0xffff) as usize + 1;
-        let lc = length_code(length);
+        let lc = ((t >> 32) & 0x1f) as usize;
         let s = 257 + lc;
         let e = u32::from(LENGTH_EXTRA[lc]);
         w.put(
@@ -418,7 +428,7 @@ fn write_symbols(w: &mut BitWriter, tokens: &[Token], buf: &[u8], codes: &Codes)
                 | ((length as u32 - u32::from(LENGTH_BASE[lc])) << codes.litlen_len[s]),
             u32::from(codes.litlen_len[s]) + e,
         );
-        let dc = distance_code(distance);
+        let dc = ((t >> 40) & 0x1f) as usize;
         let e = u32::from(DIST_EXTRA[dc]);
         w.put(
             u32::from(codes.dist_code[dc])

@@ -462,15 +462,17 @@ impl Symbols<'_> {
     fn push(&mut self, buf: &[u8], m: Match) {
         self.literals(buf, m.from);
         let mut left = m.to - m.from;
+        let dc = distance_code(m.distance);
         while left >= 3 {
             let mut n = left.min(MAX_MATCH);
             // Never leave 1 or 2 bytes a match cannot take.
             if left > MAX_MATCH && left - MAX_MATCH < 3 {
                 n = left - 3;
             }
-            self.tokens.push(Token::matched(n, m.distance));
-            self.counts.litlen[257 + length_code(n)] += 1;
-            self.counts.dist[distance_code(m.distance)] += 1;
+            let lc = length_code(n);
+            self.tokens.push(Token::matched(n, m.distance, (lc, dc)));
+            self.counts.litlen[257 + lc] += 1;
+            self.counts.dist[dc] += 1;
             left -= n;
         }
         self.literal_from = m.to - left;
