@@ -36,6 +36,15 @@ then, for each input, runs each case RUNS times, the cases taking turns
                   Python one without its CPU on this machine, which tells
                   the cost of waiting on a slow backend from the cost of
                   sharing the cores with it
+  instructions  the agent under valgrind's callgrind on the first 100,000
+           lines: instructions per line of stdout, batch, batch+deflate (32
+           KiB and 4 KiB windows, the bench receiver) and batch+deflate-py,
+           and their ratios to stdout. Instruction counts do not move with
+           a busy machine, a slow backend or sleeping between batches (the
+           same count whether the receiver answers at once or 300 ms late),
+           so they tell what the agent's code costs apart from what the
+           machine does to it; valgrind is a Debian package (not installed
+           by tests/setup.sh: the tests do not need it)
   latency  a writer appends 2,000 lines/s for 10 s to a followed file, each
            line stamped with its write time; the receiver records write →
            arrival (p50, p99)
@@ -51,7 +60,7 @@ Figures move with the machine (2x and more between machines of the same
 kind); compare the ratios, measured in the same run.
 
 Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--agent BINARY] [--before BINARY]
-           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,batch+deflate-py12,batch+deflate-slow,single,single+deflate,latency,idle]
+           [--ips few,zipf] [--cases stdout,batch,batch+deflate,batch+deflate-py,batch+deflate-py12,batch+deflate-slow,single,single+deflate,instructions,latency,idle]
 """
 import argparse
 import bisect
@@ -276,6 +285,58 @@ def case_python_backend(log, lines, extra, backend_args=()):
             "wire_bytes_per_event": relay.sent / got, "window_bits": max(window, default=0)}
 
 
+def counted(args, lines):
+    """Runs the agent under callgrind to its end; its instructions per line."""
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", AGENT] + args,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.exit(f"agent under callgrind failed: {args}\n{p.stderr[-2000:]}")
+    collected = [l for l in p.stderr.splitlines() if "Collected :" in l]
+    if not collected:
+        sys.exit(f"callgrind reported no count: {p.stderr[-2000:]}")
+    return int(collected[-1].split(":")[-1].strip().replace(",", "")) / lines
+
+
+def case_instructions(log, lines=100_000):
+    if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
+        sys.exit("the instructions case needs valgrind (apt-get install valgrind)")
+    out = {}
+    with tempfile.TemporaryDirectory() as state:
+        part = os.path.join(state, "part.log")
+        with open(log) as src, open(part, "w") as dst:
+            dst.writelines(itertools.islice(src, lines))
+        small = os.path.join(state, "window12.toml")
+        with open(small, "w") as f:
+            f.write("compression_window_bits = 12\n")
+
+        def common(name):
+            return common_args(os.path.join(state, name))
+        out["stdout"] = counted(["--log", part, "--once", "--stdout"] + common("stdout"), lines)
+        for name, extra in (("batch", ["--compression", "off"]), ("batch+deflate", ["--compression", "deflate"]),
+                            ("batch+deflate-w12", ["--compression", "deflate", "--config", small])):
+            rx, port = start_receiver(lines)
+            out[name] = counted(["--log", part, "--once", "--ws-url", f"ws://127.0.0.1:{port}/", "--wire", "batch"]
+                                + extra + common(name), lines)
+            rx.communicate(timeout=60)
+        if os.path.exists(VENV_PYTHON):
+            received = os.path.join(state, "events.jsonl")
+            port = free_port()
+            backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch"],
+                                       stdout=subprocess.PIPE, text=True)
+            if backend.stdout.readline().strip() != "listening":
+                sys.exit("the Python backend did not start")
+            try:
+                out["batch+deflate-py"] = counted(["--log", part, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
+                                                   "--wire", "batch", "--compression", "deflate"]
+                                                  + common("py"), lines)
+            finally:
+                backend.terminate()
+                backend.wait(timeout=30)
+    for name, n in out.items():
+        print(f"instructions {name:20} {n:,.0f} a line, {n / out['stdout']:.2f} x stdout", flush=True)
+    return out
+
+
 def case_stdout(log, lines):
     with tempfile.TemporaryDirectory() as state:
         wall, cpu, rss = run_agent(["--log", log, "--once", "--stdout"] + common_args(state))
@@ -474,6 +535,8 @@ def main():
                 print(f"ratio {spread} {packed}/{plain}: wire bytes "
                       f"{out[packed]['wire_bytes_per_event'] / out[plain]['wire_bytes_per_event']:.3f}, "
                       f"cpu {out[packed]['cpu_us_per_line'] / out[plain]['cpu_us_per_line']:.2f}")
+    if "instructions" in cases:
+        case_instructions(input_for("zipf", a.lines))
     if "latency" in cases:
         report("latency", median_of([case_latency() for _ in range(a.runs)]))
     if "idle" in cases:
