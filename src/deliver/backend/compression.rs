@@ -161,10 +161,9 @@ impl ExtensionProvider for &Offer {
 /// 52.2 an event on the e2e bench's Zipf input) and 4 % more instructions
 /// for the whole agent (docs/protocol.md, "Compression"), to save the
 /// backend 28 KiB of inflate window on the connection. Then with it: a
-/// backend that will compress only with a
-/// window it names (`websockets`' `require_client_max_window_bits`)
-/// declines the first and takes this one, and the agent compresses with
-/// the window its answer names.
+/// backend that will compress only with a window it names (`websockets`'
+/// `require_client_max_window_bits`) declines the first and takes this
+/// one, and the agent compresses with the window its answer names.
 fn offer_header(window_bits: u8) -> HeaderValue {
     let limit = if window_bits < 15 {
         format!("client_max_window_bits={window_bits}")
