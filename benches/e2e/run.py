@@ -64,6 +64,7 @@ Usage: python3 benches/e2e/run.py [--lines N] [--runs R] [--idle-seconds S] [--a
 """
 import argparse
 import bisect
+import contextlib
 import itertools
 import os
 import random
@@ -251,26 +252,35 @@ class Relay:
         self.listener.close()
 
 
-def case_python_backend(log, lines, extra, backend_args=()):
+@contextlib.contextmanager
+def python_backend(received, backend_args=()):
+    """The Python backend (batch exchange) on a free port, storing events
+    in `received`; yields its port and stops it after."""
     if not os.path.exists(VENV_PYTHON):
-        sys.exit("batch+deflate-py needs target/test-venv: run tests/setup.sh first")
-    with tempfile.TemporaryDirectory() as state:
-        received = os.path.join(state, "events.jsonl")
-        port = free_port()
-        backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch",
-                                    *backend_args],
-                                   stdout=subprocess.PIPE, text=True)
+        sys.exit("the Python backend needs target/test-venv: run tests/setup.sh first")
+    port = free_port()
+    backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch", *backend_args],
+                               stdout=subprocess.PIPE, text=True)
+    try:
         if backend.stdout.readline().strip() != "listening":
             sys.exit("the Python backend did not start")
-        relay = Relay(port)
-        try:
-            wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{relay.port}/",
-                                        "--wire", "batch", "--compression", "deflate"]
-                                       + common_args(state) + extra)
-        finally:
-            relay.close()
-            backend.terminate()
-            backend.wait(timeout=30)
+        yield port
+    finally:
+        backend.terminate()
+        backend.wait(timeout=30)
+
+
+def case_python_backend(log, lines, extra, backend_args=()):
+    with tempfile.TemporaryDirectory() as state:
+        received = os.path.join(state, "events.jsonl")
+        with python_backend(received, backend_args) as port:
+            relay = Relay(port)
+            try:
+                wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{relay.port}/",
+                                            "--wire", "batch", "--compression", "deflate"]
+                                           + common_args(state) + extra)
+            finally:
+                relay.close()
         with open(received, "rb") as f:
             got = sum(1 for _ in f)
         with open(received + ".connections") as f:
@@ -304,7 +314,10 @@ def case_instructions(log, lines=100_000):
     with tempfile.TemporaryDirectory() as state:
         part = os.path.join(state, "part.log")
         with open(log) as src, open(part, "w") as dst:
-            dst.writelines(itertools.islice(src, lines))
+            taken = list(itertools.islice(src, lines))
+            dst.writelines(taken)
+        # Fewer when the input is shorter (`--lines`).
+        lines = len(taken)
         small = os.path.join(state, "window12.toml")
         with open(small, "w") as f:
             f.write("compression_window_bits = 12\n")
@@ -319,19 +332,10 @@ def case_instructions(log, lines=100_000):
                                 + extra + common(name), lines)
             rx.communicate(timeout=60)
         if os.path.exists(VENV_PYTHON):
-            received = os.path.join(state, "events.jsonl")
-            port = free_port()
-            backend = subprocess.Popen([VENV_PYTHON, PY_BACKEND, str(port), received, "--wire", "batch"],
-                                       stdout=subprocess.PIPE, text=True)
-            if backend.stdout.readline().strip() != "listening":
-                sys.exit("the Python backend did not start")
-            try:
+            with python_backend(os.path.join(state, "events.jsonl")) as port:
                 out["batch+deflate-py"] = counted(["--log", part, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
                                                    "--wire", "batch", "--compression", "deflate"]
                                                   + common("py"), lines)
-            finally:
-                backend.terminate()
-                backend.wait(timeout=30)
     for name, n in out.items():
         print(f"instructions {name:20} {n:,.0f} a line, {n / out['stdout']:.2f} x stdout", flush=True)
     return out

@@ -895,9 +895,9 @@ fn a_python_websockets_backend_gets_every_event_compressed_or_not() {
 /// A Python backend that takes compression only on its own terms (a small
 /// window for what the agent sends, declining an offer that would not let
 /// it name one, and no context takeover): the agent's second offer is
-/// taken, and the backend's zlib
-/// inflates every message with that window and a fresh state, so each
-/// event arrives only if the agent compressed as agreed.
+/// taken, and the backend's zlib inflates every message with that window
+/// and a fresh state, so each event arrives only if the agent compressed
+/// as agreed.
 #[test]
 fn the_agent_compresses_on_the_terms_a_python_backend_sets() {
     for (wire, bits, no_takeover) in [
