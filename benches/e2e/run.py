@@ -190,12 +190,15 @@ def common_args(state):
             "--pattern-dir", "/nonexistent"]
 
 
+def once_to(log, port, compression, wire="batch"):
+    """The agent's flags for reading `log` once to the backend on `port`."""
+    return ["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{port}/", "--wire", wire, "--compression", compression]
+
+
 def case_throughput(log, lines, wire, compression, extra, ack_delay_us=0):
     rx, port = start_receiver(lines, ack_delay_us=ack_delay_us)
     with tempfile.TemporaryDirectory() as state:
-        wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
-                                    "--wire", wire, "--compression", compression]
-                                   + common_args(state) + extra)
+        wall, cpu, rss = run_agent(once_to(log, port, compression, wire) + common_args(state) + extra)
     out, _ = rx.communicate(timeout=60)
     fields = dict(kv.split("=") for kv in out.split())
     got = int(fields["events"])
@@ -276,9 +279,7 @@ def case_python_backend(log, lines, extra, backend_args=()):
         with python_backend(received, backend_args) as port:
             relay = Relay(port)
             try:
-                wall, cpu, rss = run_agent(["--log", log, "--once", "--ws-url", f"ws://127.0.0.1:{relay.port}/",
-                                            "--wire", "batch", "--compression", "deflate"]
-                                           + common_args(state) + extra)
+                wall, cpu, rss = run_agent(once_to(log, relay.port, "deflate") + common_args(state) + extra)
             finally:
                 relay.close()
         with open(received, "rb") as f:
@@ -325,17 +326,14 @@ def case_instructions(log, lines=100_000):
         def common(name):
             return common_args(os.path.join(state, name))
         out["stdout"] = counted(["--log", part, "--once", "--stdout"] + common("stdout"), lines)
-        for name, extra in (("batch", ["--compression", "off"]), ("batch+deflate", ["--compression", "deflate"]),
-                            ("batch+deflate-w12", ["--compression", "deflate", "--config", small])):
+        for name, compression, extra in (("batch", "off", []), ("batch+deflate", "deflate", []),
+                                         ("batch+deflate-w12", "deflate", ["--config", small])):
             rx, port = start_receiver(lines)
-            out[name] = counted(["--log", part, "--once", "--ws-url", f"ws://127.0.0.1:{port}/", "--wire", "batch"]
-                                + extra + common(name), lines)
+            out[name] = counted(once_to(part, port, compression) + extra + common(name), lines)
             rx.communicate(timeout=60)
         if os.path.exists(VENV_PYTHON):
             with python_backend(os.path.join(state, "events.jsonl")) as port:
-                out["batch+deflate-py"] = counted(["--log", part, "--once", "--ws-url", f"ws://127.0.0.1:{port}/",
-                                                   "--wire", "batch", "--compression", "deflate"]
-                                                  + common("py"), lines)
+                out["batch+deflate-py"] = counted(once_to(part, port, "deflate") + common("py"), lines)
     for name, n in out.items():
         print(f"instructions {name:20} {n:,.0f} a line, {n / out['stdout']:.2f} x stdout", flush=True)
     return out
